@@ -1,0 +1,6 @@
+"""Settings schema, shipped YAML, constants and the exception tree: the layer every other imports."""
+
+from config.errors import ConfigError
+from config.settings import Settings, load_settings
+
+__all__ = ["ConfigError", "Settings", "load_settings"]

@@ -1,0 +1,28 @@
+"""Constants that are not settings: names, versions and file patterns shared by all layers."""
+
+from __future__ import annotations
+
+#: Bumped whenever a change to the engine can change a score; part of every result-cache key.
+ENGINE_VERSION = "1"
+
+#: Environment variable naming the YAML config file when ``--config`` is not given.
+CONFIG_ENV = "SUPERSEDE_CONFIG"
+#: Prefix of environment overrides, e.g. ``SUPERSEDE_RUNTIME__BATCH_SIZE=16``.
+ENV_PREFIX = "SUPERSEDE_"
+ENV_NESTED_DELIMITER = "__"
+
+#: Weight files that are safe to load: tensors only, no code.
+SAFE_WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json")
+#: Pickle-based weight files: loading one can run arbitrary code, so they are never downloaded.
+PICKLE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".msgpack", ".h5")
+#: Non-weight files a model or adapter needs (config, tokenizer, generation settings).
+MODEL_FILE_PATTERNS = (
+    "*.json",
+    "*.safetensors",
+    "tokenizer.model",
+    "*.tiktoken",
+    "*.txt",
+    "*.jinja",
+)
+#: Extra patterns downloaded only for repos allow-listed for remote code.
+REMOTE_CODE_PATTERNS = ("*.py",)

@@ -1,0 +1,65 @@
+"""The exception tree every Supersede layer raises and catches.
+
+::
+
+    SupersedeError                  base: always carries a message a user can act on
+    ├── FatalError                  retrying will not help; record the reason and tell the user
+    │   ├── ConfigError             bad config file, key or environment variable
+    │   ├── TaskFileError           bad task file (unknown key, broken template, missing data)
+    │   ├── ModelNotFound           no such repo, revision, file or local path
+    │   └── ModelRefused            the model exists but is not loaded, on purpose
+    │       ├── PickleWeightsRefused    only pickle weights (*.bin, *.pt, ...), no safetensors
+    │       ├── RemoteCodeRefused       config asks for remote code that is not allow-listed
+    │       └── GatedModelError         gated or private repo and the token has no access
+    └── RetryableError              transient: the same call may succeed later
+        └── HubUnavailable          Hub unreachable, timed out, 429 or 5xx
+
+Task runners retry only ``RetryableError``. Everything else is recorded with its message and shown
+as is: messages name the file, key or model and say what to do, so no traceback is needed.
+"""
+
+from __future__ import annotations
+
+
+class SupersedeError(Exception):
+    """Base of every error Supersede raises on purpose."""
+
+
+class FatalError(SupersedeError):
+    """An error that retrying cannot fix."""
+
+
+class RetryableError(SupersedeError):
+    """A transient error: the same call may succeed later."""
+
+
+class ConfigError(FatalError):
+    """The configuration (YAML file or environment) is invalid."""
+
+
+class TaskFileError(FatalError):
+    """A task file is invalid: unknown key, broken template, missing or unreadable data."""
+
+
+class ModelNotFound(FatalError):
+    """The model, adapter, revision or local path does not exist."""
+
+
+class ModelRefused(FatalError):
+    """The model exists but is refused by the loading policy."""
+
+
+class PickleWeightsRefused(ModelRefused):
+    """Only pickle-based weights are published; pickle can execute code when loaded."""
+
+
+class RemoteCodeRefused(ModelRefused):
+    """The model needs ``trust_remote_code`` and its repo is not allow-listed."""
+
+
+class GatedModelError(ModelRefused):
+    """The repo is gated or private and the configured token has no access."""
+
+
+class HubUnavailable(RetryableError):
+    """The Hub (or the configured endpoint) is unreachable, rate-limiting or failing."""

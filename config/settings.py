@@ -1,0 +1,201 @@
+"""Typed settings, built once at the edge (CLI, worker start-up) and passed down.
+
+Sources, highest precedence first:
+
+1. environment variables ``SUPERSEDE_<SECTION>__<KEY>`` (e.g. ``SUPERSEDE_RUNTIME__BATCH_SIZE=8``);
+   ``HF_ENDPOINT`` also sets ``hub.endpoint``;
+2. the YAML file: ``--config PATH``, else ``$SUPERSEDE_CONFIG``, else ``config/supersede.yaml``;
+3. the defaults below.
+
+Secrets (``HF_TOKEN``) come only from the environment: a secret-looking key in YAML is an error,
+so a token never lands in a file that gets committed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from config.constants import CONFIG_ENV, ENV_NESTED_DELIMITER, ENV_PREFIX
+from config.errors import ConfigError
+
+#: The shipped config, used when no other file is named and ``config/supersede.yaml`` is absent.
+PACKAGED_CONFIG = Path(__file__).with_name("supersede.yaml")
+
+_SECRET_WORDS = ("token", "secret", "password", "api_key", "apikey")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StoreSettings(_Section):
+    """Where results (and later job state) are kept."""
+
+    url: str = Field(
+        "sqlite:///.supersede/supersede.db",
+        description="SQLAlchemy URL: sqlite:///PATH (default) or postgresql+psycopg://...",
+    )
+
+
+class HubSettings(_Section):
+    """How models are fetched from the Hugging Face Hub (or a compatible endpoint)."""
+
+    endpoint: str = Field("https://huggingface.co", description="Hub base URL (HF_ENDPOINT).")
+    cache_dir: str | None = Field(None, description="Download cache; None = the HF default.")
+    timeout_s: float = Field(30.0, gt=0, description="Timeout of each Hub API call, seconds.")
+    trust_remote_code: tuple[str, ...] = Field(
+        (), description="Repo ids allowed to run their own modelling code. Empty = none."
+    )
+
+
+class RuntimeSettings(_Section):
+    """How models are run."""
+
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto = bfloat16 on GPU, float32 on CPU."
+    )
+    batch_size: int = Field(32, ge=1, le=4096)
+    max_length: int | None = Field(
+        None, ge=8, description="Token budget per sequence; None = the model's own limit."
+    )
+
+
+class Secrets(BaseSettings):
+    """Secrets, read from the environment only."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    hf_token: SecretStr | None = Field(None, validation_alias="HF_TOKEN")
+    hf_endpoint: str | None = Field(None, validation_alias="HF_ENDPOINT")
+
+
+class Settings(BaseSettings):
+    """All Supersede settings. Build with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        extra="forbid",
+        frozen=True,
+    )
+
+    store: StoreSettings = StoreSettings()
+    hub: HubSettings = HubSettings()
+    runtime: RuntimeSettings = RuntimeSettings()
+
+    #: The file the settings were read from (None: defaults and environment only).
+    source_file: Path | None = Field(None, exclude=True)
+    #: Secrets from the environment; never serialised.
+    secrets: Secrets = Field(default_factory=Secrets, exclude=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first, then what load_settings passes in (the YAML document).
+        return env_settings, init_settings
+
+
+def resolve_config_path(path: str | Path | None) -> Path | None:
+    """The config file to read: explicit path, ``$SUPERSEDE_CONFIG``, ``config/supersede.yaml``."""
+    if path is not None:
+        return Path(path)
+    env_path = os.environ.get(CONFIG_ENV)
+    if env_path:
+        return Path(env_path)
+    local = Path("config/supersede.yaml")
+    if local.is_file():
+        return local
+    return PACKAGED_CONFIG if PACKAGED_CONFIG.is_file() else None
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Read, merge and validate the settings; raise :class:`ConfigError` with one clear message."""
+    file = resolve_config_path(path)
+    document = _read_yaml(file) if file is not None else {}
+    where = str(file) if file is not None else "environment"
+    _reject_secrets(document, where)
+    try:
+        secrets = Secrets()
+        if secrets.hf_endpoint and not os.environ.get(f"{ENV_PREFIX}HUB{ENV_NESTED_DELIMITER}ENDPOINT"):
+            hub = dict(document.get("hub") or {})
+            hub["endpoint"] = secrets.hf_endpoint
+            document = {**document, "hub": hub}
+        return Settings(**document, source_file=file, secrets=secrets)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, where)) from None
+
+
+def _read_yaml(file: Path) -> dict[str, Any]:
+    if not file.is_file():
+        raise ConfigError(
+            f"config file {file} not found: pass --config PATH or set {CONFIG_ENV}, "
+            "or copy config/supersede.yaml"
+        )
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{file}: not valid YAML{at}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file}: cannot be read: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: expected a mapping of sections at the top, got {type(data).__name__}")
+    return data
+
+
+def _reject_secrets(document: Any, where: str, prefix: str = "") -> None:
+    if not isinstance(document, dict):
+        return
+    for key, value in document.items():
+        path = f"{prefix}{key}"
+        if isinstance(key, str) and any(word in key.lower() for word in _SECRET_WORDS):
+            raise ConfigError(
+                f"{where}: key '{path}' looks like a secret; secrets are read only from the "
+                "environment (e.g. HF_TOKEN), never from a config file"
+            )
+        _reject_secrets(value, where, f"{path}.")
+
+
+def _describe(exc: ValidationError, where: str) -> str:
+    problems = []
+    for error in exc.errors():
+        loc = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        if error["type"] == "extra_forbidden":
+            hint = _did_you_mean(error["loc"])
+            problems.append(f"key '{loc}': unknown key{hint}")
+        else:
+            got = error.get("input")
+            shown = f", got {got!r}" if not isinstance(got, dict) else ""
+            problems.append(f"key '{loc}': {error['msg'].lower()}{shown}")
+    return f"{where}: invalid configuration: " + "; ".join(problems)
+
+
+def _did_you_mean(loc: tuple[int | str, ...]) -> str:
+    model: type[BaseModel] = Settings
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        model = annotation
+    known = [name for name in model.model_fields if name not in ("source_file", "secrets")]
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(known)})"

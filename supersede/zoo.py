@@ -1,0 +1,249 @@
+"""A tiny model zoo built on the fly, for the example run, the demo and the tests.
+
+Nothing here is downloaded: a word-level tokenizer is built from the task's own text, a tiny
+Llama-architecture model is initialised from a seed, and LoRA adapters or full fine-tunes are
+trained for a few steps on the shipped review-sentiment task. Everything is saved as safetensors,
+exactly as a real Hub repo would hold it, so the real loading code runs on it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SPECIAL_TOKENS = ("<unk>", "<pad>", "<s>", "</s>")
+#: GPT-2-like pre-tokenization: words carry their leading space, so decoding is exact.
+WORD_PATTERN = r" ?[A-Za-z0-9']+| ?[^\sA-Za-z0-9']+|\n| +"
+
+PROMPT = "Review: {text}\nSentiment:"
+CHOICES = ("negative", "positive")
+
+_PRODUCTS = (
+    "jacket", "handbag", "scarf", "watch", "sneakers", "dress", "wallet", "belt", "coat",
+    "sunglasses", "boots", "shirt", "perfume", "necklace", "backpack",
+)
+_GOOD = (
+    "great", "lovely", "excellent", "perfect", "beautiful", "comfortable", "elegant", "superb",
+    "stylish", "sturdy",
+)
+_BAD = (
+    "awful", "cheap", "broken", "flimsy", "ugly", "disappointing", "faulty", "scratched",
+    "terrible", "uncomfortable",
+)
+_FILLER = (
+    "arrived on time", "came in a nice box", "was a gift", "took a week to arrive",
+    "is what I ordered", "fits as expected", "matches the photos",
+)
+
+
+def review_examples(n: int, seed: int) -> list[dict[str, Any]]:
+    """Synthetic retailer reviews; label 1 = positive. One in five is negated ("not great")."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.randint(0, 1)
+        negated = rng.random() < 0.2
+        words = _BAD if (label == 1) == negated else _GOOD
+        adjective = rng.choice(words)
+        product = rng.choice(_PRODUCTS)
+        quality = f"not {adjective}" if negated else adjective
+        text = f"The {product} is {quality} and {rng.choice(_FILLER)}."
+        if rng.random() < 0.4:
+            closers = ("Would buy again.", "Five stars.") if label else ("Returned it.", "One star.")
+            text = f"{text} {rng.choice(closers)}"
+        rows.append({"text": text, "label": label})
+    return rows
+
+
+def build_tokenizer(corpus: Iterable[str], *, pad_vocab_to: int = 0) -> Any:
+    """A word-level fast tokenizer over ``corpus``; ``pad_vocab_to`` adds filler tokens."""
+    from tokenizers import Regex, Tokenizer, decoders, pre_tokenizers
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    splitter = pre_tokenizers.Split(Regex(WORD_PATTERN), behavior="isolated")
+    vocab: dict[str, int] = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
+    for text in corpus:
+        for piece, _ in splitter.pre_tokenize_str(text):
+            vocab.setdefault(piece, len(vocab))
+    filler = 0
+    while len(vocab) < pad_vocab_to:
+        vocab.setdefault(f" w{filler}", len(vocab))
+        filler += 1
+    core = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = splitter
+    core.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        unk_token="<unk>",
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        model_max_length=512,
+    )
+
+
+def build_base(
+    out_dir: Path,
+    tokenizer: Any,
+    *,
+    hidden_size: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    intermediate_size: int = 128,
+    max_positions: int = 256,
+    seed: int = 0,
+) -> Path:
+    """A randomly initialised Llama-architecture model saved with its tokenizer (safetensors)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=max_positions,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def _training_batches(
+    tokenizer: Any, examples: Sequence[dict[str, Any]], batch_size: int, rng: random.Random
+) -> Iterable[tuple[Any, Any, Any]]:
+    """Right-padded (input_ids, attention_mask, labels) with loss on the answer token only."""
+    import torch
+
+    rows = list(examples)
+    rng.shuffle(rows)
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        seqs, targets = [], []
+        for row in chunk:
+            context = tokenizer(PROMPT.format(text=row["text"]), add_special_tokens=False)["input_ids"]
+            answer = tokenizer(" " + CHOICES[row["label"]], add_special_tokens=False)["input_ids"]
+            seqs.append(context + answer)
+            targets.append([-100] * len(context) + answer)
+        width = max(len(s) for s in seqs)
+        pad = tokenizer.pad_token_id
+        ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
+        labels = torch.tensor([t + [-100] * (width - len(t)) for t in targets])
+        yield ids, mask, labels
+
+
+def _train(model: Any, tokenizer: Any, examples: Sequence[dict[str, Any]], steps: int,
+           lr: float, seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(params, lr=lr)
+    model.train()
+    done = 0
+    while done < steps:
+        for ids, mask, labels in _training_batches(tokenizer, examples, 32, rng):
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            optimiser.step()
+            optimiser.zero_grad()
+            done += 1
+            if done >= steps:
+                break
+    model.eval()
+
+
+def train_lora(
+    base_dir: Path, out_dir: Path, examples: Sequence[dict[str, Any]], *, steps: int = 40,
+    lr: float = 5e-3, rank: int = 8, seed: int = 0,
+) -> Path:
+    """Train a LoRA adapter on ``examples`` for a few steps; saves adapter_model.safetensors."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype="float32")
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=2 * rank,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        lora_dropout=0.0,
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(base, config)
+    _train(model, tokenizer, examples, steps, lr, seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    return out_dir
+
+
+def train_full(
+    base_dir: Path, out_dir: Path, examples: Sequence[dict[str, Any]], *, steps: int = 40,
+    lr: float = 2e-3, seed: int = 0,
+) -> Path:
+    """Fully fine-tune a copy of the base for a few steps (a "newer model" or a full fine-tune)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype="float32")
+    _train(model, tokenizer, examples, steps, lr, seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+@dataclass(frozen=True)
+class Zoo:
+    """Paths of a built zoo: a base model and a LoRA fine-tune of it."""
+
+    root: Path
+    base: Path
+    adapter: Path
+
+
+def build_zoo(root: Path, train_rows: Sequence[dict[str, Any]], *, seed: int = 0,
+              adapter_steps: int = 40) -> Zoo:
+    """Build (once; reused when complete) a tiny base model and a LoRA fine-tune on ``train_rows``."""
+    zoo = Zoo(root=root, base=root / "base", adapter=root / "adapter")
+    marker = root / ".complete"
+    if marker.is_file():
+        return zoo
+    corpus = [PROMPT.format(text=row["text"]) for row in train_rows]
+    corpus += [" " + choice for choice in CHOICES]
+    corpus += [f"{p} {g} {b} {f}." for p in _PRODUCTS for g in _GOOD for b in _BAD for f in _FILLER[:1]]
+    corpus += ["The is not and Would buy again. Returned it. Five stars. One star."] + list(_FILLER)
+    tokenizer = build_tokenizer(corpus)
+    build_base(zoo.base, tokenizer, seed=seed)
+    train_lora(zoo.base, zoo.adapter, train_rows, steps=adapter_steps, seed=seed)
+    marker.write_text("ok\n")
+    return zoo
