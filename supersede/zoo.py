@@ -170,13 +170,15 @@ def _train(model: Any, tokenizer: Any, examples: Sequence[dict[str, Any]], steps
 
 
 def train_lora(
-    base_dir: Path, out_dir: Path, examples: Sequence[dict[str, Any]], *, steps: int = 40,
-    lr: float = 5e-3, rank: int = 8, seed: int = 0,
+    base_dir: Path, out_dir: Path, examples: Sequence[dict[str, Any]], *, steps: int = 200,
+    lr: float = 3e-3, rank: int = 16, seed: int = 0,
 ) -> Path:
     """Train a LoRA adapter on ``examples`` for a few steps; saves adapter_model.safetensors."""
+    import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    torch.manual_seed(seed)  # the adapter's initial weights come from this seed too
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype="float32")
     config = LoraConfig(
@@ -194,8 +196,8 @@ def train_lora(
 
 
 def train_full(
-    base_dir: Path, out_dir: Path, examples: Sequence[dict[str, Any]], *, steps: int = 40,
-    lr: float = 2e-3, seed: int = 0,
+    base_dir: Path, out_dir: Path, examples: Sequence[dict[str, Any]], *, steps: int = 150,
+    lr: float = 3e-3, seed: int = 0,
 ) -> Path:
     """Fully fine-tune a copy of the base for a few steps (a "newer model" or a full fine-tune)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -232,7 +234,7 @@ class Zoo:
 
 
 def build_zoo(root: Path, train_rows: Sequence[dict[str, Any]], *, seed: int = 0,
-              adapter_steps: int = 40) -> Zoo:
+              adapter_steps: int = 200) -> Zoo:
     """Build (once; reused when complete) a tiny base model and a LoRA fine-tune on ``train_rows``."""
     zoo = Zoo(root=root, base=root / "base", adapter=root / "adapter")
     marker = root / ".complete"

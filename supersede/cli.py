@@ -1,0 +1,219 @@
+"""The ``supersede`` command line. Heavy libraries load only inside the commands that need them."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from config.errors import RetryableError, SupersedeError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Supersede: notice the day a new foundation model makes your fine-tune obsolete.",
+)
+err = Console(stderr=True)
+out = Console()
+
+#: Exit codes: 2 = fatal (fix the input), 75 = temporary (try again later, EX_TEMPFAIL).
+EXIT_FATAL = 2
+EXIT_RETRYABLE = 75
+
+PACKAGED_TASKS = Path(__file__).resolve().parent.parent / "config" / "tasks"
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML config (default: $SUPERSEDE_CONFIG, config/supersede.yaml)."),
+]
+
+
+def _quiet_libraries() -> None:
+    # Library progress bars and advisories would interleave with ours; errors still show.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="peft")
+
+
+def _fail(exc: SupersedeError) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    return typer.Exit(EXIT_RETRYABLE if isinstance(exc, RetryableError) else EXIT_FATAL)
+
+
+class _RichProgress:
+    """A rich progress bar on stderr, fed by the engine."""
+
+    def __init__(self, enabled: bool) -> None:
+        from rich.progress import (
+            BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeRemainingColumn(), console=err, transient=True, disable=not enabled,
+        )
+        self.task_id: Any = None
+
+    def __enter__(self) -> _RichProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(None, None, None)
+
+    def start(self, total: int, description: str) -> None:
+        self.task_id = self.progress.add_task(description, total=total)
+
+    def advance(self, n: int) -> None:
+        if self.task_id is not None:
+            self.progress.advance(self.task_id, n)
+
+
+def outcome_json(outcome: Any) -> dict[str, Any]:
+    """The ``--json`` object of ``supersede bench``."""
+    result, identity = outcome.result, outcome.identity
+    stats = result.stats
+    return {
+        "model": identity["model"],
+        "adapter": identity["adapter"],
+        "task": result.task,
+        "metric": result.metric,
+        "score": result.score,
+        "stderr": result.stderr,
+        "n": result.n,
+        "metrics": {k: {"score": v[0], "stderr": v[1]} for k, v in result.metrics.items()},
+        "wall_s": round(outcome.wall_s, 4),
+        "load_s": round(outcome.load_s, 4),
+        "scoring_s": round(stats.scoring_s, 4),
+        "examples_per_s": round(stats.examples_per_s, 2),
+        "tokens_per_s": round(stats.tokens_per_s, 2),
+        "p50_batch_s": round(stats.p50_batch_s, 5),
+        "p95_batch_s": round(stats.p95_batch_s, 5),
+        "peak_memory_mb": round(stats.peak_memory_mb, 1),
+        "model_revision": identity["model_revision"],
+        "adapter_revision": identity["adapter_revision"],
+        "device": outcome.device,
+        "dtype": outcome.dtype,
+        "cached": outcome.cached,
+        "key": outcome.key,
+    }
+
+
+def _table(rows: list[dict[str, Any]], title: str, headers: list[str]) -> Table:
+    """One column per run, one row per figure: reads well at any terminal width."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("")
+    for header in headers:
+        table.add_column(header, overflow="fold")
+    figures = [
+        ("model", lambda r: r["model"]),
+        ("adapter", lambda r: r["adapter"] or "-"),
+        ("task", lambda r: r["task"]),
+        ("score", lambda r: f"{r['metric']} {r['score']:.4f} ± {r['stderr']:.4f}  (n={r['n']})"),
+        ("throughput", lambda r: f"{r['examples_per_s']:.1f} ex/s, {r['tokens_per_s']:.0f} tok/s"),
+        ("batch p50/p95", lambda r: f"{r['p50_batch_s'] * 1000:.1f} / {r['p95_batch_s'] * 1000:.1f} ms"),
+        ("peak memory", lambda r: f"{r['peak_memory_mb']:.0f} MB"),
+        ("wall", lambda r: f"{r['wall_s']:.2f} s (load {r['load_s']:.2f} s)"),
+        ("model revision", lambda r: r["model_revision"]),
+        ("adapter revision", lambda r: r["adapter_revision"] or "-"),
+        ("from cache", lambda r: "yes" if r["cached"] else "no"),
+    ]
+    for label, show in figures:
+        table.add_row(label, *(show(row) for row in rows))
+    return table
+
+
+@app.command()
+def bench(
+    model: Annotated[str, typer.Option("--model", "-m", help="Hub id[@revision] or local folder.")],
+    task: Annotated[Path, typer.Option("--task", "-t", help="Task file (lm-eval YAML).")],
+    adapter: Annotated[
+        str | None, typer.Option("--adapter", "-a", help="PEFT adapter: Hub id[@revision] or folder.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Score only the first N documents.")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", "-b", min=1, help="Sequences per forward pass.")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or auto.")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Run even if a result is stored.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Score a model (optionally with a LoRA adapter) on a task file."""
+    _quiet_libraries()
+    from benchmarks.bench import bench as run_bench
+    from config.settings import load_settings
+
+    try:
+        settings = load_settings(config)
+        with _RichProgress(enabled=not as_json and err.is_terminal) as progress:
+            outcome = run_bench(
+                settings, model, task, adapter=adapter, limit=limit, batch_size=batch_size,
+                device=device, use_cache=not no_cache, progress=progress,
+            )
+    except SupersedeError as exc:
+        raise _fail(exc) from None
+    row = outcome_json(outcome)
+    if as_json:
+        sys.stdout.write(json.dumps(row) + "\n")
+    else:
+        out.print(_table([row], "supersede bench", ["result"]))
+
+
+@app.command()
+def example(
+    workdir: Annotated[
+        Path, typer.Option(help="Where the tiny models are built (reused on the next run).")
+    ] = Path(".supersede/example"),
+    config: ConfigOption = None,
+) -> None:
+    """Offline example: build a tiny base model and a LoRA fine-tune, then benchmark both."""
+    _quiet_libraries()
+    from benchmarks.bench import bench as run_bench
+    from config.settings import load_settings
+    from supersede.zoo import build_zoo, read_jsonl
+
+    task_file = PACKAGED_TASKS / "review_sentiment" / "review_sentiment.yaml"
+    try:
+        settings = load_settings(config)
+        with err.status("Building the tiny model zoo (a base and a LoRA fine-tune)..."):
+            zoo = build_zoo(workdir / "zoo", read_jsonl(task_file.parent / "train.jsonl"))
+        rows = []
+        for adapter in (None, str(zoo.adapter)):
+            with _RichProgress(enabled=err.is_terminal) as progress:
+                outcome = run_bench(
+                    settings, str(zoo.base), task_file, adapter=adapter, progress=progress,
+                )
+            rows.append(outcome_json(outcome))
+    except SupersedeError as exc:
+        raise _fail(exc) from None
+    out.print(
+        _table(rows, "Example: a tiny base model and its LoRA fine-tune on review sentiment",
+               ["base", "fine-tune"])
+    )
+    base, tuned = rows
+    delta = tuned["score"] - base["score"]
+    out.print(
+        f"The fine-tune scores {tuned['score']:.3f} against the base's {base['score']:.3f} "
+        f"({delta:+.3f} {tuned['metric']}) on {tuned['n']} reviews.\n"
+        f"Reproduce one row:  supersede bench --model {zoo.base} --adapter {zoo.adapter} "
+        f"--task {task_file} --json"
+    )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
