@@ -235,7 +235,6 @@ class hub_errors:
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
         if exc is None:
             return False
-        import httpx
         from huggingface_hub import errors
 
         name = self.name
@@ -257,9 +256,24 @@ class hub_errors:
             if status in (401, 403):
                 raise GatedModelError(f"{name}: access denied ({status}); check HF_TOKEN") from None
             raise HubUnavailable(f"{name}: the Hub answered {status}; will retry later") from None
-        if isinstance(exc, httpx.HTTPError | OSError | TimeoutError):
+        if isinstance(exc, _network_errors()):
             raise HubUnavailable(f"{name}: the Hub is unreachable ({type(exc).__name__})") from None
         return False
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    # huggingface_hub has moved between HTTP clients (requests, httpx, httpx2): catch each one
+    # that is installed, so a refused connection is "retry later", not a crash.
+    import importlib
+
+    kinds: list[type[BaseException]] = [OSError, TimeoutError]
+    for module, attr in (("httpx", "HTTPError"), ("httpx2", "HTTPError"),
+                         ("requests", "RequestException")):
+        try:
+            kinds.append(getattr(importlib.import_module(module), attr))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(kinds)
 
 
 # --------------------------------------------------------------------------- loading

@@ -1,0 +1,146 @@
+"""The runner: batching never changes an answer, fast paths equal the plain computation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from benchmarks.models import LoadedModel, ModelResolver, load_model
+from benchmarks.runner import _Engine, run_task
+from benchmarks.tasks import load_task
+from config.settings import Settings
+from supersede.zoo import Zoo
+from tests.conftest import SHIPPED_TASK
+from tests.support.tasks import GENERATE, MULTI_TOKEN, write_task
+
+
+@pytest.fixture(scope="module")
+def tuned(zoo: Zoo) -> LoadedModel:
+    settings = Settings()
+    resolver = ModelResolver(settings.hub)
+    return load_model(
+        resolver.resolve(str(zoo.base)),
+        settings.runtime.model_copy(update={"device": "cpu"}),
+        [resolver.resolve(str(zoo.adapter), "adapter")],
+    )
+
+
+@pytest.fixture(scope="module")
+def tasks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    folder = tmp_path_factory.mktemp("tasks")
+    return {
+        "single": load_task(SHIPPED_TASK),
+        "multi": load_task(write_task(folder, MULTI_TOKEN)),
+        "generate": load_task(write_task(folder, GENERATE)),
+    }
+
+
+def naive_loglikelihoods(loaded: LoadedModel, context: str, continuations: tuple[str, ...],
+                         max_length: int) -> list[float]:
+    """One sequence at a time, full logits, lm-eval's slicing: the reference to match."""
+    engine = _Engine(loaded, 1, max_length)
+    scores = []
+    with torch.inference_mode(), loaded.scoring_model():
+        for continuation in continuations:
+            ctx, cont = engine.encode_pair(context, continuation)
+            inp = (ctx + cont)[-(max_length + 1):][:-1]
+            logits = loaded.model(input_ids=torch.tensor([inp])).logits[0].log_softmax(-1)
+            window = logits[len(inp) - len(cont):len(inp)]
+            scores.append(float(window.gather(-1, torch.tensor(cont).unsqueeze(-1)).sum()))
+    return scores
+
+
+@pytest.mark.parametrize("kind", ["single", "multi", "generate"])
+def test_batched_equals_unbatched(tuned: LoadedModel, tasks: dict[str, Any], kind: str) -> None:
+    task = tasks[kind]
+    one = run_task(tuned, task, limit=60, batch_size=1)
+    for batch_size in (7, 64):
+        many = run_task(tuned, task, limit=60, batch_size=batch_size)
+        assert many.predictions == one.predictions
+        assert many.outcomes == one.outcomes
+        assert many.score == one.score
+
+
+@pytest.mark.parametrize("kind", ["single", "multi"])
+@pytest.mark.parametrize("max_length", [None, 9])
+def test_fast_path_equals_plain_computation(
+    tuned: LoadedModel, tasks: dict[str, Any], kind: str, max_length: int | None
+) -> None:
+    task = tasks[kind]
+    requests = task.requests(12)
+    engine = _Engine(tuned, 5, max_length)
+    with torch.inference_mode(), tuned.scoring_model():
+        fast = engine.loglikelihoods(requests, None)
+    for request, got in zip(requests, fast, strict=True):
+        want = naive_loglikelihoods(tuned, request.context, request.continuations, engine.max_length)
+        assert got == pytest.approx(want, abs=1e-4)
+
+
+def test_adapter_measurably_changes_scores(tuned: LoadedModel, tasks: dict[str, Any]) -> None:
+    with_adapter = run_task(tuned, tasks["single"])
+    tuned.use_adapter(None)
+    try:
+        base_only = run_task(tuned, tasks["single"])
+    finally:
+        tuned.use_adapter(_first_adapter(tuned))
+    assert with_adapter.score > base_only.score + 0.2
+    assert with_adapter.outcomes != base_only.outcomes
+
+
+def _first_adapter(loaded: LoadedModel) -> str:
+    from benchmarks.models import adapter_name
+
+    return adapter_name(loaded.adapters[0])
+
+
+def test_result_carries_outcomes_and_stats(tuned: LoadedModel, tasks: dict[str, Any]) -> None:
+    seen: list[int] = []
+    result = run_task(tuned, tasks["single"], limit=50, batch_size=8, progress=seen.append)
+    assert sum(seen) == 50
+    assert result.n == 50 and len(result.outcomes) == 50 and len(result.predictions) == 50
+    assert result.score == pytest.approx(sum(result.outcomes) / 50)
+    assert set(result.outcomes) <= {0.0, 1.0}
+    stats = result.stats
+    assert stats.tokens > 0 and stats.tokens_per_s > 0 and stats.examples_per_s > 0
+    assert 0 < stats.p50_batch_s <= stats.p95_batch_s
+    assert stats.peak_memory_mb > 10
+
+
+def test_generation_stops_at_stop_sequences(tuned: LoadedModel, tasks: dict[str, Any]) -> None:
+    result = run_task(tuned, tasks["generate"], limit=40, batch_size=16)
+    assert all("\n" not in text and "." not in text for text in result.predictions)
+    assert all(text.startswith(" ") for text in result.predictions if text)
+    assert result.score > 0.6  # the fine-tune answers with the right word most of the time
+
+
+def test_single_token_choices_share_one_forward_pass(tuned: LoadedModel, tasks: dict[str, Any]) -> None:
+    engine = _Engine(tuned, 64, None)
+    with torch.inference_mode(), tuned.scoring_model():
+        engine.loglikelihoods(tasks["single"].requests(64), None)
+    single_rows = engine.batch_times
+    engine_multi = _Engine(tuned, 64, None)
+    with torch.inference_mode(), tuned.scoring_model():
+        engine_multi.loglikelihoods(tasks["multi"].requests(64), None)
+    # 64 documents x 2 one-token choices fit one 64-row batch; 64 x 3 multi-token rows need three.
+    assert len(single_rows) == 1
+    assert len(engine_multi.batch_times) == 3
+
+
+def test_empty_context_scores_after_the_prefix_token(tuned: LoadedModel, tmp_path: Path) -> None:
+    config = dict(MULTI_TOKEN, task="empty_ctx", doc_to_text="")
+    task = load_task(write_task(tmp_path, config, test_rows=5))
+    engine = _Engine(tuned, 4, None)
+    with torch.inference_mode(), tuned.scoring_model():
+        got = engine.loglikelihoods(task.requests(), None)
+    prefix = tuned.tokenizer.bos_token_id
+    with torch.inference_mode(), tuned.scoring_model():
+        for request, scores in zip(task.requests(), got, strict=True):
+            for continuation, score in zip(request.continuations, scores, strict=True):
+                cont = tuned.tokenizer.encode(continuation)
+                inp = ([prefix] + cont)[:-1]
+                logits = tuned.model(input_ids=torch.tensor([inp])).logits[0].log_softmax(-1)
+                want = float(logits[-len(cont):].gather(-1, torch.tensor(cont).unsqueeze(-1)).sum())
+                assert score == pytest.approx(want, abs=1e-4)
