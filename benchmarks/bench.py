@@ -96,9 +96,15 @@ def bench(
         hit = store.get(key)
         if hit is not None:
             return BenchOutcome(
-                result=hit[0], identity=identity, key=key, cached=True,
-                wall_s=time.perf_counter() - started, load_s=0.0,
-                device=chosen_device, dtype=dtype, timings={"resolve_s": resolved_s},
+                result=hit[0],
+                identity=identity,
+                key=key,
+                cached=True,
+                wall_s=time.perf_counter() - started,
+                load_s=0.0,
+                device=chosen_device,
+                dtype=dtype,
+                timings={"resolve_s": resolved_s},
             )
     load_started = time.perf_counter()
     loaded = load_model(base, runtime, [lora] if lora else [])
@@ -116,7 +122,13 @@ def bench(
     )
     store.put(key, identity, result)
     return BenchOutcome(
-        result=result, identity=identity, key=key, cached=False,
-        wall_s=time.perf_counter() - started, load_s=load_s,
-        device=chosen_device, dtype=dtype, timings={"resolve_s": resolved_s},
+        result=result,
+        identity=identity,
+        key=key,
+        cached=False,
+        wall_s=time.perf_counter() - started,
+        load_s=load_s,
+        device=chosen_device,
+        dtype=dtype,
+        timings={"resolve_s": resolved_s},
     )

@@ -39,7 +39,9 @@ def text_metric(name: str) -> TextMetric:
 
         close = difflib.get_close_matches(name, list(_TEXT_METRICS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise KeyError(f"unknown metric {name!r}{hint}; known: {', '.join(sorted(_TEXT_METRICS))}") from None
+        raise KeyError(
+            f"unknown metric {name!r}{hint}; known: {', '.join(sorted(_TEXT_METRICS))}"
+        ) from None
 
 
 def _exact_match_normalise(text: str, options: Mapping[str, Any]) -> str:
@@ -101,7 +103,7 @@ def rouge_l(prediction: str, references: Sequence[str], options: Mapping[str, An
 @register("chrf")
 def chrf(prediction: str, references: Sequence[str], options: Mapping[str, Any]) -> float:
     """chrF (sacrebleu) over all references, scaled to [0, 1]."""
-    from sacrebleu.metrics import CHRF
+    from sacrebleu.metrics.chrf import CHRF
 
     return float(CHRF().sentence_score(prediction, list(references)).score) / 100.0
 

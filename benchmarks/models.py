@@ -49,7 +49,7 @@ class ModelRef:
 
     @classmethod
     def parse(cls, text: str) -> ModelRef:
-        """Parse ``org/name[@revision]`` or a local folder (anything that exists or looks like one)."""
+        """Parse ``org/name[@revision]``, or a local folder (existing or path-like)."""
         text = text.strip()
         if not text:
             raise ModelNotFound("empty model reference: give a Hub id like org/name or a folder")
@@ -127,7 +127,9 @@ def content_hash(folder: Path) -> str:
     digest = hashlib.sha256()
     for file in sorted(p for p in folder.rglob("*") if p.is_file()):
         rel = file.relative_to(folder).as_posix()
-        if _is_pickle(rel) or not any(fnmatch.fnmatch(file.name, pat) for pat in MODEL_FILE_PATTERNS):
+        if _is_pickle(rel) or not any(
+            fnmatch.fnmatch(file.name, pat) for pat in MODEL_FILE_PATTERNS
+        ):
             continue
         digest.update(rel.encode() + b"\0")
         with file.open("rb") as handle:
@@ -167,7 +169,9 @@ class ModelResolver:
         config_file = ref.path / ("adapter_config.json" if kind == "adapter" else "config.json")
         if kind == "model":
             if not config_file.is_file():
-                raise ModelNotFound(f"{ref.text}: no config.json, so it is not a transformers model")
+                raise ModelNotFound(
+                    f"{ref.text}: no config.json, so it is not a transformers model"
+                )
             _check_remote_code(ref.text, _read_json(config_file, ref.text), allowed)
         return ResolvedModel(ref, kind, ref.path, content_hash(ref.path), allowed)
 
@@ -232,9 +236,9 @@ class hub_errors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if exc is None:
-            return False
+            return None
         from huggingface_hub import errors
 
         name = self.name
@@ -258,7 +262,7 @@ class hub_errors:
             raise HubUnavailable(f"{name}: the Hub answered {status}; will retry later") from None
         if isinstance(exc, _network_errors()):
             raise HubUnavailable(f"{name}: the Hub is unreachable ({type(exc).__name__})") from None
-        return False
+        return None
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:
@@ -267,8 +271,11 @@ def _network_errors() -> tuple[type[BaseException], ...]:
     import importlib
 
     kinds: list[type[BaseException]] = [OSError, TimeoutError]
-    for module, attr in (("httpx", "HTTPError"), ("httpx2", "HTTPError"),
-                         ("requests", "RequestException")):
+    for module, attr in (
+        ("httpx", "HTTPError"),
+        ("httpx2", "HTTPError"),
+        ("requests", "RequestException"),
+    ):
         try:
             kinds.append(getattr(importlib.import_module(module), attr))
         except (ImportError, AttributeError):
@@ -347,7 +354,7 @@ def load_model(
     tokenizer = AutoTokenizer.from_pretrained(
         base.local_dir, trust_remote_code=base.trust_remote_code
     )
-    model = AutoModelForCausalLM.from_pretrained(
+    model: Any = AutoModelForCausalLM.from_pretrained(
         base.local_dir,
         dtype=torch_dtype,
         use_safetensors=True,

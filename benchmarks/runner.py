@@ -78,6 +78,7 @@ def run_task(
     requests = task.requests(limit)
     engine = _Engine(loaded, batch_size, max_length)
     started = time.perf_counter()
+    predictions: list[Any]
     with torch.inference_mode(), loaded.scoring_model():
         if task.output_type == "multiple_choice":
             loglikelihoods = engine.loglikelihoods(requests, progress)
@@ -204,7 +205,9 @@ class _Engine:
         results: list[list[float]] = [[math.nan] * len(r.continuations) for r in requests]
         for r_i, request in enumerate(requests):
             pairs = [self.encode_pair(request.context, c) for c in request.continuations]
-            single = all(len(cont) == 1 for _, cont in pairs) and len({tuple(c) for c, _ in pairs}) == 1
+            single = (
+                all(len(cont) == 1 for _, cont in pairs) and len({tuple(c) for c, _ in pairs}) == 1
+            )
             for c_i, (context_enc, cont_enc) in enumerate(pairs):
                 if not cont_enc:
                     raise ValueError(
@@ -227,9 +230,7 @@ class _Engine:
             self._score_batch(batch, results)
             if progress is not None:
                 newly = {slot[0] for _, reads in batch for _, _, slot in reads} - done_docs
-                finished = {
-                    r for r in newly if not any(math.isnan(v) for v in results[r])
-                }
+                finished = {r for r in newly if not any(math.isnan(v) for v in results[r])}
                 done_docs |= finished
                 if finished:
                     progress(len(finished))

@@ -19,7 +19,7 @@ import hashlib
 import json
 import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -33,19 +33,49 @@ OutputType = Literal["multiple_choice", "generate_until"]
 #: Keys understood by Supersede, with lm-eval's meaning.
 SUPPORTED_KEYS = frozenset(
     {
-        "task", "tag", "group", "dataset_path", "dataset_name", "dataset_kwargs",
-        "training_split", "validation_split", "test_split", "fewshot_split",
-        "output_type", "doc_to_text", "doc_to_choice", "doc_to_target", "target_delimiter",
-        "fewshot_delimiter", "description", "num_fewshot", "generation_kwargs", "metric_list",
-        "metadata", "should_decontaminate", "doc_to_decontamination_query", "repeats",
+        "task",
+        "tag",
+        "group",
+        "dataset_path",
+        "dataset_name",
+        "dataset_kwargs",
+        "training_split",
+        "validation_split",
+        "test_split",
+        "fewshot_split",
+        "output_type",
+        "doc_to_text",
+        "doc_to_choice",
+        "doc_to_target",
+        "target_delimiter",
+        "fewshot_delimiter",
+        "description",
+        "num_fewshot",
+        "generation_kwargs",
+        "metric_list",
+        "metadata",
+        "should_decontaminate",
+        "doc_to_decontamination_query",
+        "repeats",
     }
 )
 #: lm-eval keys that Supersede refuses rather than silently ignoring (they change the score).
 UNSUPPORTED_KEYS = frozenset(
     {
-        "process_docs", "process_results", "filter_list", "use_prompt", "fewshot_config",
-        "doc_to_image", "doc_to_audio", "unsafe_code", "gen_prefix", "custom_dataset",
-        "include", "class", "output_type_kwargs", "multiple_input",
+        "process_docs",
+        "process_results",
+        "filter_list",
+        "use_prompt",
+        "fewshot_config",
+        "doc_to_image",
+        "doc_to_audio",
+        "unsafe_code",
+        "gen_prefix",
+        "custom_dataset",
+        "include",
+        "class",
+        "output_type_kwargs",
+        "multiple_input",
     }
 )
 _GENERATION_KEYS = frozenset({"until", "max_gen_toks", "do_sample", "temperature"})
@@ -63,7 +93,7 @@ FEWSHOT_SEED = 1234
 
 
 def _strict_jinja() -> Any:
-    # The same environment lm-eval renders with: undefined names fail loudly, trailing newlines kept.
+    # lm-eval's environment: undefined names fail loudly, trailing newlines are kept.
     from jinja2 import BaseLoader, Environment, StrictUndefined
 
     env = Environment(loader=BaseLoader(), undefined=StrictUndefined, keep_trailing_newline=True)
@@ -219,7 +249,9 @@ class _Renderer:
             fewshot_delimiter = cfg.get("fewshot_delimiter", "\n\n")
             for j, shot in self._shots(doc):
                 parts.append(
-                    self.text(shot, j) + target_delimiter + self._answer_text(shot, j)
+                    self.text(shot, j)
+                    + target_delimiter
+                    + self._answer_text(shot, j)
                     + fewshot_delimiter
                 )
         parts.append(self.text(doc, doc_id))
@@ -270,10 +302,10 @@ class _Renderer:
         target = self.target(doc, doc_id)
         if self.cfg.get("doc_to_choice") is not None:
             target = self.choices(doc, doc_id)[target]
-        gold: str | tuple[str, ...] = (
+        answer: str | tuple[str, ...] = (
             tuple(str(t) for t in target) if isinstance(target, list) else str(target)
         )
-        return Request(doc_id=doc_id, context=context, gold=gold)
+        return Request(doc_id=doc_id, context=context, gold=answer)
 
 
 def load_task(path: str | Path) -> Task:
@@ -327,8 +359,10 @@ def load_task(path: str | Path) -> Task:
         )
     # lm-eval's pool: fewshot_split, else the training, validation, then test split.
     fewshot_split = (
-        config.get("fewshot_split") or config.get("training_split")
-        or config.get("validation_split") or test_split
+        config.get("fewshot_split")
+        or config.get("training_split")
+        or config.get("validation_split")
+        or test_split
     )
     if num_fewshot and (not fewshot_split or fewshot_split not in splits):
         raise TaskFileError(
@@ -395,7 +429,9 @@ def _metrics(path: Path, config: Mapping[str, Any], output_type: str) -> tuple[M
                 f"(available: {', '.join(sorted(allowed))})"
             )
         for key in entry:
-            if key not in _METRIC_ENTRY_KEYS or (key in _EXACT_MATCH_OPTIONS and name != "exact_match"):
+            if key not in _METRIC_ENTRY_KEYS or (
+                key in _EXACT_MATCH_OPTIONS and name != "exact_match"
+            ):
                 raise TaskFileError(f"{path}: key '{where}.{key}': not an option of {name}")
         aggregation = entry.get("aggregation", "mean")
         if aggregation != "mean":
@@ -439,7 +475,9 @@ def _generation(path: Path, config: Mapping[str, Any]) -> tuple[tuple[str, ...],
         raise TaskFileError(f"{path}: key 'generation_kwargs.until': expected a list of strings")
     max_gen_toks = kwargs.get("max_gen_toks", DEFAULT_MAX_GEN_TOKS)
     if not isinstance(max_gen_toks, int) or max_gen_toks < 1:
-        raise TaskFileError(f"{path}: key 'generation_kwargs.max_gen_toks': expected an integer >= 1")
+        raise TaskFileError(
+            f"{path}: key 'generation_kwargs.max_gen_toks': expected an integer >= 1"
+        )
     return tuple(until), max_gen_toks
 
 
@@ -458,7 +496,8 @@ def _compile_templates(path: Path, config: Mapping[str, Any]) -> None:
                 env.from_string(value)
             except TemplateSyntaxError as exc:
                 raise TaskFileError(
-                    f"{path}: key '{key}': broken Jinja2 template (line {exc.lineno}): {exc.message}"
+                    f"{path}: key '{key}': broken Jinja2 template "
+                    f"(line {exc.lineno}): {exc.message}"
                 ) from None
     if "doc_to_text" not in config:
         raise TaskFileError(f"{path}: key 'doc_to_text': required")
@@ -550,5 +589,3 @@ def _csv_value(value: str) -> Any:
         except ValueError:
             continue
     return value
-
-

@@ -1,4 +1,4 @@
-"""Settings schema, shipped YAML, constants and the exception tree: the layer every other imports."""
+"""Settings schema, shipped YAML, constants and the exception tree: imported by every layer."""
 
 from config.errors import ConfigError
 from config.settings import Settings, load_settings

@@ -130,7 +130,9 @@ def load_settings(path: str | Path | None = None) -> Settings:
     _reject_secrets(document, where)
     try:
         secrets = Secrets()
-        if secrets.hf_endpoint and not os.environ.get(f"{ENV_PREFIX}HUB{ENV_NESTED_DELIMITER}ENDPOINT"):
+        if secrets.hf_endpoint and not os.environ.get(
+            f"{ENV_PREFIX}HUB{ENV_NESTED_DELIMITER}ENDPOINT"
+        ):
             hub = dict(document.get("hub") or {})
             hub["endpoint"] = secrets.hf_endpoint
             document = {**document, "hub": hub}
@@ -157,7 +159,9 @@ def _read_yaml(file: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{file}: expected a mapping of sections at the top, got {type(data).__name__}")
+        raise ConfigError(
+            f"{file}: expected a mapping of sections at the top, got {type(data).__name__}"
+        )
     return data
 
 

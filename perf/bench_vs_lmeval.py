@@ -215,32 +215,50 @@ def _tool(name: str) -> str:
 
 def supersede_command(setup: Setup, batch_size: int) -> list[str]:
     return [
-        _tool("supersede"), "bench",
-        "--model", str(setup.model_dir),
-        "--task", str(setup.task_file),
-        "--batch-size", str(batch_size),
-        "--device", "cpu",
-        "--no-cache", "--json",
+        _tool("supersede"),
+        "bench",
+        "--model",
+        str(setup.model_dir),
+        "--task",
+        str(setup.task_file),
+        "--batch-size",
+        str(batch_size),
+        "--device",
+        "cpu",
+        "--no-cache",
+        "--json",
     ]
 
 
 def lmeval_command(setup: Setup, batch_size: int, output: Path) -> list[str]:
     return [
         _tool("lm_eval"),
-        "--model", "hf",
-        "--model_args", f"pretrained={setup.model_dir},dtype=float32",
-        "--device", "cpu",
-        "--include_path", str(setup.task_dir),
-        "--tasks", setup.task_name,
-        "--batch_size", str(batch_size),
-        "--output_path", str(output),
+        "--model",
+        "hf",
+        "--model_args",
+        f"pretrained={setup.model_dir},dtype=float32",
+        "--device",
+        "cpu",
+        "--include_path",
+        str(setup.task_dir),
+        "--tasks",
+        setup.task_name,
+        "--batch_size",
+        str(batch_size),
+        "--output_path",
+        str(output),
     ]
 
 
 def driver_command(setup: Setup, batch_size: int) -> list[str]:
     return [
-        sys.executable, str(Path(__file__).resolve()), DRIVER_COMMAND,
-        str(setup.model_dir), str(setup.task_dir), setup.task_name, str(batch_size),
+        sys.executable,
+        str(Path(__file__).resolve()),
+        DRIVER_COMMAND,
+        str(setup.model_dir),
+        str(setup.task_dir),
+        setup.task_name,
+        str(batch_size),
     ]
 
 
@@ -392,15 +410,31 @@ def render(summary: dict[str, Any]) -> str:
     how = "median of " if summary["repeats"] > 1 else ""
     rows = [
         ("", "supersede", "lm-eval", "supersede/lm-eval"),
-        (f"wall s ({how}{summary['repeats']})", f"{wall['supersede']:.2f}",
-         f"{wall['lmeval']:.2f}", f"{wall['ratio']:.3f}"),
-        (f"scoring s ({how}{summary['repeats']})", f"{scoring['supersede']:.2f}",
-         f"{scoring['lmeval']:.2f}", f"{scoring['ratio']:.3f}"),
-        ("score (acc)", f"{score['supersede']:.4f}", f"{score['lmeval']:.4f}",
-         "identical: " + ("yes" if score["identical"] else "NO")),
+        (
+            f"wall s ({how}{summary['repeats']})",
+            f"{wall['supersede']:.2f}",
+            f"{wall['lmeval']:.2f}",
+            f"{wall['ratio']:.3f}",
+        ),
+        (
+            f"scoring s ({how}{summary['repeats']})",
+            f"{scoring['supersede']:.2f}",
+            f"{scoring['lmeval']:.2f}",
+            f"{scoring['ratio']:.3f}",
+        ),
+        (
+            "score (acc)",
+            f"{score['supersede']:.4f}",
+            f"{score['lmeval']:.4f}",
+            "identical: " + ("yes" if score["identical"] else "NO"),
+        ),
         ("supersede load_s", f"{summary['supersede_load_s']:.2f}", "", ""),
-        ("lm-eval HFLM() s / evaluate s", "",
-         f"{summary['lmeval_driver_load_s']:.2f} / {summary['lmeval_driver_evaluate_s']:.2f}", ""),
+        (
+            "lm-eval HFLM() s / evaluate s",
+            "",
+            f"{summary['lmeval_driver_load_s']:.2f} / {summary['lmeval_driver_evaluate_s']:.2f}",
+            "",
+        ),
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [
@@ -448,7 +482,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--repeats", type=int, default=1, help="runs of each; >1 reports medians (1)"
     )
     parser.add_argument(
-        "--multi-token", action="store_true",
+        "--multi-token",
+        action="store_true",
         help="multi-token choices, so supersede's single-token fast path is not used",
     )
     parser.add_argument(

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,7 +32,9 @@ PACKAGED_TASKS = Path(__file__).resolve().parent.parent / "config" / "tasks"
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="YAML config (default: $SUPERSEDE_CONFIG, config/supersede.yaml)."),
+    typer.Option(
+        "--config", "-c", help="YAML config (default: $SUPERSEDE_CONFIG, config/supersede.yaml)."
+    ),
 ]
 
 
@@ -54,12 +57,21 @@ class _RichProgress:
 
     def __init__(self, enabled: bool) -> None:
         from rich.progress import (
-            BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn,
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
         )
 
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeRemainingColumn(), console=err, transient=True, disable=not enabled,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+            disable=not enabled,
         )
         self.task_id: Any = None
 
@@ -114,13 +126,16 @@ def _table(rows: list[dict[str, Any]], title: str, headers: list[str]) -> Table:
     table.add_column("")
     for header in headers:
         table.add_column(header, overflow="fold")
-    figures = [
+    figures: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
         ("model", lambda r: r["model"]),
         ("adapter", lambda r: r["adapter"] or "-"),
         ("task", lambda r: r["task"]),
         ("score", lambda r: f"{r['metric']} {r['score']:.4f} ± {r['stderr']:.4f}  (n={r['n']})"),
         ("throughput", lambda r: f"{r['examples_per_s']:.1f} ex/s, {r['tokens_per_s']:.0f} tok/s"),
-        ("batch p50/p95", lambda r: f"{r['p50_batch_s'] * 1000:.1f} / {r['p95_batch_s'] * 1000:.1f} ms"),
+        (
+            "batch p50/p95",
+            lambda r: f"{r['p50_batch_s'] * 1000:.1f} / {r['p95_batch_s'] * 1000:.1f} ms",
+        ),
         ("peak memory", lambda r: f"{r['peak_memory_mb']:.0f} MB"),
         ("wall", lambda r: f"{r['wall_s']:.2f} s (load {r['load_s']:.2f} s)"),
         ("model revision", lambda r: r["model_revision"]),
@@ -137,15 +152,22 @@ def bench(
     model: Annotated[str, typer.Option("--model", "-m", help="Hub id[@revision] or local folder.")],
     task: Annotated[Path, typer.Option("--task", "-t", help="Task file (lm-eval YAML).")],
     adapter: Annotated[
-        str | None, typer.Option("--adapter", "-a", help="PEFT adapter: Hub id[@revision] or folder.")
+        str | None,
+        typer.Option("--adapter", "-a", help="PEFT adapter: Hub id[@revision] or folder."),
     ] = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="Score only the first N documents.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Score only the first N documents.")
+    ] = None,
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", "-b", min=1, help="Sequences per forward pass.")
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or auto.")] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Run even if a result is stored.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Run even if a result is stored.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object on stdout.")
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
     """Score a model (optionally with a LoRA adapter) on a task file."""
@@ -157,8 +179,15 @@ def bench(
         settings = load_settings(config)
         with _RichProgress(enabled=not as_json and err.is_terminal) as progress:
             outcome = run_bench(
-                settings, model, task, adapter=adapter, limit=limit, batch_size=batch_size,
-                device=device, use_cache=not no_cache, progress=progress,
+                settings,
+                model,
+                task,
+                adapter=adapter,
+                limit=limit,
+                batch_size=batch_size,
+                device=device,
+                use_cache=not no_cache,
+                progress=progress,
             )
     except SupersedeError as exc:
         raise _fail(exc) from None
@@ -191,14 +220,21 @@ def example(
         for adapter in (None, str(zoo.adapter)):
             with _RichProgress(enabled=err.is_terminal) as progress:
                 outcome = run_bench(
-                    settings, str(zoo.base), task_file, adapter=adapter, progress=progress,
+                    settings,
+                    str(zoo.base),
+                    task_file,
+                    adapter=adapter,
+                    progress=progress,
                 )
             rows.append(outcome_json(outcome))
     except SupersedeError as exc:
         raise _fail(exc) from None
     out.print(
-        _table(rows, "Example: a tiny base model and its LoRA fine-tune on review sentiment",
-               ["base", "fine-tune"])
+        _table(
+            rows,
+            "Example: a tiny base model and its LoRA fine-tune on review sentiment",
+            ["base", "fine-tune"],
+        )
     )
     base, tuned = rows
     delta = tuned["score"] - base["score"]

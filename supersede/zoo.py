@@ -23,20 +23,54 @@ PROMPT = "Review: {text}\nSentiment:"
 CHOICES = ("negative", "positive")
 
 _PRODUCTS = (
-    "jacket", "handbag", "scarf", "watch", "sneakers", "dress", "wallet", "belt", "coat",
-    "sunglasses", "boots", "shirt", "perfume", "necklace", "backpack",
+    "jacket",
+    "handbag",
+    "scarf",
+    "watch",
+    "sneakers",
+    "dress",
+    "wallet",
+    "belt",
+    "coat",
+    "sunglasses",
+    "boots",
+    "shirt",
+    "perfume",
+    "necklace",
+    "backpack",
 )
 _GOOD = (
-    "great", "lovely", "excellent", "perfect", "beautiful", "comfortable", "elegant", "superb",
-    "stylish", "sturdy",
+    "great",
+    "lovely",
+    "excellent",
+    "perfect",
+    "beautiful",
+    "comfortable",
+    "elegant",
+    "superb",
+    "stylish",
+    "sturdy",
 )
 _BAD = (
-    "awful", "cheap", "broken", "flimsy", "ugly", "disappointing", "faulty", "scratched",
-    "terrible", "uncomfortable",
+    "awful",
+    "cheap",
+    "broken",
+    "flimsy",
+    "ugly",
+    "disappointing",
+    "faulty",
+    "scratched",
+    "terrible",
+    "uncomfortable",
 )
 _FILLER = (
-    "arrived on time", "came in a nice box", "was a gift", "took a week to arrive",
-    "is what I ordered", "fits as expected", "matches the photos",
+    "arrived on time",
+    "came in a nice box",
+    "was a gift",
+    "took a week to arrive",
+    "is what I ordered",
+    "fits as expected",
+    "matches the photos",
 )
 
 
@@ -53,7 +87,9 @@ def review_examples(n: int, seed: int) -> list[dict[str, Any]]:
         quality = f"not {adjective}" if negated else adjective
         text = f"The {product} is {quality} and {rng.choice(_FILLER)}."
         if rng.random() < 0.4:
-            closers = ("Would buy again.", "Five stars.") if label else ("Returned it.", "One star.")
+            closers = (
+                ("Would buy again.", "Five stars.") if label else ("Returned it.", "One star.")
+            )
             text = f"{text} {rng.choice(closers)}"
         rows.append({"text": text, "label": label})
     return rows
@@ -77,7 +113,7 @@ def build_tokenizer(corpus: Iterable[str], *, pad_vocab_to: int = 0) -> Any:
     core = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
     core.pre_tokenizer = splitter
     core.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=core,
         unk_token="<unk>",
         pad_token="<pad>",
@@ -135,7 +171,9 @@ def _training_batches(
         chunk = rows[start : start + batch_size]
         seqs, targets = [], []
         for row in chunk:
-            context = tokenizer(PROMPT.format(text=row["text"]), add_special_tokens=False)["input_ids"]
+            context = tokenizer(PROMPT.format(text=row["text"]), add_special_tokens=False)[
+                "input_ids"
+            ]
             answer = tokenizer(" " + CHOICES[row["label"]], add_special_tokens=False)["input_ids"]
             seqs.append(context + answer)
             targets.append([-100] * len(context) + answer)
@@ -147,8 +185,9 @@ def _training_batches(
         yield ids, mask, labels
 
 
-def _train(model: Any, tokenizer: Any, examples: Sequence[dict[str, Any]], steps: int,
-           lr: float, seed: int) -> None:
+def _train(
+    model: Any, tokenizer: Any, examples: Sequence[dict[str, Any]], steps: int, lr: float, seed: int
+) -> None:
     import torch
 
     torch.manual_seed(seed)
@@ -170,8 +209,14 @@ def _train(model: Any, tokenizer: Any, examples: Sequence[dict[str, Any]], steps
 
 
 def train_lora(
-    base_dir: Path, out_dir: Path, examples: Sequence[dict[str, Any]], *, steps: int = 200,
-    lr: float = 3e-3, rank: int = 16, seed: int = 0,
+    base_dir: Path,
+    out_dir: Path,
+    examples: Sequence[dict[str, Any]],
+    *,
+    steps: int = 200,
+    lr: float = 3e-3,
+    rank: int = 16,
+    seed: int = 0,
 ) -> Path:
     """Train a LoRA adapter on ``examples`` for a few steps; saves adapter_model.safetensors."""
     import torch
@@ -184,20 +229,33 @@ def train_lora(
     config = LoraConfig(
         r=rank,
         lora_alpha=2 * rank,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        target_modules=[
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ],
         lora_dropout=0.0,
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(base, config)
     _train(model, tokenizer, examples, steps, lr, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
+    model.save_pretrained(str(out_dir), safe_serialization=True)
     return out_dir
 
 
 def train_full(
-    base_dir: Path, out_dir: Path, examples: Sequence[dict[str, Any]], *, steps: int = 150,
-    lr: float = 3e-3, seed: int = 0,
+    base_dir: Path,
+    out_dir: Path,
+    examples: Sequence[dict[str, Any]],
+    *,
+    steps: int = 150,
+    lr: float = 3e-3,
+    seed: int = 0,
 ) -> Path:
     """Fully fine-tune a copy of the base for a few steps (a "newer model" or a full fine-tune)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -233,17 +291,20 @@ class Zoo:
     adapter: Path
 
 
-def build_zoo(root: Path, train_rows: Sequence[dict[str, Any]], *, seed: int = 0,
-              adapter_steps: int = 200) -> Zoo:
-    """Build (once; reused when complete) a tiny base model and a LoRA fine-tune on ``train_rows``."""
+def build_zoo(
+    root: Path, train_rows: Sequence[dict[str, Any]], *, seed: int = 0, adapter_steps: int = 200
+) -> Zoo:
+    """Build a tiny base model and a LoRA fine-tune on ``train_rows`` (reused once complete)."""
     zoo = Zoo(root=root, base=root / "base", adapter=root / "adapter")
     marker = root / ".complete"
     if marker.is_file():
         return zoo
     corpus = [PROMPT.format(text=row["text"]) for row in train_rows]
     corpus += [" " + choice for choice in CHOICES]
-    corpus += [f"{p} {g} {b} {f}." for p in _PRODUCTS for g in _GOOD for b in _BAD for f in _FILLER[:1]]
-    corpus += ["The is not and Would buy again. Returned it. Five stars. One star."] + list(_FILLER)
+    corpus += [
+        f"{p} {g} {b} {f}." for p in _PRODUCTS for g in _GOOD for b in _BAD for f in _FILLER[:1]
+    ]
+    corpus += ["The is not and Would buy again. Returned it. Five stars. One star.", *_FILLER]
     tokenizer = build_tokenizer(corpus)
     build_base(zoo.base, tokenizer, seed=seed)
     train_lora(zoo.base, zoo.adapter, train_rows, steps=adapter_steps, seed=seed)

@@ -24,7 +24,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in list(os.environ):
         if var.startswith("SUPERSEDE_") or var in (
-            "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT", "HF_HUB_OFFLINE",
+            "HF_TOKEN",
+            "HUGGING_FACE_HUB_TOKEN",
+            "HF_ENDPOINT",
+            "HF_HUB_OFFLINE",
         ):
             monkeypatch.delenv(var, raising=False)
     # The Hub client's telemetry would reach for huggingface.co: keep every test on loopback.
@@ -43,15 +46,17 @@ def zoo(tmp_path_factory: pytest.TempPathFactory, train_rows: list[dict[str, obj
 
 
 @pytest.fixture(scope="session")
-def second_adapter(tmp_path_factory: pytest.TempPathFactory, zoo: Zoo,
-                   train_rows: list[dict[str, object]]) -> Path:
+def second_adapter(
+    tmp_path_factory: pytest.TempPathFactory, zoo: Zoo, train_rows: list[dict[str, object]]
+) -> Path:
     """Another LoRA adapter on the same base (other seed, fewer steps)."""
     return train_lora(zoo.base, tmp_path_factory.mktemp("adapter2"), train_rows, steps=60, seed=7)
 
 
 @pytest.fixture(scope="session")
-def full_finetune(tmp_path_factory: pytest.TempPathFactory, zoo: Zoo,
-                  train_rows: list[dict[str, object]]) -> Path:
+def full_finetune(
+    tmp_path_factory: pytest.TempPathFactory, zoo: Zoo, train_rows: list[dict[str, object]]
+) -> Path:
     """A fully fine-tuned copy of the base."""
     return train_full(zoo.base, tmp_path_factory.mktemp("full"), train_rows, steps=60)
 
@@ -67,8 +72,12 @@ def hub() -> Iterator[HubServer]:
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     """Settings with a private SQLite store and Hub cache under the test's tmp_path."""
 
-    def make(hub: HubServer | None = None, store_url: str | None = None,
-             trust_remote_code: tuple[str, ...] = (), **runtime: object) -> Settings:
+    def make(
+        hub: HubServer | None = None,
+        store_url: str | None = None,
+        trust_remote_code: tuple[str, ...] = (),
+        **runtime: object,
+    ) -> Settings:
         return Settings(
             store=StoreSettings(url=store_url or f"sqlite:///{tmp_path / 'store.db'}"),
             hub=HubSettings(
@@ -83,7 +92,9 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     return make
 
 
-def copy_model(src: Path, dst: Path, *, drop: tuple[str, ...] = (), add: dict[str, bytes] | None = None) -> Path:
+def copy_model(
+    src: Path, dst: Path, *, drop: tuple[str, ...] = (), add: dict[str, bytes] | None = None
+) -> Path:
     """Copy a model folder, dropping files whose names end with ``drop`` and adding ``add``."""
     shutil.copytree(src, dst)
     for file in list(dst.iterdir()):

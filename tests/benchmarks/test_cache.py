@@ -30,7 +30,10 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 def test_repeat_run_is_a_cache_hit_without_loading(
-    zoo: Zoo, tmp_path: Path, store_url: str, make_settings: Callable[..., Settings],
+    zoo: Zoo,
+    tmp_path: Path,
+    store_url: str,
+    make_settings: Callable[..., Settings],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settings = make_settings(store_url=store_url)
@@ -50,7 +53,9 @@ def _refuse(*args: object, **kwargs: object) -> None:
     raise AssertionError("the model was loaded although the result was stored")
 
 
-def test_no_cache_runs_again(zoo: Zoo, tmp_path: Path, make_settings: Callable[..., Settings]) -> None:
+def test_no_cache_runs_again(
+    zoo: Zoo, tmp_path: Path, make_settings: Callable[..., Settings]
+) -> None:
     settings = make_settings()
     task = shipped_task_copy(tmp_path / "task")
     bench(settings, str(zoo.base), task, limit=10)
@@ -72,24 +77,27 @@ def test_changes_that_can_change_the_answer_miss(
         assert outcome.key not in keys, changes
         keys.add(outcome.key)
 
-    run(adapter=str(second_adapter))                       # another adapter
-    run(adapter=None)                                      # no adapter
-    run(limit=21)                                          # other examples
+    run(adapter=str(second_adapter))  # another adapter
+    run(adapter=None)  # no adapter
+    run(limit=21)  # other examples
     edited = copy_model(zoo.adapter, tmp_path / "edited")  # same adapter folder, new content
     data = bytearray((edited / "adapter_model.safetensors").read_bytes())
     data[-1] ^= 1
     (edited / "adapter_model.safetensors").write_bytes(bytes(data))
     run(adapter=str(edited))
-    test_file = task.parent / "test.jsonl"                 # task data changed
+    test_file = task.parent / "test.jsonl"  # task data changed
     test_file.write_text(test_file.read_text().replace("necklace", "bracelet", 1))
     run()
     task.write_text(task.read_text().replace("Sentiment:", "Sentiment :"))  # prompt changed
     run()
-    run(run_settings=make_settings(dtype="bfloat16"))      # dtype
+    run(run_settings=make_settings(dtype="bfloat16"))  # dtype
 
 
 def test_hub_revision_is_part_of_the_key(
-    zoo: Zoo, full_finetune: Path, tmp_path: Path, hub: HubServer,
+    zoo: Zoo,
+    full_finetune: Path,
+    tmp_path: Path,
+    hub: HubServer,
     make_settings: Callable[..., Settings],
 ) -> None:
     settings = make_settings(hub)
@@ -121,7 +129,7 @@ def test_key_is_stable_and_order_free() -> None:
 
 
 def test_unusable_store_url_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="store.url"):
+    with pytest.raises(ConfigError, match=r"store\.url"):
         ResultStore("nosuchdb://x")
     blocker = tmp_path / "file"
     blocker.write_text("")

@@ -72,51 +72,70 @@ def test_bad_references_are_clear_errors(text: str, make_settings: Callable[...,
 # ---------------------------------------------------------------------------- local policy
 
 
-def test_local_model_is_pinned_by_content(zoo: Zoo, tmp_path: Path,
-                                          make_settings: Callable[..., Settings]) -> None:
+def test_local_model_is_pinned_by_content(
+    zoo: Zoo, tmp_path: Path, make_settings: Callable[..., Settings]
+) -> None:
     r = resolver(make_settings())
     first = r.resolve(str(zoo.base))
-    assert first.revision.startswith("sha256:") and first.revision == r.resolve(str(zoo.base)).revision
+    assert (
+        first.revision.startswith("sha256:") and first.revision == r.resolve(str(zoo.base)).revision
+    )
     changed = copy_model(zoo.base, tmp_path / "changed")
     cfg = json.loads((changed / "generation_config.json").read_text())
     (changed / "generation_config.json").write_text(json.dumps({**cfg, "max_length": 7}))
     assert r.resolve(str(changed)).revision != first.revision
 
 
-def test_local_pickle_only_model_is_refused(zoo: Zoo, tmp_path: Path,
-                                           make_settings: Callable[..., Settings]) -> None:
-    folder = copy_model(zoo.base, tmp_path / "pickled", drop=(".safetensors",),
-                        add={"pytorch_model.bin": b"not even read"})
-    with pytest.raises(PickleWeightsRefused, match="pytorch_model.bin"):
+def test_local_pickle_only_model_is_refused(
+    zoo: Zoo, tmp_path: Path, make_settings: Callable[..., Settings]
+) -> None:
+    folder = copy_model(
+        zoo.base,
+        tmp_path / "pickled",
+        drop=(".safetensors",),
+        add={"pytorch_model.bin": b"not even read"},
+    )
+    with pytest.raises(PickleWeightsRefused, match=r"pytorch_model\.bin"):
         resolver(make_settings()).resolve(str(folder))
 
 
-def test_local_pickle_only_adapter_is_refused(zoo: Zoo, tmp_path: Path,
-                                             make_settings: Callable[..., Settings]) -> None:
-    folder = copy_model(zoo.adapter, tmp_path / "pickled", drop=(".safetensors",),
-                        add={"adapter_model.bin": b"not even read"})
-    with pytest.raises(PickleWeightsRefused, match="adapter_model.bin"):
+def test_local_pickle_only_adapter_is_refused(
+    zoo: Zoo, tmp_path: Path, make_settings: Callable[..., Settings]
+) -> None:
+    folder = copy_model(
+        zoo.adapter,
+        tmp_path / "pickled",
+        drop=(".safetensors",),
+        add={"adapter_model.bin": b"not even read"},
+    )
+    with pytest.raises(PickleWeightsRefused, match=r"adapter_model\.bin"):
         resolver(make_settings()).resolve(str(folder), "adapter")
 
 
-def test_folder_without_adapter_config_is_not_an_adapter(zoo: Zoo,
-                                                         make_settings: Callable[..., Settings]) -> None:
-    with pytest.raises(ModelNotFound, match="adapter_config.json"):
+def test_folder_without_adapter_config_is_not_an_adapter(
+    zoo: Zoo, make_settings: Callable[..., Settings]
+) -> None:
+    with pytest.raises(ModelNotFound, match=r"adapter_config\.json"):
         resolver(make_settings()).resolve(str(zoo.base), "adapter")
 
 
 def _remote_code_model(zoo: Zoo, folder: Path, sentinel: Path) -> Path:
-    copy_model(zoo.base, folder, add={
-        "modeling_evil.py": SENTINEL_CODE.format(path=str(sentinel)).encode(),
-    })
+    copy_model(
+        zoo.base,
+        folder,
+        add={
+            "modeling_evil.py": SENTINEL_CODE.format(path=str(sentinel)).encode(),
+        },
+    )
     config = json.loads((folder / "config.json").read_text())
     config["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.EvilModel"}
     (folder / "config.json").write_text(json.dumps(config))
     return folder
 
 
-def test_remote_code_is_refused_unless_allow_listed(zoo: Zoo, tmp_path: Path,
-                                                   make_settings: Callable[..., Settings]) -> None:
+def test_remote_code_is_refused_unless_allow_listed(
+    zoo: Zoo, tmp_path: Path, make_settings: Callable[..., Settings]
+) -> None:
     sentinel = tmp_path / "sentinel"
     folder = _remote_code_model(zoo, tmp_path / "evil", sentinel)
     with pytest.raises(RemoteCodeRefused, match="trust_remote_code"):
@@ -133,9 +152,15 @@ def test_remote_code_is_refused_unless_allow_listed(zoo: Zoo, tmp_path: Path,
 def test_hub_model_is_pinned_and_only_safe_files_fetched(
     zoo: Zoo, tmp_path: Path, hub: HubServer, make_settings: Callable[..., Settings]
 ) -> None:
-    folder = copy_model(zoo.base, tmp_path / "repo", add={
-        "pytorch_model.bin": b"pickle bytes", "training_args.bin": b"pickle", "notes.pt": b"x",
-    })
+    folder = copy_model(
+        zoo.base,
+        tmp_path / "repo",
+        add={
+            "pytorch_model.bin": b"pickle bytes",
+            "training_args.bin": b"pickle",
+            "notes.pt": b"x",
+        },
+    )
     sha = hub.add_repo("acme/tiny", folder)
     resolved = resolver(make_settings(hub)).resolve("acme/tiny")
     assert resolved.revision == sha
@@ -149,8 +174,12 @@ def test_hub_model_is_pinned_and_only_safe_files_fetched(
 def test_hub_pickle_only_model_is_refused_before_any_download(
     zoo: Zoo, tmp_path: Path, hub: HubServer, make_settings: Callable[..., Settings]
 ) -> None:
-    folder = copy_model(zoo.base, tmp_path / "repo", drop=(".safetensors",),
-                        add={"pytorch_model.bin": b"pickle bytes"})
+    folder = copy_model(
+        zoo.base,
+        tmp_path / "repo",
+        drop=(".safetensors",),
+        add={"pytorch_model.bin": b"pickle bytes"},
+    )
     hub.add_repo("acme/pickled", folder)
     with pytest.raises(PickleWeightsRefused):
         resolver(make_settings(hub)).resolve("acme/pickled")
@@ -160,10 +189,14 @@ def test_hub_pickle_only_model_is_refused_before_any_download(
 def test_hub_adapter_with_only_bin_is_refused(
     zoo: Zoo, tmp_path: Path, hub: HubServer, make_settings: Callable[..., Settings]
 ) -> None:
-    folder = copy_model(zoo.adapter, tmp_path / "repo", drop=(".safetensors",),
-                        add={"adapter_model.bin": b"pickle bytes"})
+    folder = copy_model(
+        zoo.adapter,
+        tmp_path / "repo",
+        drop=(".safetensors",),
+        add={"adapter_model.bin": b"pickle bytes"},
+    )
     hub.add_repo("acme/lora-bin", folder)
-    with pytest.raises(PickleWeightsRefused, match="adapter_model.bin"):
+    with pytest.raises(PickleWeightsRefused, match=r"adapter_model\.bin"):
         resolver(make_settings(hub)).resolve("acme/lora-bin", "adapter")
     assert resolve_paths(hub) == []
 
@@ -237,7 +270,9 @@ def test_unreachable_hub_is_retryable(make_settings: Callable[..., Settings]) ->
 
 
 def test_several_adapters_load_the_base_once(
-    zoo: Zoo, second_adapter: Path, monkeypatch: pytest.MonkeyPatch,
+    zoo: Zoo,
+    second_adapter: Path,
+    monkeypatch: pytest.MonkeyPatch,
     make_settings: Callable[..., Settings],
 ) -> None:
     from transformers import AutoModelForCausalLM
@@ -253,7 +288,10 @@ def test_several_adapters_load_the_base_once(
     settings = make_settings()
     r = resolver(settings)
     base = r.resolve(str(zoo.base))
-    first, second = r.resolve(str(zoo.adapter), "adapter"), r.resolve(str(second_adapter), "adapter")
+    first, second = (
+        r.resolve(str(zoo.adapter), "adapter"),
+        r.resolve(str(second_adapter), "adapter"),
+    )
     task = load_task(SHIPPED_TASK)
     shared = load_model(base, settings.runtime, [first, second])
     assert len(calls) == 1

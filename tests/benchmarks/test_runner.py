@@ -38,17 +38,18 @@ def tasks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     }
 
 
-def naive_loglikelihoods(loaded: LoadedModel, context: str, continuations: tuple[str, ...],
-                         max_length: int) -> list[float]:
+def naive_loglikelihoods(
+    loaded: LoadedModel, context: str, continuations: tuple[str, ...], max_length: int
+) -> list[float]:
     """One sequence at a time, full logits, lm-eval's slicing: the reference to match."""
     engine = _Engine(loaded, 1, max_length)
     scores = []
     with torch.inference_mode(), loaded.scoring_model():
         for continuation in continuations:
             ctx, cont = engine.encode_pair(context, continuation)
-            inp = (ctx + cont)[-(max_length + 1):][:-1]
+            inp = (ctx + cont)[-(max_length + 1) :][:-1]
             logits = loaded.model(input_ids=torch.tensor([inp])).logits[0].log_softmax(-1)
-            window = logits[len(inp) - len(cont):len(inp)]
+            window = logits[len(inp) - len(cont) : len(inp)]
             scores.append(float(window.gather(-1, torch.tensor(cont).unsqueeze(-1)).sum()))
     return scores
 
@@ -75,7 +76,9 @@ def test_fast_path_equals_plain_computation(
     with torch.inference_mode(), tuned.scoring_model():
         fast = engine.loglikelihoods(requests, None)
     for request, got in zip(requests, fast, strict=True):
-        want = naive_loglikelihoods(tuned, request.context, request.continuations, engine.max_length)
+        want = naive_loglikelihoods(
+            tuned, request.context, request.continuations, engine.max_length
+        )
         assert got == pytest.approx(want, abs=1e-4)
 
 
@@ -116,7 +119,9 @@ def test_generation_stops_at_stop_sequences(tuned: LoadedModel, tasks: dict[str,
     assert result.score > 0.6  # the fine-tune answers with the right word most of the time
 
 
-def test_single_token_choices_share_one_forward_pass(tuned: LoadedModel, tasks: dict[str, Any]) -> None:
+def test_single_token_choices_share_one_forward_pass(
+    tuned: LoadedModel, tasks: dict[str, Any]
+) -> None:
     engine = _Engine(tuned, 64, None)
     with torch.inference_mode(), tuned.scoring_model():
         engine.loglikelihoods(tasks["single"].requests(64), None)
@@ -140,7 +145,9 @@ def test_empty_context_scores_after_the_prefix_token(tuned: LoadedModel, tmp_pat
         for request, scores in zip(task.requests(), got, strict=True):
             for continuation, score in zip(request.continuations, scores, strict=True):
                 cont = tuned.tokenizer.encode(continuation)
-                inp = ([prefix] + cont)[:-1]
+                inp = [prefix, *cont][:-1]
                 logits = tuned.model(input_ids=torch.tensor([inp])).logits[0].log_softmax(-1)
-                want = float(logits[-len(cont):].gather(-1, torch.tensor(cont).unsqueeze(-1)).sum())
+                want = float(
+                    logits[-len(cont) :].gather(-1, torch.tensor(cont).unsqueeze(-1)).sum()
+                )
                 assert score == pytest.approx(want, abs=1e-4)

@@ -270,12 +270,16 @@ def test_directory_as_config_is_a_clear_error(tmp_path: Path) -> None:
     config_error(tmp_path, "not found")
 
 
-def test_bad_env_value_is_a_config_error(no_packaged_config: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_env_value_is_a_config_error(
+    no_packaged_config: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SUPERSEDE_RUNTIME__BATCH_SIZE", "lots")
     config_error(None, "'runtime.batch_size'", "'lots'")
 
 
-def test_unknown_env_key_is_a_config_error(no_packaged_config: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unknown_env_key_is_a_config_error(
+    no_packaged_config: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SUPERSEDE_RUNTIME__BATCHSIZE", "8")
     config_error(None, "'runtime.batchsize'", "did you mean 'batch_size'?")
 
@@ -360,18 +364,31 @@ def test_bad_env_value_names_the_variable_not_the_file(
 # --- property ------------------------------------------------------------------------------
 
 _KNOWN_NAMES = [
-    "store", "hub", "runtime", "url", "endpoint", "cache_dir", "timeout_s",
-    "trust_remote_code", "device", "dtype", "batch_size", "max_length",
+    "store",
+    "hub",
+    "runtime",
+    "url",
+    "endpoint",
+    "cache_dir",
+    "timeout_s",
+    "trust_remote_code",
+    "device",
+    "dtype",
+    "batch_size",
+    "max_length",
 ]
 _scalars = (
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
-    | st.text(max_size=12) | st.sampled_from(["auto", "cpu", "cuda:0", "float16", "32", "-1"])
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=12)
+    | st.sampled_from(["auto", "cpu", "cuda:0", "float16", "32", "-1"])
 )
 _keys = st.sampled_from(_KNOWN_NAMES) | st.text(max_size=10) | st.integers()
 _junk = st.recursive(
     _scalars,
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(_keys, children, max_size=4),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(_keys, children, max_size=4),
     max_leaves=12,
 )
 # Top-level keys are strings other than 'source_file': non-string and 'source_file' top-level
@@ -381,7 +398,9 @@ _top_keys = (st.sampled_from(_KNOWN_NAMES) | st.text(max_size=10)).filter(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(document=st.dictionaries(_top_keys, _junk, max_size=4))
 def test_junk_yaml_either_loads_or_raises_config_error(tmp_path: Path, document: dict) -> None:
     path = tmp_path / "junk.yaml"

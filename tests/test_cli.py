@@ -1,0 +1,152 @@
+"""The ``supersede`` command as a user runs it: a real subprocess, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from supersede.zoo import Zoo
+from tests.support.tasks import shipped_task_copy
+
+REQUIRED = {
+    "model",
+    "adapter",
+    "task",
+    "metric",
+    "score",
+    "stderr",
+    "n",
+    "wall_s",
+    "examples_per_s",
+    "tokens_per_s",
+    "peak_memory_mb",
+    "model_revision",
+    "adapter_revision",
+    "cached",
+}
+
+
+def supersede(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SUPERSEDE_")}
+    environ.update({"HF_HUB_DISABLE_TELEMETRY": "1", **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "supersede.cli", *args],
+        cwd=cwd,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_bench_json_is_one_object_and_repeat_is_cached(zoo: Zoo, tmp_path: Path) -> None:
+    task = shipped_task_copy(tmp_path / "task")
+    args = (
+        "bench",
+        "--model",
+        str(zoo.base),
+        "--adapter",
+        str(zoo.adapter),
+        "--task",
+        str(task),
+        "--limit",
+        "50",
+        "--batch-size",
+        "8",
+        "--device",
+        "cpu",
+        "--json",
+    )
+    first = supersede(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    lines = first.stdout.strip().splitlines()
+    assert len(lines) == 1
+    row = json.loads(lines[0])
+    assert set(row) >= REQUIRED
+    assert row["n"] == 50 and row["cached"] is False and row["metric"] == "acc"
+    assert row["adapter_revision"].startswith("sha256:")
+    assert (tmp_path / ".supersede" / "supersede.db").is_file()  # the default store, in the cwd
+    second = json.loads(supersede(*args, cwd=tmp_path).stdout)
+    assert second["cached"] is True and second["score"] == row["score"]
+    fresh = json.loads(supersede(*args, "--no-cache", cwd=tmp_path).stdout)
+    assert fresh["cached"] is False and fresh["score"] == row["score"]
+
+
+def test_table_output_by_default(zoo: Zoo, tmp_path: Path) -> None:
+    task = shipped_task_copy(tmp_path / "task")
+    done = supersede("bench", "-m", str(zoo.base), "-t", str(task), "--limit", "5", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "review_sentiment" in done.stdout and "acc" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("runtime:\n  batchsize: 3\n", "runtime.batchsize"),
+        ("runtime:\n  batch_size: lots\n", "runtime.batch_size"),
+        ("runtime: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_config_is_one_clear_line(
+    zoo: Zoo, tmp_path: Path, yaml_text: str, expected: str
+) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml_text)
+    task = shipped_task_copy(tmp_path / "task")
+    done = supersede(
+        "bench", "-m", str(zoo.base), "-t", str(task), "--config", str(config), cwd=tmp_path
+    )
+    assert done.returncode == 2
+    assert expected in done.stderr and str(config) in done.stderr.replace("\n", "")
+    assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_bad_task_file_is_a_clear_error(zoo: Zoo, tmp_path: Path) -> None:
+    task = shipped_task_copy(tmp_path / "task")
+    task.write_text(task.read_text() + "doc_to_txt: oops\n")
+    done = supersede("bench", "-m", str(zoo.base), "-t", str(task), "--json", cwd=tmp_path)
+    assert done.returncode == 2
+    flat = done.stderr.replace("\n", "")
+    assert "doc_to_txt" in flat and "doc_to_text" in flat and "Traceback" not in flat
+    assert done.stdout == ""
+
+
+def test_refused_model_exits_fatal(zoo: Zoo, tmp_path: Path) -> None:
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (pickled / name).write_bytes((zoo.base / name).read_bytes())
+    (pickled / "pytorch_model.bin").write_bytes(b"x")
+    task = shipped_task_copy(tmp_path / "task")
+    done = supersede("bench", "-m", str(pickled), "-t", str(task), cwd=tmp_path)
+    assert done.returncode == 2 and "refused" in done.stderr
+
+
+def test_unreachable_hub_exits_retryable(tmp_path: Path) -> None:
+    task = shipped_task_copy(tmp_path / "task")
+    done = supersede(
+        "bench",
+        "-m",
+        "acme/tiny",
+        "-t",
+        str(task),
+        cwd=tmp_path,
+        env={"HF_ENDPOINT": "http://127.0.0.1:9"},
+    )
+    assert done.returncode == 75, done.stderr
+    assert "unreachable" in done.stderr
+
+
+def test_help_does_not_import_torch(tmp_path: Path) -> None:
+    code = "import sys; from supersede.cli import app; print('torch' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.stdout.strip() == "False", done.stderr
