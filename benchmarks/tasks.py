@@ -16,10 +16,11 @@ import ast
 import csv
 import difflib
 import hashlib
+import io
 import json
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -94,9 +95,14 @@ FEWSHOT_SEED = 1234
 
 def _strict_jinja() -> Any:
     # lm-eval's environment: undefined names fail loudly, trailing newlines are kept.
-    from jinja2 import BaseLoader, Environment, StrictUndefined
+    # Sandboxed: renders ordinary templates exactly as lm-eval's plain Environment does, but a
+    # template cannot reach Python internals (e.g. cycler.__init__.__globals__.os).
+    from jinja2 import BaseLoader, StrictUndefined
+    from jinja2.sandbox import SandboxedEnvironment
 
-    env = Environment(loader=BaseLoader(), undefined=StrictUndefined, keep_trailing_newline=True)
+    env = SandboxedEnvironment(
+        loader=BaseLoader(), undefined=StrictUndefined, keep_trailing_newline=True
+    )
     env.filters["regex_replace"] = lambda s, pattern, repl, count=0: re.sub(
         pattern, repl, s, count=count
     )
@@ -233,6 +239,11 @@ class _Renderer:
         answer = self.target(doc, doc_id)
         choices = self.choices(doc, doc_id)
         if choices and isinstance(answer, int):
+            if not 0 <= answer < len(choices):
+                raise TaskFileError(
+                    f"{self.task.path}: key 'doc_to_target': few-shot document {doc_id} has "
+                    f"target {answer}, not an index into its {len(choices)} choices"
+                )
             return choices[answer]
         if isinstance(answer, list):
             return str(answer[0])
@@ -301,7 +312,13 @@ class _Renderer:
             )
         target = self.target(doc, doc_id)
         if self.cfg.get("doc_to_choice") is not None:
-            target = self.choices(doc, doc_id)[target]
+            choices = self.choices(doc, doc_id)
+            if not isinstance(target, int) or not 0 <= target < len(choices):
+                raise TaskFileError(
+                    f"{self.task.path}: key 'doc_to_target': document {doc_id} has target "
+                    f"{target!r}; with doc_to_choice it must index one of {len(choices)} choices"
+                )
+            target = choices[target]
         answer: str | tuple[str, ...] = (
             tuple(str(t) for t in target) if isinstance(target, list) else str(target)
         )
@@ -320,8 +337,10 @@ def load_task(path: str | Path) -> Task:
     except UnicodeDecodeError:
         raise TaskFileError(f"{path}: not UTF-8 text") from None
     except yaml.constructor.ConstructorError as exc:
+        mark = exc.problem_mark
+        at = f" at line {mark.line + 1}" if mark else ""
         raise TaskFileError(
-            f"{path}: {exc.problem} (Python hooks such as '!function' are not supported: "
+            f"{path}{at}: {exc.problem} (Python hooks such as '!function' are not supported: "
             "express the prompt as a Jinja2 template)"
         ) from None
     except yaml.YAMLError as exc:
@@ -331,6 +350,7 @@ def load_task(path: str | Path) -> Task:
     if not isinstance(config, dict):
         raise TaskFileError(f"{path}: expected a mapping of task keys, got {type(config).__name__}")
     _check_keys(path, config)
+    _check_types(path, config)
 
     name = _require_str(path, config, "task")
     output_type = config.get("output_type", "generate_until")
@@ -372,13 +392,21 @@ def load_task(path: str | Path) -> Task:
     docs = tuple(splits[test_split])
     if not docs:
         raise TaskFileError(f"{path}: split {test_split!r} has no documents")
+    pool = len(splits.get(fewshot_split, ()))
+    # When shots come from the scored split, the scored document itself is never a shot.
+    usable = pool - 1 if num_fewshot and fewshot_split == test_split else pool
+    if num_fewshot > usable:
+        raise TaskFileError(
+            f"{path}: key 'num_fewshot': {num_fewshot} shots but split {fewshot_split!r} offers "
+            f"only {usable} documents to draw from"
+        )
     task = Task(
         name=name,
         path=path,
         output_type=output_type,
         config=config,
         docs=docs,
-        fewshot_docs=tuple(splits.get(fewshot_split or "", ())),
+        fewshot_docs=tuple(splits.get(fewshot_split, ())),
         metrics=metrics,
         num_fewshot=num_fewshot,
         until=until,
@@ -403,6 +431,34 @@ def _check_keys(path: Path, config: Mapping[str, Any]) -> None:
         raise TaskFileError(f"{path}: key '{key}': unknown key{hint}")
 
 
+#: Keys whose value must have one of these types (lm-eval would fail on anything else too).
+_KEY_TYPES: dict[str, tuple[type, ...]] = {
+    "output_type": (str,),
+    "test_split": (str,),
+    "validation_split": (str,),
+    "training_split": (str,),
+    "fewshot_split": (str,),
+    "target_delimiter": (str,),
+    "fewshot_delimiter": (str,),
+    "description": (str,),
+    "doc_to_text": (str, int),
+    "doc_to_target": (str, int, list),
+    "doc_to_choice": (str, list, dict),
+    "dataset_path": (str,),
+}
+
+
+def _check_types(path: Path, config: Mapping[str, Any]) -> None:
+    for key, types in _KEY_TYPES.items():
+        value = config.get(key)
+        if value is None or (isinstance(value, types) and not isinstance(value, bool)):
+            continue
+        expected = " or ".join(
+            {str: "text", int: "an integer", list: "a list", dict: "a mapping"}[t] for t in types
+        )
+        raise TaskFileError(f"{path}: key '{key}': expected {expected}, got {value!r}")
+
+
 def _require_str(path: Path, config: Mapping[str, Any], key: str) -> str:
     value = config.get(key)
     if not isinstance(value, str) or not value.strip():
@@ -423,7 +479,7 @@ def _metrics(path: Path, config: Mapping[str, Any], output_type: str) -> tuple[M
         if not isinstance(entry, dict) or "metric" not in entry:
             raise TaskFileError(f"{path}: key '{where}': expected a mapping with 'metric'")
         name = entry["metric"]
-        if name not in allowed:
+        if not isinstance(name, str) or name not in allowed:
             raise TaskFileError(
                 f"{path}: key '{where}.metric': {name!r} is not available for {output_type} "
                 f"(available: {', '.join(sorted(allowed))})"
@@ -527,6 +583,11 @@ def _load_splits(path: Path, config: Mapping[str, Any]) -> tuple[dict[str, list[
         raise TaskFileError(f"{path}: key 'dataset_kwargs.data_files': expected a path or mapping")
     digest = hashlib.sha256()
     splits: dict[str, list[Any]] = {}
+    bad = [k for k in data_files if not isinstance(k, str)]
+    if bad:
+        raise TaskFileError(
+            f"{path}: key 'dataset_kwargs.data_files': split names must be text, got {bad[0]!r}"
+        )
     for split, files in sorted(data_files.items()):
         names = [files] if isinstance(files, str) else files
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
@@ -561,14 +622,16 @@ def _parse(path: Path, split: str, file: Path, data: bytes, fmt: str, field_name
     except UnicodeDecodeError:
         raise TaskFileError(f"{where}: not UTF-8 text") from None
     if fmt == "csv":
-        return [_csv_value_row(row) for row in csv.DictReader(text.splitlines())]
+        return _csv_rows(where, text)
     stripped = text.lstrip()
     try:
         if stripped.startswith("[") or (stripped.startswith("{") and field_name):
             loaded = json.loads(text)
             rows = loaded[field_name] if field_name else loaded
         else:
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+            # Only "\n" ends a record: str.splitlines() would also split on U+2028 and friends,
+            # which are legal inside JSON strings.
+            rows = [json.loads(line) for line in text.split("\n") if line.strip()]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise TaskFileError(f"{where}: not valid JSON Lines or JSON: {exc}") from None
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
@@ -576,16 +639,35 @@ def _parse(path: Path, split: str, file: Path, data: bytes, fmt: str, field_name
     return rows
 
 
-def _csv_value_row(row: Mapping[str, str]) -> dict[str, Any]:
-    # datasets' csv loader (pandas) turns numeric columns into numbers; do the same so
-    # `doc_to_target: label` gives an index, as it does under lm-eval.
-    return {key: _csv_value(value) for key, value in row.items()}
+_INT = re.compile(r"[+-]?\d+")
+_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
-def _csv_value(value: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(value)
-        except ValueError:
-            continue
-    return value
+def _csv_rows(where: str, text: str) -> list[dict[str, Any]]:
+    """CSV rows typed per column, as datasets' csv loader (pandas) types them: a column of
+    integers gives ints, a numeric column gives floats, anything else stays text; an empty cell
+    is None. Quoted fields may span lines."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header, *records = list(reader)
+    except ValueError:
+        return []
+    except csv.Error as exc:
+        raise TaskFileError(f"{where}: not valid CSV: {exc}") from None
+    for number, record in enumerate(records, start=2):
+        if len(record) != len(header):
+            raise TaskFileError(
+                f"{where}: record {number} has {len(record)} fields, the header has {len(header)}"
+            )
+    columns = list(zip(*records, strict=True)) if records else [() for _ in header]
+    typed = [_csv_column(column) for column in columns]
+    return [dict(zip(header, values, strict=True)) for values in zip(*typed, strict=True)]
+
+
+def _csv_column(cells: Sequence[str]) -> list[Any]:
+    filled = [c for c in cells if c != ""]
+    if filled and all(_INT.fullmatch(c) for c in filled):
+        return [int(c) if c != "" else None for c in cells]
+    if filled and all(_FLOAT.fullmatch(c) or _INT.fullmatch(c) for c in filled):
+        return [float(c) if c != "" else None for c in cells]
+    return [c if c != "" else None for c in cells]

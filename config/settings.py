@@ -29,6 +29,8 @@ from config.errors import ConfigError
 PACKAGED_CONFIG = Path(__file__).with_name("supersede.yaml")
 
 _SECRET_WORDS = ("token", "secret", "password", "api_key", "apikey")
+#: Settings fields filled by load_settings itself, never from YAML.
+_INTERNAL_FIELDS = ("source_file", "secrets")
 
 
 class _Section(BaseModel):
@@ -128,14 +130,13 @@ def load_settings(path: str | Path | None = None) -> Settings:
     document = _read_yaml(file) if file is not None else {}
     where = str(file) if file is not None else "environment"
     _reject_secrets(document, where)
+    _reject_unknown_sections(document, where)
     try:
         secrets = Secrets()
-        if secrets.hf_endpoint and not os.environ.get(
-            f"{ENV_PREFIX}HUB{ENV_NESTED_DELIMITER}ENDPOINT"
-        ):
-            hub = dict(document.get("hub") or {})
-            hub["endpoint"] = secrets.hf_endpoint
-            document = {**document, "hub": hub}
+        hub = document.get("hub")
+        env_endpoint = os.environ.get(f"{ENV_PREFIX}HUB{ENV_NESTED_DELIMITER}ENDPOINT")
+        if secrets.hf_endpoint and not env_endpoint and isinstance(hub, dict | None):
+            document = {**document, "hub": {**(hub or {}), "endpoint": secrets.hf_endpoint}}
         return Settings(**document, source_file=file, secrets=secrets)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, where)) from None
@@ -165,6 +166,15 @@ def _read_yaml(file: Path) -> dict[str, Any]:
     return data
 
 
+def _reject_unknown_sections(document: dict[Any, Any], where: str) -> None:
+    sections = [name for name in Settings.model_fields if name not in _INTERNAL_FIELDS]
+    for key in document:
+        if key not in sections:
+            close = difflib.get_close_matches(str(key), sections, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(sections)})"
+            raise ConfigError(f"{where}: invalid configuration: key '{key}': unknown key{hint}")
+
+
 def _reject_secrets(document: Any, where: str, prefix: str = "") -> None:
     if not isinstance(document, dict):
         return
@@ -182,13 +192,15 @@ def _describe(exc: ValidationError, where: str) -> str:
     problems = []
     for error in exc.errors():
         loc = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        variable = ENV_PREFIX + ENV_NESTED_DELIMITER.join(str(p) for p in error["loc"]).upper()
+        source = f" (from environment variable {variable})" if variable in os.environ else ""
         if error["type"] == "extra_forbidden":
             hint = _did_you_mean(error["loc"])
-            problems.append(f"key '{loc}': unknown key{hint}")
+            problems.append(f"key '{loc}'{source}: unknown key{hint}")
         else:
             got = error.get("input")
             shown = f", got {got!r}" if not isinstance(got, dict) else ""
-            problems.append(f"key '{loc}': {error['msg'].lower()}{shown}")
+            problems.append(f"key '{loc}'{source}: {error['msg'].lower()}{shown}")
     return f"{where}: invalid configuration: " + "; ".join(problems)
 
 
@@ -200,6 +212,6 @@ def _did_you_mean(loc: tuple[int | str, ...]) -> str:
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return ""
         model = annotation
-    known = [name for name in model.model_fields if name not in ("source_file", "secrets")]
+    known = [name for name in model.model_fields if name not in _INTERNAL_FIELDS]
     close = difflib.get_close_matches(str(loc[-1]), known, n=1)
     return f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(known)})"

@@ -13,12 +13,11 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from benchmarks.tasks import (
     DEFAULT_MAX_GEN_TOKS,
-    FEWSHOT_SEED,
     SUPPORTED_KEYS,
     UNSUPPORTED_KEYS,
     Task,
@@ -35,7 +34,13 @@ SHIPPED = (
 )
 
 TEST_DOCS = [
-    {"question": f"q{i}", "answer": ["no", "yes"][i % 2], "label": i % 2, "aliases": [f"a{i}", "z"]}
+    {
+        "question": f"q{i}",
+        "answer": ["no", "yes"][i % 2],
+        "label": i % 2,
+        "aliases": [f"a{i}", "z"],
+        "code": f"00{i}",
+    }
     for i in range(6)
 ]
 TRAIN_DOCS = [
@@ -48,6 +53,8 @@ TRAIN_DOCS = [
     for i in range(10)
 ]
 DROP = object()
+#: lm-eval's default few-shot seed (evaluator's fewshot_random_seed).
+LM_EVAL_FEWSHOT_SEED = 1234
 
 
 @pytest.fixture(autouse=True)
@@ -272,9 +279,9 @@ def test_digit_string_template_target_becomes_int_with_choices(task_dir: Path) -
     golds = [r.gold for r in task.requests()]
     assert golds == [d["label"] for d in TEST_DOCS]
     assert all(type(g) is int for g in golds)
-    # without doc_to_choice the rendered digits stay text
-    gen = load_task(write_task(task_dir, gen_config(doc_to_target="{{label}}")))
-    assert [r.gold for r in gen.requests()] == [str(d["label"]) for d in TEST_DOCS]
+    # without doc_to_choice the rendered digits stay text (leading zeros kept)
+    gen = load_task(write_task(task_dir, gen_config(doc_to_target="{{code}}")))
+    assert [r.gold for r in gen.requests()] == [d["code"] for d in TEST_DOCS]
 
 
 def test_integer_target_is_a_fixed_choice_index(task_dir: Path) -> None:
@@ -362,7 +369,7 @@ def _expected_fewshot_contexts(
 ) -> list[str]:
     # lm-eval 0.4: one Random(1234) drawn from in document order; each shot is
     # doc_to_text + target_delimiter + answer text + fewshot_delimiter.
-    rng = random.Random(FEWSHOT_SEED)
+    rng = random.Random(LM_EVAL_FEWSHOT_SEED)
     contexts = []
     for doc in docs:
         shots = rng.sample(pool, n)
@@ -834,57 +841,24 @@ def test_data_hash_depends_on_split_assignment(task_dir: Path) -> None:
     assert a.data_hash != b.data_hash
 
 
-# --- known bugs (documented, strict xfail) --------------------------------------------------
+# --- regressions (bugs found and fixed) --------------------------------------------------
 
 _NEVER_A_TRACEBACK = "must raise TaskFileError (never another exception)"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason=(
-        "BUG benchmarks/tasks.py load_task: `output_type not in METRICS_BY_TYPE` with a "
-        "list/mapping value raises TypeError (unhashable) — " + _NEVER_A_TRACEBACK
-    ),
-)
 def test_bug_output_type_list(task_dir: Path) -> None:
     task_error(write_task(task_dir, mc_config(output_type=["multiple_choice"])), "'output_type'")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason=(
-        "BUG benchmarks/tasks.py _metrics: `name not in allowed` with metric: [acc] raises "
-        "TypeError (unhashable) — " + _NEVER_A_TRACEBACK
-    ),
-)
 def test_bug_metric_name_list(task_dir: Path) -> None:
     path = write_task(task_dir, mc_config(metric_list=[{"metric": ["acc"]}]))
     task_error(path, "'metric_list[0].metric'")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason=(
-        "BUG benchmarks/tasks.py _Renderer.target: `source in self.features` with a mapping "
-        "doc_to_target raises TypeError (unhashable) — " + _NEVER_A_TRACEBACK
-    ),
-)
 def test_bug_doc_to_target_mapping(task_dir: Path) -> None:
     task_error(write_task(task_dir, mc_config(doc_to_target={"a": 1})), "'doc_to_target'")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason=(
-        "BUG benchmarks/tasks.py load_task: `split not in splits` with a list/mapping "
-        "test_split / validation_split / fewshot_split / training_split raises TypeError "
-        "(unhashable) — " + _NEVER_A_TRACEBACK
-    ),
-)
 @pytest.mark.parametrize(
     ("overrides", "key"),
     [
@@ -899,15 +873,6 @@ def test_bug_split_name_not_a_string(task_dir: Path, overrides: dict[str, Any], 
     task_error(write_task(task_dir, mc_config(**overrides)), f"'{key}'")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason=(
-        "BUG benchmarks/tasks.py _Renderer.request/context: a non-string target_delimiter "
-        "(e.g. 5) or fewshot_delimiter (with an explicit until) is concatenated to str: "
-        "TypeError — " + _NEVER_A_TRACEBACK
-    ),
-)
 @pytest.mark.parametrize(
     ("overrides", "key"),
     [
@@ -927,62 +892,32 @@ def test_bug_delimiter_not_a_string(task_dir: Path, overrides: dict[str, Any], k
     task_error(write_task(task_dir, mc_config(**overrides)), f"'{key}'")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(TypeError, AttributeError),
-    reason=(
-        "BUG benchmarks/tasks.py _load_splits: non-string split names in data_files: "
-        "{1: test.jsonl} -> AttributeError ('int'.encode), {1: ..., test: ...} -> TypeError "
-        "(sorted() of mixed keys) — " + _NEVER_A_TRACEBACK
-    ),
-)
 @pytest.mark.parametrize(
     ("data_files", "test_split"),
-    [({1: "test.jsonl"}, 1), ({1: "train.jsonl", "test": "test.jsonl"}, "test")],
+    [({1: "test.jsonl"}, "test"), ({1: "train.jsonl", "test": "test.jsonl"}, "test")],
 )
 def test_bug_non_string_split_names(task_dir: Path, data_files: Any, test_split: Any) -> None:
     config = mc_config(dataset_kwargs={"data_files": data_files}, test_split=test_split)
     task_error(write_task(task_dir, config), "'dataset_kwargs.data_files")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(TypeError, IndexError),
-    reason=(
-        "BUG benchmarks/tasks.py _Renderer.request: generate_until with doc_to_choice indexes "
-        "choices[target] unchecked: a text target gives TypeError, an out-of-range index "
-        "IndexError — " + _NEVER_A_TRACEBACK
-    ),
-)
+def test_bug_non_string_test_split(task_dir: Path) -> None:
+    config = mc_config(dataset_kwargs={"data_files": {"test": "test.jsonl"}}, test_split=1)
+    task_error(write_task(task_dir, config), "'test_split'", "expected text")
+
+
 @pytest.mark.parametrize("target", ["answer", 7])
 def test_bug_generate_until_choice_target(task_dir: Path, target: Any) -> None:
     config = gen_config(doc_to_choice=["no", "yes"], doc_to_target=target)
     task_error(write_task(task_dir, config), "'doc_to_target'")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason=(
-        "BUG benchmarks/tasks.py _Renderer._shots: num_fewshot larger than the few-shot pool "
-        "reaches random.sample: ValueError 'Sample larger than population' — " + _NEVER_A_TRACEBACK
-    ),
-)
 @pytest.mark.parametrize(("num_fewshot", "split"), [(11, "train"), (6, "test")])
 def test_bug_num_fewshot_larger_than_pool(task_dir: Path, num_fewshot: int, split: str) -> None:
     config = mc_config(num_fewshot=num_fewshot, fewshot_split=split)
     task_error(write_task(task_dir, config), "'num_fewshot'")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=IndexError,
-    reason=(
-        "BUG benchmarks/tasks.py _Renderer._answer_text: a few-shot example's target index is "
-        "used as choices[answer] unchecked (and the context is built before the scored "
-        "document's target is validated): IndexError — " + _NEVER_A_TRACEBACK
-    ),
-)
 @pytest.mark.parametrize("case", ["bad label in a shot", "fixed target out of range"])
 def test_bug_fewshot_target_index_out_of_range(task_dir: Path, case: str) -> None:
     if case == "bad label in a shot":
@@ -993,14 +928,6 @@ def test_bug_fewshot_target_index_out_of_range(task_dir: Path, case: str) -> Non
     task_error(write_task(task_dir, config), "'doc_to_target'")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason=(
-        "BUG benchmarks/tasks.py _csv_value: a CSV row with fewer/more fields than the header "
-        "gives None / a list to int(): TypeError — " + _NEVER_A_TRACEBACK
-    ),
-)
 @pytest.mark.parametrize("body", ["question,label\nshort\n", "question,label\na,1,extra\n"])
 def test_bug_ragged_csv_row(task_dir: Path, body: str) -> None:
     (task_dir / "ragged.csv").write_text(body, encoding="utf-8")
@@ -1008,15 +935,6 @@ def test_bug_ragged_csv_row(task_dir: Path, body: str) -> None:
     task_error(write_task(task_dir, config), "'dataset_kwargs.data_files.test'", "ragged.csv")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "BUG benchmarks/tasks.py _parse: csv.DictReader(text.splitlines()) drops the line break "
-        "inside a quoted CSV field ('line one\\nline two' loads as 'line oneline two'); datasets "
-        "(lm-eval) keeps it, so prompts differ"
-    ),
-)
 def test_bug_csv_quoted_multiline_field(task_dir: Path) -> None:
     (task_dir / "multi.csv").write_text(
         'question,label\n"line one\nline two",1\n"crlf\r\nfield",0\n',
@@ -1028,15 +946,6 @@ def test_bug_csv_quoted_multiline_field(task_dir: Path) -> None:
     assert task.docs[0]["question"] == "line one\nline two"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TaskFileError,
-    reason=(
-        "BUG benchmarks/tasks.py _parse: JSON Lines are split with str.splitlines(), which also "
-        "splits on U+2028, U+2029, U+0085 inside JSON strings (valid, e.g. json.dumps(..., "
-        "ensure_ascii=False)); the file is rejected as invalid JSON while datasets loads it"
-    ),
-)
 @pytest.mark.parametrize("char", ["\u2028", "\u2029", "\x85"])
 def test_bug_jsonl_with_unicode_line_separator_in_a_string(task_dir: Path, char: str) -> None:
     rows = [{"question": f"one{char}two", "label": 0}, {"question": "three", "label": 1}]
@@ -1048,28 +957,12 @@ def test_bug_jsonl_with_unicode_line_separator_in_a_string(task_dir: Path, char:
     assert task.docs[0]["question"] == f"one{char}two"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "BUG benchmarks/tasks.py _csv_value: int('1_000') accepts Python digit separators, so the "
-        "CSV cell '1_000' becomes 1000; datasets (pandas) keeps the string '1_000'"
-    ),
-)
 def test_bug_csv_underscore_digits_stay_text(task_dir: Path) -> None:
     (task_dir / "u.csv").write_text("question,label,code\nq,1,1_000\n", encoding="utf-8")
     config = mc_config(dataset_path="csv", dataset_kwargs={"data_files": {"test": "u.csv"}})
     assert load_task(write_task(task_dir, config)).docs[0]["code"] == "1_000"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "GAP benchmarks/tasks.py load_task: the '!function' (ConstructorError) message names "
-        "neither the key nor the line, unlike every other task-file error"
-    ),
-)
 def test_bug_function_tag_error_names_key_or_line(task_dir: Path) -> None:
     path = task_dir / "task.yaml"
     text = yaml.safe_dump(mc_config(doc_to_text=DROP), sort_keys=False)
@@ -1079,15 +972,6 @@ def test_bug_function_tag_error_names_key_or_line(task_dir: Path) -> None:
     assert "'doc_to_text'" in message or f"line {line}" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "SECURITY benchmarks/tasks.py _strict_jinja: templates render in a non-sandboxed Jinja2 "
-        "Environment, so a task file can reach Python internals "
-        "(cycler.__init__.__globals__.os) and run code, although '!function' is refused"
-    ),
-)
 def test_bug_templates_cannot_reach_python_internals(task_dir: Path) -> None:
     path = write_task(
         task_dir, mc_config(doc_to_text="{{ cycler.__init__.__globals__.os.getcwd() }}")
@@ -1222,54 +1106,9 @@ def _mutated_task(draw: st.DrawFn) -> dict[str, Any]:
     return config
 
 
-def _unhashable(value: Any) -> bool:
-    return isinstance(value, list | dict)
-
-
-def _hits_known_bug(config: Mapping[str, Any]) -> bool:
-    """Inputs covered by the strict-xfail tests above, kept out of the fuzz until fixed."""
-    if _unhashable(config.get("output_type")) or _unhashable(config.get("doc_to_target")):
-        return True
-    if any(
-        _unhashable(config.get(k))
-        for k in ("test_split", "validation_split", "fewshot_split", "training_split")
-    ):
-        return True
-    for key in ("target_delimiter", "fewshot_delimiter"):
-        if key in config and not isinstance(config[key], str):
-            return True
-    entries = config.get("metric_list")
-    if isinstance(entries, list) and any(
-        isinstance(e, dict) and _unhashable(e.get("metric")) for e in entries
-    ):
-        return True
-    kwargs = config.get("dataset_kwargs")
-    files = kwargs.get("data_files") if isinstance(kwargs, dict) else None
-    if isinstance(files, dict) and not all(isinstance(k, str) for k in files):
-        return True
-    if (
-        config.get("output_type", "generate_until") == "generate_until"
-        and config.get("doc_to_choice") is not None
-    ):
-        return True
-    num_fewshot = config.get("num_fewshot")
-    if not isinstance(num_fewshot, int) or not num_fewshot:
-        return False
-    if num_fewshot >= len(TEST_DOCS):
-        return True
-    choices = config.get("doc_to_choice")
-    if choices is None:
-        return False
-    if not isinstance(choices, list | dict) or len(choices) < 2:
-        return True  # a shot's label may index past its choices
-    target = config.get("doc_to_target")
-    return isinstance(target, int) and not 0 <= target < len(choices)
-
-
 def test_fuzz_bases_are_valid(task_dir: Path) -> None:
     for kind in (0, 1):
         assert isinstance(load_task(write_task(task_dir, _base(kind))), Task)
-        assert not _hits_known_bug(_base(kind))
 
 
 @settings(
@@ -1278,12 +1117,10 @@ def test_fuzz_bases_are_valid(task_dir: Path) -> None:
     suppress_health_check=[
         HealthCheck.function_scoped_fixture,
         HealthCheck.too_slow,
-        HealthCheck.filter_too_much,
     ],
 )
 @given(config=_mutated_task())
 def test_fuzzed_task_files_load_or_raise_task_file_error(task_dir: Path, config: dict) -> None:
-    assume(not _hits_known_bug(config))
     path = write_task(task_dir, config, name="fuzz.yaml")
     try:
         task = load_task(path)
