@@ -11,8 +11,10 @@
     │       ├── PickleWeightsRefused    only pickle weights (*.bin, *.pt, ...), no safetensors
     │       ├── RemoteCodeRefused       config asks for remote code that is not allow-listed
     │       └── GatedModelError         gated or private repo and the token has no access
+    │   └── EndpointRefused         an API endpoint rejected the request (bad key, bad model, 4xx)
     └── RetryableError              transient: the same call may succeed later
-        └── HubUnavailable          Hub unreachable, timed out, 429 or 5xx
+        ├── HubUnavailable          Hub unreachable, timed out, 429 or 5xx
+        └── EndpointUnavailable     an API endpoint unreachable, timed out, 429 or 5xx
 
 Task runners retry only ``RetryableError``. Everything else is recorded with its message and shown
 as is: messages name the file, key or model and say what to do, so no traceback is needed.
@@ -63,3 +65,11 @@ class GatedModelError(ModelRefused):
 
 class HubUnavailable(RetryableError):
     """The Hub (or the configured endpoint) is unreachable, rate-limiting or failing."""
+
+
+class EndpointRefused(FatalError):
+    """An API endpoint rejected the request for a reason retrying cannot fix (401, 403, 404, 400)."""
+
+
+class EndpointUnavailable(RetryableError):
+    """An API endpoint is unreachable, timing out, rate-limiting or failing (after retries)."""

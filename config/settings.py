@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from config.constants import CONFIG_ENV, ENV_NESTED_DELIMITER, ENV_PREFIX
@@ -70,6 +70,95 @@ class RuntimeSettings(_Section):
     )
 
 
+class PromptSettings(_Section):
+    """How a model is prompted on a task, on top of the task file's own template."""
+
+    num_fewshot: int | None = Field(
+        None, ge=0, le=64, description="Few-shot examples; None = the task file's num_fewshot."
+    )
+    chat_template: Literal["auto", "on", "off"] = Field(
+        "auto", description="Wrap the prompt in the model's chat template: auto = when it has one."
+    )
+    system_prompt: str | None = Field(None, description="System message (chat template only).")
+
+
+class Economics(_Section):
+    """What a deployed fine-tune cost and costs."""
+
+    tuning_cost_usd: float = Field(0.0, ge=0, description="Spent on tuning (sunk).")
+    monthly_upkeep_usd: float = Field(0.0, ge=0, description="Monthly cost of keeping it alive.")
+    monthly_requests: int = Field(0, ge=0, description="Requests served per month.")
+
+
+class FineTune(_Section):
+    """A deployed fine-tune: a base plus a PEFT adapter, or a fully fine-tuned ``model``."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][\w.\-]{0,63}$")
+    task: str = Field(description="Task file; relative paths resolve against the config file.")
+    base: str | None = None
+    adapter: str | None = None
+    model: str | None = None
+    #: The prompt format it was trained on (its own; candidates get ``candidates.prompt``).
+    prompt: PromptSettings = PromptSettings(chat_template="off")
+    economics: Economics = Economics()
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> FineTune:
+        if self.model and (self.base or self.adapter):
+            raise ValueError("give either model (a full fine-tune) or base + adapter, not both")
+        if not self.model and not (self.base and self.adapter):
+            raise ValueError("needs base and adapter, or model for a full fine-tune")
+        return self
+
+    @property
+    def model_ref(self) -> str:
+        """The model to load: the base of an adapter fine-tune, or the full model."""
+        return self.model or str(self.base)
+
+
+class ApiCandidate(_Section):
+    """A model reachable only through an OpenAI-compatible chat-completions endpoint."""
+
+    name: str = Field(min_length=1, max_length=128, description="How verdicts name it.")
+    base_url: str = Field(pattern=r"^https?://", description="e.g. https://api.vendor.com/v1")
+    model: str = Field(min_length=1, description="The endpoint's model name.")
+    api_key_env: str | None = Field(
+        None, pattern=r"^[A-Z_][A-Z0-9_]*$", description="Environment variable holding the key."
+    )
+    input_usd_per_1m: float = Field(0.0, ge=0, description="Price per 1M input tokens.")
+    output_usd_per_1m: float = Field(0.0, ge=0, description="Price per 1M output tokens.")
+    timeout_s: float = Field(60.0, gt=0)
+    max_concurrency: int = Field(4, ge=1, le=256)
+    max_retries: int = Field(5, ge=0, le=20)
+    multiple_choice: Literal["auto", "logprobs", "choice"] = Field(
+        "auto", description="auto = logprobs when the endpoint returns them, else ask for a choice."
+    )
+    open_weights: bool = Field(False, description="True when its weights are published too.")
+
+
+class CandidateSettings(_Section):
+    """How newly released candidates are prompted."""
+
+    prompt: PromptSettings = PromptSettings()
+
+
+class ServingSettings(_Section):
+    """Serving prices."""
+
+    gpu_hour_usd: float = Field(2.0, ge=0, description="Price of one GPU hour for self-hosting.")
+
+
+class VerdictSettings(_Section):
+    """How sure a verdict must be."""
+
+    margin: float = Field(
+        0.02, ge=0, le=1, description="Non-inferiority margin, in the task metric's units."
+    )
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="Confidence level of the interval.")
+    bootstrap_resamples: int = Field(10_000, ge=10_000, le=1_000_000)
+    seed: int = Field(0, description="Seed of the bootstrap: the same inputs, the same interval.")
+
+
 class Secrets(BaseSettings):
     """Secrets, read from the environment only."""
 
@@ -92,6 +181,11 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     hub: HubSettings = HubSettings()
     runtime: RuntimeSettings = RuntimeSettings()
+    serving: ServingSettings = ServingSettings()
+    verdict: VerdictSettings = VerdictSettings()
+    candidates: CandidateSettings = CandidateSettings()
+    finetunes: tuple[FineTune, ...] = ()
+    api_candidates: tuple[ApiCandidate, ...] = ()
 
     #: The file the settings were read from (None: defaults and environment only).
     source_file: Path | None = Field(None, exclude=True)
@@ -180,7 +274,9 @@ def _reject_secrets(document: Any, where: str, prefix: str = "") -> None:
         return
     for key, value in document.items():
         path = f"{prefix}{key}"
-        if isinstance(key, str) and any(word in key.lower() for word in _SECRET_WORDS):
+        # "*_env" keys name an environment variable that holds a secret: that is allowed.
+        secret_like = isinstance(key, str) and any(w in key.lower() for w in _SECRET_WORDS)
+        if secret_like and not str(key).endswith("_env"):
             raise ConfigError(
                 f"{where}: key '{path}' looks like a secret; secrets are read only from the "
                 "environment (e.g. HF_TOKEN), never from a config file"
@@ -215,3 +311,28 @@ def _did_you_mean(loc: tuple[int | str, ...]) -> str:
     known = [name for name in model.model_fields if name not in _INTERNAL_FIELDS]
     close = difflib.get_close_matches(str(loc[-1]), known, n=1)
     return f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(known)})"
+
+
+def api_key(candidate: ApiCandidate) -> str | None:
+    """The candidate's API key, read from the environment variable it names."""
+    return os.environ.get(candidate.api_key_env) if candidate.api_key_env else None
+
+
+def finetune(settings: Settings, name: str) -> FineTune:
+    """The configured fine-tune called ``name``; a ConfigError lists the known ones."""
+    for entry in settings.finetunes:
+        if entry.name == name:
+            return entry
+    known = [f.name for f in settings.finetunes]
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    listed = ", ".join(known) if known else "none: add one under 'finetunes:'"
+    raise ConfigError(f"no fine-tune named '{name}' in the config{hint}; configured: {listed}")
+
+
+def task_path(settings: Settings, task: str) -> Path:
+    """A fine-tune's task file: relative paths resolve against the config file's folder."""
+    path = Path(task).expanduser()
+    if path.is_absolute() or settings.source_file is None:
+        return path
+    return settings.source_file.parent / path
