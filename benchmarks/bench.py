@@ -14,7 +14,7 @@ from benchmarks.cache import ResultStore, result_key
 from benchmarks.models import ModelResolver, load_model, pick_device, pick_dtype
 from benchmarks.runner import RunResult, run_task
 from benchmarks.tasks import load_task
-from config.settings import Settings
+from config.settings import PromptSettings, Settings
 
 
 class ProgressSink(Protocol):
@@ -52,7 +52,7 @@ def bench(
     batch_size: int | None = None,
     device: str | None = None,
     use_cache: bool = True,
-    prompt: dict[str, Any] | None = None,
+    prompt: PromptSettings | None = None,
     progress: ProgressSink | None = None,
     store: ResultStore | None = None,
 ) -> BenchOutcome:
@@ -87,7 +87,7 @@ def bench(
         "data_hash": task.data_hash,
         "limit": limit,
         "max_length": runtime.max_length,
-        "prompt": dict(prompt or {}),
+        "prompt": prompt.model_dump() if prompt else None,
     }
     key = result_key(identity)
     store = store or ResultStore(settings.store.url)
@@ -119,6 +119,7 @@ def bench(
         batch_size=batch_size or runtime.batch_size,
         max_length=runtime.max_length,
         progress=progress.advance if progress is not None else None,
+        prompt=prompt,
     )
     store.put(key, identity, result)
     return BenchOutcome(

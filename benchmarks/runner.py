@@ -16,6 +16,7 @@ over-long inputs are cut from the left, and a choice's score is the sum of its t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import resource
 import statistics
@@ -26,6 +27,7 @@ from typing import Any
 
 from benchmarks.metrics import mean_and_stderr, text_metric
 from benchmarks.tasks import Request, Task
+from config.settings import PromptSettings
 
 Progress = Callable[[int], None]
 
@@ -71,11 +73,20 @@ def run_task(
     batch_size: int = 32,
     max_length: int | None = None,
     progress: Progress | None = None,
+    prompt: PromptSettings | None = None,
 ) -> RunResult:
-    """Score ``loaded`` (a :class:`benchmarks.models.LoadedModel`) on ``task``."""
+    """Score ``loaded`` (a :class:`benchmarks.models.LoadedModel`) on ``task``.
+
+    ``prompt`` adapts the task's own prompt to the model: another number of few-shot examples,
+    and the model's chat template (with an optional system prompt).
+    """
     import torch
 
+    if prompt is not None and prompt.num_fewshot is not None:
+        task = task.with_num_fewshot(prompt.num_fewshot)
     requests = task.requests(limit)
+    if prompt is not None and uses_chat_template(loaded.tokenizer, prompt):
+        requests = apply_chat_template(requests, loaded.tokenizer, prompt, task)
     engine = _Engine(loaded, batch_size, max_length)
     started = time.perf_counter()
     predictions: list[Any]
@@ -101,6 +112,36 @@ def run_task(
         metrics=metrics,
         stats=engine.stats(elapsed, len(requests)),
     )
+
+
+def uses_chat_template(tokenizer: Any, prompt: PromptSettings) -> bool:
+    """``on`` always, ``off`` never, ``auto`` when the tokenizer ships a chat template."""
+    if prompt.chat_template == "auto":
+        return bool(getattr(tokenizer, "chat_template", None))
+    return prompt.chat_template == "on"
+
+
+def apply_chat_template(
+    requests: Sequence[Request], tokenizer: Any, prompt: PromptSettings, task: Task
+) -> list[Request]:
+    """Each context becomes one user turn (after the system prompt) plus the generation prompt;
+    choices then follow the assistant marker directly, without the target delimiter, as lm-eval
+    does with ``--apply_chat_template``."""
+    delimiter = str(task.config.get("target_delimiter", " "))
+    wrapped = []
+    for request in requests:
+        messages = (
+            [{"role": "system", "content": prompt.system_prompt}] if prompt.system_prompt else []
+        )
+        messages.append({"role": "user", "content": request.context})
+        context = tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+        continuations = tuple(c.removeprefix(delimiter) for c in request.continuations)
+        wrapped.append(
+            dataclasses.replace(request, context=str(context), continuations=continuations)
+        )
+    return wrapped
 
 
 def _score_choices(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import dataclasses
 import difflib
 import hashlib
 import io
@@ -149,11 +150,25 @@ class Task:
     max_gen_toks: int
     content_hash: str
     data_hash: str
+    #: True when shots are drawn from the scored split (the scored document is then skipped).
+    fewshot_from_scored_split: bool = False
 
     @property
     def metric(self) -> MetricSpec:
         """The primary metric: the first of ``metric_list``."""
         return self.metrics[0]
+
+    def with_num_fewshot(self, num_fewshot: int) -> Task:
+        """The same task with another number of few-shot examples (checked against the pool)."""
+        if num_fewshot == self.num_fewshot:
+            return self
+        usable = len(self.fewshot_docs) - (1 if self.fewshot_from_scored_split else 0)
+        if num_fewshot > usable:
+            raise TaskFileError(
+                f"{self.path}: num_fewshot {num_fewshot} asks for more shots than the "
+                f"{usable} documents available to draw from"
+            )
+        return dataclasses.replace(self, num_fewshot=num_fewshot)
 
     def requests(self, limit: int | None = None) -> list[Request]:
         """One request per document (the first ``limit`` documents), prompts fully rendered."""
@@ -392,14 +407,6 @@ def load_task(path: str | Path) -> Task:
     docs = tuple(splits[test_split])
     if not docs:
         raise TaskFileError(f"{path}: split {test_split!r} has no documents")
-    pool = len(splits.get(fewshot_split, ()))
-    # When shots come from the scored split, the scored document itself is never a shot.
-    usable = pool - 1 if num_fewshot and fewshot_split == test_split else pool
-    if num_fewshot > usable:
-        raise TaskFileError(
-            f"{path}: key 'num_fewshot': {num_fewshot} shots but split {fewshot_split!r} offers "
-            f"only {usable} documents to draw from"
-        )
     task = Task(
         name=name,
         path=path,
@@ -413,7 +420,16 @@ def load_task(path: str | Path) -> Task:
         max_gen_toks=max_gen_toks,
         content_hash=hashlib.sha256(raw).hexdigest(),
         data_hash=data_hash,
+        fewshot_from_scored_split=fewshot_split == test_split,
     )
+    if num_fewshot:
+        try:
+            dataclasses.replace(task, num_fewshot=0).with_num_fewshot(num_fewshot)
+        except TaskFileError:
+            raise TaskFileError(
+                f"{path}: key 'num_fewshot': {num_fewshot} shots but split {fewshot_split!r} "
+                "has too few documents to draw them from"
+            ) from None
     task.requests(limit=1)  # render the first document now: a broken template fails at load
     return task
 

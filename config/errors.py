@@ -68,7 +68,7 @@ class HubUnavailable(RetryableError):
 
 
 class EndpointRefused(FatalError):
-    """An API endpoint rejected the request for a reason retrying cannot fix (401, 403, 404, 400)."""
+    """An API endpoint rejected the request and retrying cannot help (400, 401, 403, 404)."""
 
 
 class EndpointUnavailable(RetryableError):

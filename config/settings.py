@@ -155,6 +155,9 @@ class VerdictSettings(_Section):
         0.02, ge=0, le=1, description="Non-inferiority margin, in the task metric's units."
     )
     confidence: float = Field(0.95, gt=0.5, lt=1, description="Confidence level of the interval.")
+    cost_tolerance: float = Field(
+        0.05, ge=0, le=1, description="Relative cost difference treated as equal (timing noise)."
+    )
     bootstrap_resamples: int = Field(10_000, ge=10_000, le=1_000_000)
     seed: int = Field(0, description="Seed of the bootstrap: the same inputs, the same interval.")
 

@@ -198,51 +198,146 @@ def bench(
         out.print(_table([row], "supersede bench", ["result"]))
 
 
+VERDICT_STYLE = {
+    "SUPERSEDED": "bold red",
+    "AT_RISK": "bold yellow",
+    "HOLDS": "bold green",
+    "INCONCLUSIVE": "bold",
+}
+
+
+def _verdict_view(report: Any) -> Table:
+    def pts(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    def usd(value: float | None) -> str:
+        return "-" if value is None else f"${value:,.4f}" if abs(value) < 1 else f"${value:,.2f}"
+
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    table.add_column(style="dim")
+    table.add_column(overflow="fold")
+    style = VERDICT_STYLE.get(str(report.verdict), "bold")
+    table.add_row("verdict", f"[{style}]{report.verdict}[/]  ({report.reason})")
+    table.add_row("fine-tune", f"{report.finetune}: {report.metric} {pts(report.score_finetune)}")
+    table.add_row("candidate", f"{report.candidate}: {report.metric} {pts(report.score_candidate)}")
+    if report.delta is not None:
+        table.add_row(
+            "difference",
+            f"{report.delta:+.4f} ({report.confidence:.0%} CI {report.ci_low:+.4f} to "
+            f"{report.ci_high:+.4f}; p = {report.p_value:.3g}, {report.test}; n = {report.n}; "
+            f"margin {report.margin:g})",
+        )
+        table.add_row(
+            "cost per 1k requests",
+            f"fine-tune {usd(report.cost_per_1k_finetune)}, candidate "
+            f"{usd(report.cost_per_1k_candidate)}",
+        )
+        table.add_row(
+            "per month",
+            f"fine-tune {usd(report.monthly_cost_finetune)} (with upkeep), candidate "
+            f"{usd(report.monthly_cost_candidate)}; savings {usd(report.monthly_savings_usd)}",
+        )
+    table.add_row("ROI", report.summary)
+    if report.hint:
+        table.add_row("hint", report.hint)
+    for warning in report.warnings:
+        table.add_row("warning", warning)
+    return table
+
+
+@app.command()
+def compare(
+    finetune: Annotated[str, typer.Option("--finetune", "-f", help="A fine-tune from the config.")],
+    candidate: Annotated[
+        str,
+        typer.Option(
+            "--candidate", "-C", help="Hub id[@revision], local folder, or an api_candidates name."
+        ),
+    ],
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Score only the first N documents.")
+    ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Re-run both sides.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object on stdout.")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Is the fine-tune still worth it? Score it and a candidate on its task, and decide."""
+    _quiet_libraries()
+    from benchmarks.compare import compare as run_compare
+    from config.settings import load_settings
+
+    try:
+        settings = load_settings(config)
+        with _RichProgress(enabled=not as_json and err.is_terminal) as progress:
+            report = run_compare(
+                settings,
+                finetune,
+                candidate,
+                limit=limit,
+                use_cache=not no_cache,
+                progress=progress,
+            )
+    except SupersedeError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_dict()) + "\n")
+    else:
+        out.print(_verdict_view(report))
+
+
+EXAMPLE_CONFIG = """\
+# Written by `supersede example`: the tiny zoo's fine-tune, as an organisation would declare it.
+store:
+  url: sqlite:///{root}/supersede.db
+finetunes:
+  - name: review-sentiment
+    task: {task}
+    base: {base}
+    adapter: {adapter}
+    economics:
+      tuning_cost_usd: 18000
+      monthly_upkeep_usd: 1200
+      monthly_requests: 2000000
+"""
+
+
 @app.command()
 def example(
     workdir: Annotated[
-        Path, typer.Option(help="Where the tiny models are built (reused on the next run).")
+        Path, typer.Option(help="Where the tiny models and the example config are written.")
     ] = Path(".supersede/example"),
-    config: ConfigOption = None,
 ) -> None:
-    """Offline example: build a tiny base model and a LoRA fine-tune, then benchmark both."""
+    """Offline example: a tiny fine-tune against two new releases, one better and one not."""
     _quiet_libraries()
-    from benchmarks.bench import bench as run_bench
+    from benchmarks.compare import compare as run_compare
     from config.settings import load_settings
     from supersede.zoo import build_zoo, read_jsonl
 
     task_file = PACKAGED_TASKS / "review_sentiment" / "review_sentiment.yaml"
+    root = workdir.resolve()
     try:
-        settings = load_settings(config)
-        with err.status("Building the tiny model zoo (a base and a LoRA fine-tune)..."):
-            zoo = build_zoo(workdir / "zoo", read_jsonl(task_file.parent / "train.jsonl"))
-        rows = []
-        for adapter in (None, str(zoo.adapter)):
+        with err.status("Building the tiny model zoo (base, LoRA fine-tune, two new releases)..."):
+            zoo = build_zoo(root / "zoo", read_jsonl(task_file.parent / "train.jsonl"))
+        config_file = root / "supersede.yaml"
+        config_file.write_text(
+            EXAMPLE_CONFIG.format(root=root, task=task_file, base=zoo.base, adapter=zoo.adapter)
+        )
+        settings = load_settings(config_file)
+        for release in (zoo.stronger, zoo.weaker):
             with _RichProgress(enabled=err.is_terminal) as progress:
-                outcome = run_bench(
-                    settings,
-                    str(zoo.base),
-                    task_file,
-                    adapter=adapter,
-                    progress=progress,
-                )
-            rows.append(outcome_json(outcome))
+                report = run_compare(settings, "review-sentiment", str(release), progress=progress)
+            out.rule(f"{release.name} against the review-sentiment fine-tune")
+            out.print(_verdict_view(report))
     except SupersedeError as exc:
         raise _fail(exc) from None
+    out.rule()
     out.print(
-        _table(
-            rows,
-            "Example: a tiny base model and its LoRA fine-tune on review sentiment",
-            ["base", "fine-tune"],
-        )
-    )
-    base, tuned = rows
-    delta = tuned["score"] - base["score"]
-    out.print(
-        f"The fine-tune scores {tuned['score']:.3f} against the base's {base['score']:.3f} "
-        f"({delta:+.3f} {tuned['metric']}) on {tuned['n']} reviews.\n"
-        f"Reproduce one row:  supersede bench --model {zoo.base} --adapter {zoo.adapter} "
-        f"--task {task_file} --json"
+        f"Config written to {config_file}. Re-run one comparison (answered from the cache):\n"
+        f"  supersede compare --config {config_file} --finetune review-sentiment "
+        f"--candidate {zoo.stronger} --json",
+        soft_wrap=True,
     )
 
 

@@ -284,18 +284,27 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 @dataclass(frozen=True)
 class Zoo:
-    """Paths of a built zoo: a base model and a LoRA fine-tune of it."""
+    """Paths of a built zoo: a base model, a LoRA fine-tune of it, and two "new releases":
+    one trained to beat the fine-tune on the task and one that does not."""
 
     root: Path
     base: Path
     adapter: Path
+    stronger: Path
+    weaker: Path
 
 
 def build_zoo(
     root: Path, train_rows: Sequence[dict[str, Any]], *, seed: int = 0, adapter_steps: int = 200
 ) -> Zoo:
-    """Build a tiny base model and a LoRA fine-tune on ``train_rows`` (reused once complete)."""
-    zoo = Zoo(root=root, base=root / "base", adapter=root / "adapter")
+    """Build the zoo on ``train_rows`` (reused once complete)."""
+    zoo = Zoo(
+        root=root,
+        base=root / "base",
+        adapter=root / "adapter",
+        stronger=root / "release-stronger",
+        weaker=root / "release-weaker",
+    )
     marker = root / ".complete"
     if marker.is_file():
         return zoo
@@ -308,5 +317,9 @@ def build_zoo(
     tokenizer = build_tokenizer(corpus)
     build_base(zoo.base, tokenizer, seed=seed)
     train_lora(zoo.base, zoo.adapter, train_rows, steps=adapter_steps, seed=seed)
+    # Fully trained for longer than the adapter: it beats the fine-tune with plain prompting.
+    train_full(zoo.base, zoo.stronger, train_rows, steps=150, seed=seed)
+    # Trained briefly: better than the base, clearly short of the fine-tune.
+    train_full(zoo.base, zoo.weaker, train_rows, steps=25, seed=seed + 1)
     marker.write_text("ok\n")
     return zoo
