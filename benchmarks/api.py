@@ -11,22 +11,24 @@ generate_until
 
 multiple_choice, ``multiple_choice: logprobs``
     The user message is the rendered context, sent with ``max_tokens: 1, logprobs: true,
-    top_logprobs: 20``. Each of the first generated token's top alternatives is attributed to at
-    most one choice by comparing the token, stripped of whitespace, with each choice, stripped of
-    whitespace; the first rule that singles out exactly one choice wins:
+    top_logprobs: 20`` (the first document alone first: if that reply carries no log-probs the
+    run stops with :class:`~config.errors.EndpointRefused`; configure ``auto`` or ``choice``).
+    Each of the first generated token's top alternatives is attributed to at most one choice by
+    comparing the token, stripped of whitespace, with each choice, stripped of whitespace, under
+    these rules in order:
 
     1. the token equals the choice (case-sensitive);
     2. the token is a prefix of the choice (case-sensitive);
     3. the token equals the choice ignoring case;
     4. the token is a prefix of the choice ignoring case.
 
-    A token that fits no choice, or fits two choices at its first fitting rule, counts for none
-    (so ``"Positive"`` counts for the choice ``positive``, and ``"ne"`` counts for neither
-    ``negative`` nor ``neutral``). A choice's score is the highest log-prob among the tokens
+    The first rule that fits any choice decides: the token counts for that choice when the rule
+    fits exactly one, and for none when it fits several; a token no rule fits counts for none.
+    So ``"Positive"`` counts for the choice ``positive``, and ``"ne"`` for neither ``negative``
+    nor ``neutral``. A choice's score is the highest log-prob among the tokens
     attributed to it; the prediction is the highest-scoring choice, the first one on ties. When
-    no alternative is attributed to any choice, that one example is asked again in choice mode
-    (counted in ``extra["logprob_fallbacks"]``). If the endpoint returns no log-probs at all,
-    the run stops with :class:`~config.errors.EndpointRefused`: configure ``auto`` or ``choice``.
+    no alternative is attributed to any choice (or a reply has no log-probs), that one example
+    is asked again in choice mode (counted in ``extra["logprob_fallbacks"]``).
 
 multiple_choice, ``multiple_choice: choice``
     The user message is ``context + "\\n\\nAnswer with exactly one of: " + "; ".join(choices) +
@@ -43,9 +45,9 @@ multiple_choice, ``multiple_choice: choice``
        longer word); choices are searched longest first and each occurrence found is blanked out
        before shorter choices are searched, so ``i am not sure`` names ``not sure`` alone.
 
-    Anything else (no choice, two choices, or two choices with the same normalised text) is an
-    invalid answer: it counts as wrong, its prediction is ``-1``, and it is counted in
-    ``extra["invalid_answers"]``.
+    Anything else (an empty reply, no choice found, two or more choices mentioned in step 3, or a
+    match on text that two choices share after normalising) is an invalid answer: it counts as
+    wrong, its prediction is ``-1``, and it is counted in ``extra["invalid_answers"]``.
 
 multiple_choice, ``multiple_choice: auto``
     The first document is asked in logprobs mode on its own. If that reply carries
@@ -57,9 +59,10 @@ multiple_choice, ``multiple_choice: auto``
 Reliability
     One shared :class:`httpx.Client` serves at most ``max_concurrency`` requests in flight.
     HTTP 408, 429, 500, 502, 503 and 504, connection errors, timeouts and malformed replies are
-    retried up to ``max_retries`` times, waiting ``Retry-After`` (seconds or an HTTP date, at
-    most 60 s) when the endpoint sends it and otherwise a random delay in ``[0, min(30, 0.5 *
-    2**attempt)]`` s (exponential backoff with full jitter); then the run fails with
+    retried up to ``max_retries`` times. Before retry *k* (1, 2, ...) it waits what the endpoint
+    asks for in ``Retry-After`` (seconds or an HTTP date; or ``retry-after-ms``), at most 60 s,
+    and otherwise a random delay in ``[0, min(30, 0.5 * 2**(k - 1))]`` s (exponential backoff
+    with full jitter). When the retries are spent the run fails with
     :class:`~config.errors.EndpointUnavailable`. Any other 4xx (and any other status) fails at
     once with :class:`~config.errors.EndpointRefused`, naming the candidate, the status and the
     endpoint's own message. The API key never appears in an error, a log line or a result.
@@ -361,7 +364,7 @@ def _map_ordered(
             raise
 
     results: dict[int, T] = {}
-    pool = ThreadPoolExecutor(8, thread_name_prefix="api")
+    pool = ThreadPoolExecutor(endpoint.candidate.max_concurrency, thread_name_prefix="api")
     futures = {pool.submit(guarded, item): i for i, item in enumerate(items)}
     try:
         for future in as_completed(futures):
@@ -506,6 +509,8 @@ class _Endpoint:
                 reason = f"timed out after {self.candidate.timeout_s:g} s"
             except httpx.TransportError as exc:
                 reason = f"connection failed ({type(exc).__name__}: {self._redact(str(exc))})"
+            except httpx.RequestError as exc:  # e.g. an undecodable compressed body
+                reason = f"request failed ({type(exc).__name__}: {self._redact(str(exc))})"
             else:
                 status = response.status_code
                 if response.is_success:
@@ -565,18 +570,19 @@ class _Endpoint:
 
     def _refusal(self, response: httpx.Response) -> str:
         status, candidate = response.status_code, self.candidate
-        if status == 401:
-            hint = (
-                f"check the key in ${candidate.api_key_env}"
-                if candidate.api_key_env and self._key
-                else "no API key was sent: set api_key_env for this candidate and export the key"
-            )
+        if status == 401 and not self._key:
+            hint = "no API key was sent: set api_key_env for this candidate and export the key"
+        elif status == 401:
+            where = f" in ${candidate.api_key_env}" if candidate.api_key_env else ""
+            hint = f"check the API key{where}"
         elif status == 403:
             hint = f"the key has no access to model '{candidate.model}'"
         elif status == 404:
             hint = f"check base_url ({candidate.base_url}) and the model name"
         elif status in (400, 422):
             hint = "the endpoint rejected the request body (an unsupported parameter or model?)"
+        elif 300 <= status < 400:
+            hint = "the endpoint redirects elsewhere: put the final URL in base_url"
         else:
             hint = "retrying will not help"
         return (

@@ -1,0 +1,154 @@
+"""``supersede compare`` end to end on tiny models: a release trained to beat the fine-tune is
+SUPERSEDED, one that was not HOLDS; a refused candidate is INCONCLUSIVE with the reason."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.compare import compare
+from benchmarks.verdict import Verdict
+from config.errors import ConfigError
+from config.settings import Settings, load_settings
+from supersede.zoo import Zoo
+from tests.conftest import SHIPPED_TASK, copy_model
+
+CONFIG = """
+store:
+  url: sqlite:///{root}/store.db
+runtime:
+  device: cpu
+serving:
+  gpu_hour_usd: 3.0
+verdict:
+  margin: 0.03
+finetunes:
+  - name: review-sentiment
+    task: {task}
+    base: {base}
+    adapter: {adapter}
+    economics:
+      tuning_cost_usd: 18000
+      monthly_upkeep_usd: 1200
+      monthly_requests: 2000000
+"""
+
+
+@pytest.fixture
+def config_file(zoo: Zoo, tmp_path: Path) -> Path:
+    path = tmp_path / "supersede.yaml"
+    path.write_text(
+        CONFIG.format(root=tmp_path, task=SHIPPED_TASK, base=zoo.base, adapter=zoo.adapter)
+    )
+    return path
+
+
+@pytest.fixture
+def settings(config_file: Path) -> Settings:
+    return load_settings(config_file)
+
+
+def test_stronger_release_supersedes_the_fine_tune(zoo: Zoo, settings: Settings) -> None:
+    report = compare(settings, "review-sentiment", str(zoo.stronger))
+    assert report.verdict is Verdict.SUPERSEDED
+    assert report.n == 300
+    assert report.score_candidate is not None and report.score_finetune is not None
+    assert report.score_candidate > report.score_finetune
+    assert report.ci_low is not None and report.ci_low > 0
+    assert report.p_value is not None and report.p_value < 0.05
+    assert "$18,000 spent on tuning is sunk" in report.summary
+    assert report.hint is not None and "re-tuning" in report.hint
+    # The fine-tune's monthly cost includes its upkeep: the candidate's cannot.
+    assert report.monthly_cost_finetune is not None and report.monthly_cost_finetune > 1200
+    assert report.details["finetune"]["adapter_revision"].startswith("sha256:")
+
+
+def test_weaker_release_holds(zoo: Zoo, settings: Settings) -> None:
+    report = compare(settings, "review-sentiment", str(zoo.weaker))
+    assert report.verdict is Verdict.HOLDS
+    assert report.ci_high is not None and report.ci_high < -settings.verdict.margin
+    assert "keeps a +" in report.summary and "$1,200/month of upkeep" in report.summary
+
+
+def test_fine_tune_side_is_computed_once(zoo: Zoo, settings: Settings) -> None:
+    first = compare(settings, "review-sentiment", str(zoo.weaker), limit=60)
+    second = compare(settings, "review-sentiment", str(zoo.stronger), limit=60)
+    assert first.details["finetune"]["cached"] is False
+    assert second.details["finetune"]["cached"] is True
+    assert second.details["candidate"]["cached"] is False
+    assert first.score_finetune == second.score_finetune
+
+
+def test_refused_candidate_is_inconclusive_with_the_reason(
+    zoo: Zoo, settings: Settings, tmp_path: Path
+) -> None:
+    pickled = copy_model(
+        zoo.stronger,
+        tmp_path / "pickled",
+        drop=(".safetensors",),
+        add={"pytorch_model.bin": b"never loaded"},
+    )
+    report = compare(settings, "review-sentiment", str(pickled), limit=40)
+    assert report.verdict is Verdict.INCONCLUSIVE
+    assert "pickle" in report.reason and "pickle" in report.summary
+    assert report.delta is None and report.monthly_savings_usd is None
+
+
+def test_unknown_fine_tune_suggests_the_close_name(zoo: Zoo, settings: Settings) -> None:
+    with pytest.raises(ConfigError, match="did you mean 'review-sentiment'"):
+        compare(settings, "review-sentimnet", str(zoo.stronger))
+
+
+def test_cli_compare_json(zoo: Zoo, config_file: Path, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPERSEDE_")}
+    env["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "supersede.cli",
+            "compare",
+            "--config",
+            str(config_file),
+            "--finetune",
+            "review-sentiment",
+            "--candidate",
+            str(zoo.weaker),
+            "--limit",
+            "120",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    row = json.loads(done.stdout)
+    for key in (
+        "verdict",
+        "finetune",
+        "candidate",
+        "task",
+        "metric",
+        "score_finetune",
+        "score_candidate",
+        "delta",
+        "ci_low",
+        "ci_high",
+        "p_value",
+        "n",
+        "cost_per_1k_finetune",
+        "cost_per_1k_candidate",
+        "monthly_savings_usd",
+        "summary",
+    ):
+        assert key in row, key
+    assert row["verdict"] == "HOLDS" and row["n"] == 120 and row["metric"] == "acc"
+    assert row["delta"] == pytest.approx(row["score_candidate"] - row["score_finetune"])
