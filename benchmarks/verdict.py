@@ -83,6 +83,10 @@ def _points(value: float) -> str:
     return f"{value * 100:+.1f} points"
 
 
+def _margin_points(margin: float) -> str:
+    return f"{margin * 100:.1f} points"
+
+
 def decide(
     *,
     finetune: str,
@@ -160,12 +164,12 @@ def decide(
     elif c.underpowered:
         verdict = Verdict.INCONCLUSIVE
         reason = (
-            f"too few examples for a margin of {_points(margin)} "
+            f"too few examples for a margin of {_margin_points(margin)} "
             f"(about {c.needed_for_margin} needed)"
         )
         summary = (
             f"No verdict for {candidate} yet: {c.n} examples cannot resolve a margin of "
-            f"{_points(margin)[1:]}; "
+            f"{_margin_points(margin)}; "
             f"about {c.needed_for_margin} are needed."
         )
     elif c.ci_low > -margin and cheaper:

@@ -152,3 +152,43 @@ def test_cli_compare_json(zoo: Zoo, config_file: Path, tmp_path: Path) -> None:
         assert key in row, key
     assert row["verdict"] == "HOLDS" and row["n"] == 120 and row["metric"] == "acc"
     assert row["delta"] == pytest.approx(row["score_candidate"] - row["score_finetune"])
+
+
+def test_api_candidate_is_compared_through_its_endpoint(
+    zoo: Zoo, config_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.support.openai_server import OpenAIServer
+
+    with OpenAIServer(logprobs=False) as server:
+        server.require_key("sk-test-123")
+        monkeypatch.setenv("VENDOR_KEY", "sk-test-123")
+        # The endpoint's rule is about as good as the fine-tune: a 10-point margin makes
+        # 300 examples enough to call it.
+        monkeypatch.setenv("SUPERSEDE_VERDICT__MARGIN", "0.1")
+        config_file.write_text(
+            config_file.read_text()
+            + f"""
+api_candidates:
+  - name: vendor-mini
+    base_url: {server.url}
+    model: mini-2026
+    api_key_env: VENDOR_KEY
+    input_usd_per_1m: 0.15
+    output_usd_per_1m: 0.60
+    max_concurrency: 4
+"""
+        )
+        report = compare(load_settings(config_file), "review-sentiment", "vendor-mini")
+    assert report.verdict in (Verdict.SUPERSEDED, Verdict.AT_RISK), report.reason
+    assert report.margin == 0.1
+    assert report.candidate == "vendor-mini" and report.n == 300
+    assert report.cost_basis_candidate is not None and report.cost_basis_candidate.startswith("API")
+    candidate = report.details["candidate"]
+    assert candidate["multiple_choice_mode"] == "choice"
+    assert candidate["input_tokens"] > 0 and candidate["output_tokens"] > 0
+    expected_per_1k = (
+        (candidate["input_tokens"] * 0.15 + candidate["output_tokens"] * 0.60) / 1e6 / 300 * 1000
+    )
+    assert report.cost_per_1k_candidate == pytest.approx(expected_per_1k)
+    assert report.hint is None  # not declared open weights
+    assert "sk-test-123" not in json.dumps(report.to_dict())

@@ -228,9 +228,7 @@ def test_multinomial_path_with_uneven_counts_matches_plain_bootstrap() -> None:
     ref = _reference_bootstrap(d, resamples=20_000, confidence=0.95, seed=5)
     assert got[0] == pytest.approx(ref[0], abs=0.01)
     assert got[1] == pytest.approx(ref[1], abs=0.01)
-    # Drawn with the wrong (uniform over values) probabilities it would centre near +0.04.
-    assert d.mean() < 0
-    assert got[0] < d.mean() < got[1] < 0.02
+    assert got[0] < d.mean() < got[1]
 
 
 @pytest.mark.parametrize("confidence", [0.5, 0.95])
@@ -242,6 +240,18 @@ def test_chunked_path_matches_plain_index_bootstrap(confidence: float) -> None:
     ref = _reference_bootstrap(d, resamples=20_000, confidence=confidence, seed=77)
     assert got[0] == pytest.approx(ref[0], abs=0.01)
     assert got[1] == pytest.approx(ref[1], abs=0.01)
+
+
+@pytest.mark.parametrize("position", [0, -1])
+def test_chunked_path_can_draw_every_example(position: int) -> None:
+    # one outlier among 99 small distinct values: a resample that could never draw it (the
+    # first or the last index) would put the whole upper tail near 0
+    d = np.linspace(-0.05, 0.05, 100)
+    d[position] = 100.0
+    got = paired_bootstrap_ci(d, resamples=5_000, confidence=0.95, seed=1)
+    ref = _reference_bootstrap(d, resamples=5_000, confidence=0.95, seed=2)
+    assert got[1] > 2.0
+    assert got[1] == pytest.approx(ref[1], abs=0.2)
 
 
 def test_bootstrap_coverage_of_the_true_difference() -> None:
@@ -269,9 +279,16 @@ def test_bootstrap_on_five_thousand_binary_outcomes_completes() -> None:
 
 
 def test_needed_examples_matches_the_formula_by_hand() -> None:
-    d = np.array([1.0, -1.0, 0.0, 0.0])  # sample variance (ddof=1) = 2/3
-    # z = 1.959964, (z / 0.1)^2 = 384.1459, x 2/3 = 256.097 -> 257
-    assert needed_examples(d, margin=0.1, confidence=0.95) == 257
+    d = np.array([1.0, -1.0, 0.0, 0.0] * 5)  # sample variance (ddof=1) = 10/19
+    # z = 1.959964, (z / 0.1)^2 = 384.1459, x 10/19 = 202.18 -> 203
+    assert needed_examples(d, margin=0.1, confidence=0.95) == 203
+
+
+def test_needed_examples_floors_the_variance_by_the_rule_of_three() -> None:
+    # n = 4: sample variance 2/3 is below 3/n = 0.75, so 0.75 x 384.1459 = 288.1 -> 289
+    assert needed_examples(np.array([1.0, -1.0, 0.0, 0.0]), margin=0.1, confidence=0.95) == 289
+    # identical outcomes: variance 0 is floored to 3/50 -> 0.06 x 9603.6 = 576.2 -> 577
+    assert needed_examples(np.zeros(50), margin=0.02, confidence=0.95) == 577
 
 
 @pytest.mark.parametrize(("margin", "confidence"), [(0.02, 0.95), (0.05, 0.9), (0.01, 0.99)])
@@ -336,6 +353,16 @@ def test_compare_paired_warns_below_min_examples_even_without_variance() -> None
     assert result.underpowered
     assert len(result.warnings) == 1
     assert "n=10 is too small" in result.warnings[0]
+
+
+def test_compare_paired_warns_below_min_examples_when_the_margin_needs_fewer() -> None:
+    # a wide margin needs only a handful of examples, but MIN_EXAMPLES still applies
+    ft, cand = _binary_pair(10, finetune_only=1, candidate_only=2, both=4)
+    result = compare_paired(ft, cand, margin=0.5, resamples=1_000)
+    assert result.needed_for_margin < MIN_EXAMPLES
+    assert result.underpowered
+    assert len(result.warnings) == 1
+    assert f"about {MIN_EXAMPLES} paired examples are needed" in result.warnings[0]
 
 
 def test_compare_paired_no_warning_when_powered() -> None:

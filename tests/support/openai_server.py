@@ -15,7 +15,8 @@ the first token. Errors use OpenAI's shape: ``{"error": {"message", "type", "cod
 
 Test controls: :meth:`OpenAIServer.fail_next` (inject statuses, headers or raw bodies),
 :meth:`OpenAIServer.set_delay`, :meth:`OpenAIServer.require_key`, and the ``logprobs`` and
-``usage`` switches.
+``usage`` switches. Observations: ``requests`` (every request with its body, headers, status and
+arrival time), ``answered`` (those the model answered) and ``max_in_flight``.
 """
 
 from __future__ import annotations
