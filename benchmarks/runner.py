@@ -198,6 +198,7 @@ class _Engine:
         self.batch_size = max(1, batch_size)
         self.max_length = max_length or _model_max_length(loaded.model, loaded.tokenizer)
         self.batch_times: list[float] = []
+        self._encoded: dict[str, list[int]] = {}
         self.tokens = 0
         self._bos_text = self._prefix_text()
         self._keeps_logits = _accepts_logits_to_keep(self.model)
@@ -218,19 +219,40 @@ class _Engine:
         return int(tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id)
 
     def encode(self, text: str) -> list[int]:
+        cached = self._encoded.get(text)
+        if cached is not None:
+            return cached
         # lm-eval's rule: the tokenizer's own special-token default, except when the text already
         # starts with the BOS string.
         if self._bos_text and text.startswith(self._bos_text):
             return list(self.tokenizer.encode(text, add_special_tokens=False))
         return list(self.tokenizer.encode(text))
 
+    def prefetch(self, texts: Sequence[str]) -> None:
+        """Encode many texts in one batched tokenizer call (same ids as :meth:`encode`)."""
+        todo = list(dict.fromkeys(t for t in texts if t not in self._encoded))
+        for with_bos in (True, False):
+            group = [
+                t for t in todo if bool(self._bos_text and t.startswith(self._bos_text)) == with_bos
+            ]
+            if not group:
+                continue
+            kwargs = {"add_special_tokens": False} if with_bos else {}
+            ids = self.tokenizer(group, **kwargs)["input_ids"]
+            self._encoded.update(zip(group, (list(i) for i in ids), strict=True))
+
+    @staticmethod
+    def split_pair(context: str, continuation: str) -> tuple[str, str]:
+        """lm-eval's rule: trailing context spaces move to the front of the continuation."""
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:
+            return context[:-n_spaces], context[-n_spaces:] + continuation
+        return context, continuation
+
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         if not context:
             return [self.prefix_token_id], self.encode(continuation)
-        n_spaces = len(context) - len(context.rstrip())
-        if n_spaces:
-            continuation = context[-n_spaces:] + continuation
-            context = context[:-n_spaces]
+        context, continuation = self.split_pair(context, continuation)
         whole = self.encode(context + continuation)
         context_enc = self.encode(context)
         return context_enc, whole[len(context_enc) :]
@@ -244,6 +266,15 @@ class _Engine:
         # One row per distinct input: (tokens, positions to read, target tokens, slots to fill).
         rows: dict[tuple[int, ...], list[tuple[int, list[int], tuple[int, int]]]] = {}
         results: list[list[float]] = [[math.nan] * len(r.continuations) for r in requests]
+        texts = []
+        for request in requests:
+            for continuation in request.continuations:
+                if not request.context:
+                    texts.append(continuation)
+                    continue
+                context, moved = self.split_pair(request.context, continuation)
+                texts += [context, context + moved]
+        self.prefetch(texts)
         for r_i, request in enumerate(requests):
             pairs = [self.encode_pair(request.context, c) for c in request.continuations]
             single = (
@@ -327,6 +358,7 @@ class _Engine:
         eos_text = tok.decode([tok.eos_token_id]) if tok.eos_token_id is not None else None
         stops = list(until) + ([eos_text] if eos_text and eos_text not in until else [])
         budget = max(1, self.max_length - max_gen_toks)
+        self.prefetch([r.context for r in requests])
         encoded = [self.encode(r.context)[-budget:] for r in requests]
         order = sorted(range(len(requests)), key=lambda i: -len(encoded[i]))
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)

@@ -470,6 +470,11 @@ def _figure_row(label: str, figure: dict[str, float]) -> tuple[str, str, str, st
     )
 
 
+def _seconds(value: float) -> str:
+    # A difference of timings from two processes goes negative only when a run was disturbed.
+    return f"{value:.2f}" if value >= 0 else "n/a"
+
+
 def render(summary: dict[str, Any]) -> str:
     """The human-readable table."""
     score = summary["score"]
@@ -487,8 +492,8 @@ def render(summary: dict[str, Any]) -> str:
         ),
         (
             "wall s outside scoring",
-            f"{summary['supersede_outside_scoring_s']:.2f}",
-            f"{summary['lmeval_outside_scoring_s']:.2f}",
+            _seconds(summary["supersede_outside_scoring_s"]),
+            _seconds(summary["lmeval_outside_scoring_s"]),
             "",
         ),
         ("  supersede load_s", f"{summary['supersede_load_s']:.2f}", "", ""),
