@@ -93,11 +93,22 @@ def run_task(
     with torch.inference_mode(), loaded.scoring_model():
         if task.output_type == "multiple_choice":
             loglikelihoods = engine.loglikelihoods(requests, progress)
-            per_metric, predictions = _score_choices(task, requests, loglikelihoods)
+            per_metric, predictions = score_choices(task, requests, loglikelihoods)
         else:
             texts = engine.generate(requests, task.until, task.max_gen_toks, progress)
-            per_metric, predictions = _score_texts(task, requests, texts)
+            per_metric, predictions = score_texts(task, requests, texts)
     elapsed = time.perf_counter() - started
+    return build_result(task, per_metric, predictions, engine.stats(elapsed, len(requests)))
+
+
+def build_result(
+    task: Task,
+    per_metric: dict[str, list[float]],
+    predictions: Sequence[Any],
+    stats: RunStats,
+    extra: dict[str, Any] | None = None,
+) -> RunResult:
+    """Aggregate per-example metric values into a result (the first metric is the primary)."""
     metrics = {name: mean_and_stderr(values) for name, values in per_metric.items()}
     primary = task.metric.name
     score, stderr = metrics[primary]
@@ -106,11 +117,12 @@ def run_task(
         metric=primary,
         score=score,
         stderr=stderr,
-        n=len(requests),
+        n=len(predictions),
         outcomes=tuple(per_metric[primary]),
         predictions=tuple(predictions),
         metrics=metrics,
-        stats=engine.stats(elapsed, len(requests)),
+        stats=stats,
+        extra=dict(extra or {}),
     )
 
 
@@ -144,7 +156,7 @@ def apply_chat_template(
     return wrapped
 
 
-def _score_choices(
+def score_choices(
     task: Task, requests: Sequence[Request], lls: Sequence[Sequence[float]]
 ) -> tuple[dict[str, list[float]], list[int]]:
     per_metric: dict[str, list[float]] = {m.name: [] for m in task.metrics}
@@ -162,7 +174,7 @@ def _score_choices(
     return per_metric, predictions
 
 
-def _score_texts(
+def score_texts(
     task: Task, requests: Sequence[Request], texts: Sequence[str]
 ) -> tuple[dict[str, list[float]], list[str]]:
     per_metric: dict[str, list[float]] = {m.name: [] for m in task.metrics}

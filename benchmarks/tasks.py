@@ -261,6 +261,11 @@ class _Renderer:
                 )
             return choices[answer]
         if isinstance(answer, list):
+            if not answer:
+                raise TaskFileError(
+                    f"{self.task.path}: key 'doc_to_target': few-shot document {doc_id} has an "
+                    "empty list of targets"
+                )
             return str(answer[0])
         return str(answer)
 
@@ -334,6 +339,11 @@ class _Renderer:
                     f"{target!r}; with doc_to_choice it must index one of {len(choices)} choices"
                 )
             target = choices[target]
+        if isinstance(target, list) and not target:
+            raise TaskFileError(
+                f"{self.task.path}: key 'doc_to_target': document {doc_id} has an empty list "
+                "of targets"
+            )
         answer: str | tuple[str, ...] = (
             tuple(str(t) for t in target) if isinstance(target, list) else str(target)
         )

@@ -273,6 +273,10 @@ def _reject_unknown_sections(document: dict[Any, Any], where: str) -> None:
 
 
 def _reject_secrets(document: Any, where: str, prefix: str = "") -> None:
+    if isinstance(document, list):
+        for i, item in enumerate(document):
+            _reject_secrets(item, where, f"{prefix}{i}.")
+        return
     if not isinstance(document, dict):
         return
     for key, value in document.items():
@@ -282,7 +286,8 @@ def _reject_secrets(document: Any, where: str, prefix: str = "") -> None:
         if secret_like and not str(key).endswith("_env"):
             raise ConfigError(
                 f"{where}: key '{path}' looks like a secret; secrets are read only from the "
-                "environment (e.g. HF_TOKEN), never from a config file"
+                "environment (e.g. HF_TOKEN, or the variable an api_key_env names), never from "
+                "a config file"
             )
         _reject_secrets(value, where, f"{path}.")
 

@@ -57,7 +57,7 @@ DRIVER_COMMAND = "_lmeval-scoring"
 DRIVER_MARKER = "LMEVAL_SCORING_JSON="
 #: Scores are means of 0/1 outcomes; anything beyond float noise is a different prediction.
 SCORE_TOLERANCE = 1e-9
-#: Warn when other processes used more than this many CPU seconds per wall second of the runs.
+#: Warn when other processes took more than this many CPU seconds per second of the runs.
 DISTURBED_FRACTION = 0.1
 
 TASK_YAML = """\
@@ -98,16 +98,18 @@ class Figures:
 
     supersede_wall_s: float
     supersede_cpu_s: float
-    #: CPU seconds other processes used while supersede ran (disturbance).
+    #: CPU seconds other processes took from the cores supersede used, and how long it ran.
     supersede_others_cpu_s: float
+    supersede_window_s: float
     supersede_load_s: float
     supersede_scoring_s: float
     supersede_score: float
     supersede_n: int
     lmeval_wall_s: float
     lmeval_cpu_s: float
-    #: CPU seconds other processes used while the lm-eval CLI and driver ran (disturbance).
+    #: The same for the lm-eval CLI and driver together.
     lmeval_others_cpu_s: float
+    lmeval_window_s: float
     lmeval_scoring_s: float
     lmeval_score: float
     lmeval_driver_score: float
@@ -220,7 +222,7 @@ def _machine_busy_s() -> float:
 
 @dataclass(frozen=True)
 class Timed:
-    """A finished command: wall and CPU seconds, CPU seconds others used meanwhile, stdout."""
+    """A finished command: wall and CPU seconds, CPU seconds others took meanwhile, stdout."""
 
     wall_s: float
     cpu_s: float
@@ -228,19 +230,22 @@ class Timed:
     stdout: str
 
 
-def _run(cmd: Sequence[str], cwd: Path, env: dict[str, str]) -> Timed:
+def _run(cmd: Sequence[str], cwd: Path, env: dict[str, str], threads: int | None) -> Timed:
     """Run ``cmd`` and time it. Raises :class:`SubprocessFailed`.
 
     CPU seconds (user + system, all threads) come from the children's rusage; the commands run
-    one at a time, so the difference is this command's alone. ``others_cpu_s`` is what the rest
-    of the machine used meanwhile: well above zero means the timings were disturbed.
+    one at a time, so the difference is this command's alone. ``others_cpu_s`` is the CPU time
+    the rest of the machine used meanwhile beyond the cores this command left idle (``threads``
+    of them busy): well above zero means the timings were disturbed.
     """
     cpu, busy = _children_cpu_s(), _machine_busy_s()
     started = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
     cpu = _children_cpu_s() - cpu
-    others = max(0.0, _machine_busy_s() - busy - cpu)
+    cpus = os.cpu_count() or 1
+    spare = max(0, cpus - (threads or cpus)) * wall
+    others = max(0.0, _machine_busy_s() - busy - cpu - spare)
     if proc.returncode != 0:
         tail = (proc.stdout[-2000:] + "\n" + proc.stderr[-4000:]).strip()
         raise SubprocessFailed(f"{shlex.join(cmd)} exited {proc.returncode}:\n{tail}")
@@ -322,13 +327,18 @@ def run_once(
     store_db = workdir / f"store-{repeat}.db"
     store_db.unlink(missing_ok=True)
     sup_run = _run(
-        supersede_command(setup, batch_size), setup.task_dir, _env(workdir, threads, store_db)
+        supersede_command(setup, batch_size),
+        setup.task_dir,
+        _env(workdir, threads, store_db),
+        threads,
     )
     sup = json.loads(sup_run.stdout.strip().splitlines()[-1])
 
     # The driver runs before the CLI so that the CLI finds lm-eval's data set cache warm, as a
     # regular user's would be (the driver's timed phase does not read the data set).
-    drv_run = _run(driver_command(setup, batch_size), setup.task_dir, _env(workdir, threads))
+    drv_run = _run(
+        driver_command(setup, batch_size), setup.task_dir, _env(workdir, threads), threads
+    )
     lines = [ln for ln in drv_run.stdout.splitlines() if ln.startswith(DRIVER_MARKER)]
     if not lines:
         raise SubprocessFailed(f"the lm-eval driver printed no {DRIVER_MARKER} line")
@@ -336,11 +346,14 @@ def run_once(
 
     output = workdir / f"lmeval-out-{repeat}"
     shutil.rmtree(output, ignore_errors=True)
-    lm_run = _run(lmeval_command(setup, batch_size, output), setup.task_dir, _env(workdir, threads))
+    lm_run = _run(
+        lmeval_command(setup, batch_size, output), setup.task_dir, _env(workdir, threads), threads
+    )
     return Figures(
         supersede_wall_s=sup_run.wall_s,
         supersede_cpu_s=sup_run.cpu_s,
         supersede_others_cpu_s=sup_run.others_cpu_s,
+        supersede_window_s=sup_run.wall_s,
         supersede_load_s=float(sup["load_s"]),
         supersede_scoring_s=float(sup["scoring_s"]),
         supersede_score=float(sup["score"]),
@@ -348,6 +361,7 @@ def run_once(
         lmeval_wall_s=lm_run.wall_s,
         lmeval_cpu_s=lm_run.cpu_s,
         lmeval_others_cpu_s=lm_run.others_cpu_s + drv_run.others_cpu_s,
+        lmeval_window_s=lm_run.wall_s + drv_run.wall_s,
         lmeval_scoring_s=float(drv["loglikelihood_s"]),
         lmeval_score=_lmeval_results_score(output, setup.task_name),
         lmeval_driver_score=float(drv["score"]),
@@ -440,6 +454,7 @@ def summarise(
         "others_cpu_s": {
             "supersede": sum(r.supersede_others_cpu_s for r in runs),
             "lmeval": sum(r.lmeval_others_cpu_s for r in runs),
+            "window_s": sum(r.supersede_window_s + r.lmeval_window_s for r in runs),
         },
         "wall_s": pair("wall_s"),
         "cpu_s": pair("cpu_s"),
@@ -511,7 +526,7 @@ def render(summary: dict[str, Any]) -> str:
         f"  n={summary['n']}  parameters={summary['parameters']:,}  "
         f"vocab={summary['vocab_size']}  batch_size={summary['batch_size']}  "
         f"torch threads={summary['torch_threads']}  repeats={summary['repeats']}",
-        f"  cpus={summary['cpu_count']}  CPU s used by other processes meanwhile: "
+        f"  cpus={summary['cpu_count']}  CPU s other processes took from the cores in use: "
         f"{others['supersede']:.1f} during supersede, {others['lmeval']:.1f} during lm-eval",
         "",
     ]
@@ -527,8 +542,7 @@ def render(summary: dict[str, Any]) -> str:
                 f"    {i}: wall {r['supersede_wall_s']:.2f} / {r['lmeval_wall_s']:.2f} s, "
                 f"scoring {r['supersede_scoring_s']:.2f} / {r['lmeval_scoring_s']:.2f} s"
             )
-    total_wall = (summary["wall_s"]["supersede"] + summary["wall_s"]["lmeval"]) * summary["repeats"]
-    if others["supersede"] + others["lmeval"] > DISTURBED_FRACTION * total_wall:
+    if others["supersede"] + others["lmeval"] > DISTURBED_FRACTION * others["window_s"]:
         lines += [
             "",
             "  warning: other processes used the CPUs during the runs; timings are unreliable",

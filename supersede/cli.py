@@ -38,6 +38,10 @@ ConfigOption = Annotated[
 ]
 
 
+LimitOption = Annotated[int | None, typer.Option(min=1, help="Score only the first N documents.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
 def _quiet_libraries() -> None:
     # Library progress bars and advisories would interleave with ours; errors still show.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -149,15 +153,18 @@ def _table(rows: list[dict[str, Any]], title: str, headers: list[str]) -> Table:
 
 @app.command()
 def bench(
-    model: Annotated[str, typer.Option("--model", "-m", help="Hub id[@revision] or local folder.")],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model", "-m", help="Hub id (org/name or org/name@revision) or local folder."
+        ),
+    ],
     task: Annotated[Path, typer.Option("--task", "-t", help="Task file (lm-eval YAML).")],
     adapter: Annotated[
         str | None,
-        typer.Option("--adapter", "-a", help="PEFT adapter: Hub id[@revision] or folder."),
+        typer.Option("--adapter", "-a", help="PEFT adapter: Hub id (org/name@revision) or folder."),
     ] = None,
-    limit: Annotated[
-        int | None, typer.Option(min=1, help="Score only the first N documents.")
-    ] = None,
+    limit: LimitOption = None,
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", "-b", min=1, help="Sequences per forward pass.")
     ] = None,
@@ -165,9 +172,7 @@ def bench(
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Run even if a result is stored.")
     ] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object on stdout.")
-    ] = False,
+    as_json: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
     """Score a model (optionally with a LoRA adapter) on a task file."""
@@ -251,16 +256,14 @@ def compare(
     candidate: Annotated[
         str,
         typer.Option(
-            "--candidate", "-C", help="Hub id[@revision], local folder, or an api_candidates name."
+            "--candidate",
+            "-C",
+            help="Hub id (org/name or org/name@revision), local folder, or an api_candidates name.",
         ),
     ],
-    limit: Annotated[
-        int | None, typer.Option(min=1, help="Score only the first N documents.")
-    ] = None,
+    limit: LimitOption = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Re-run both sides.")] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object on stdout.")
-    ] = False,
+    as_json: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
     """Is the fine-tune still worth it? Score it and a candidate on its task, and decide."""

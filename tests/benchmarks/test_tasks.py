@@ -1133,3 +1133,10 @@ def test_fuzzed_task_files_load_or_raise_task_file_error(task_dir: Path, config:
         assert str(path) in str(exc)
         return
     assert len(requests) == len(task.docs)
+
+
+def test_bug_empty_target_list_is_a_task_file_error(task_dir: Path) -> None:
+    # Found by the fuzz test: an empty list of targets used to raise IndexError.
+    task_error(write_task(task_dir, gen_config(doc_to_target="[]")), "'doc_to_target'", "empty")
+    config = gen_config(doc_to_target="[]", num_fewshot=1, fewshot_split="train")
+    task_error(write_task(task_dir, config), "'doc_to_target'", "empty")

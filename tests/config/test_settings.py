@@ -28,6 +28,17 @@ DEFAULTS: dict[str, Any] = {
         "trust_remote_code": (),
     },
     "runtime": {"device": "auto", "dtype": "auto", "batch_size": 32, "max_length": None},
+    "serving": {"gpu_hour_usd": 2.0},
+    "verdict": {
+        "margin": 0.02,
+        "confidence": 0.95,
+        "cost_tolerance": 0.05,
+        "bootstrap_resamples": 10_000,
+        "seed": 0,
+    },
+    "candidates": {"prompt": {"num_fewshot": None, "chat_template": "auto", "system_prompt": None}},
+    "finetunes": (),
+    "api_candidates": (),
 }
 
 
@@ -387,3 +398,91 @@ def test_junk_yaml_either_loads_or_raises_config_error(tmp_path: Path, document:
         assert str(path) in str(exc)
     else:
         assert isinstance(loaded, Settings)
+
+
+# --- fine-tunes, API candidates, verdict -----------------------------------------------------
+
+FINETUNE = """
+finetunes:
+  - name: triage
+    task: tasks/triage.yaml
+{shape}
+    economics: {{tuning_cost_usd: 100, monthly_upkeep_usd: 10, monthly_requests: 1000}}
+"""
+
+
+def test_finetune_with_adapter_and_relative_task(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "conf" / "s.yaml",
+        FINETUNE.format(shape="    base: org/base\n    adapter: org/lora@v2"),
+    )
+    loaded = load_settings(path)
+    (entry,) = loaded.finetunes
+    assert (entry.model_ref, entry.adapter, entry.economics.monthly_requests) == (
+        "org/base",
+        "org/lora@v2",
+        1000,
+    )
+    assert entry.prompt.chat_template == "off"  # a fine-tune keeps its own prompt format
+    assert settings_module.task_path(loaded, entry.task) == tmp_path / "conf" / "tasks/triage.yaml"
+    assert settings_module.finetune(loaded, "triage") is entry
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        "    base: org/base",  # adapter missing
+        "    model: org/full\n    base: org/base\n    adapter: x",  # both shapes
+        "",  # neither
+    ],
+)
+def test_finetune_needs_exactly_one_shape(tmp_path: Path, shape: str) -> None:
+    path = write(tmp_path / "s.yaml", FINETUNE.format(shape=shape))
+    with pytest.raises(ConfigError, match=r"finetunes\.0"):
+        load_settings(path)
+
+
+def test_unknown_finetune_suggests_the_close_name(tmp_path: Path) -> None:
+    loaded = load_settings(write(tmp_path / "s.yaml", FINETUNE.format(shape="    model: org/m")))
+    with pytest.raises(ConfigError, match="did you mean 'triage'"):
+        settings_module.finetune(loaded, "triag")
+
+
+def test_api_key_env_is_allowed_but_a_key_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = write(
+        tmp_path / "good.yaml",
+        """
+api_candidates:
+  - {name: v, base_url: "https://api.example/v1", model: m, api_key_env: VENDOR_KEY}
+""",
+    )
+    monkeypatch.setenv("VENDOR_KEY", "sk-123")
+    (candidate,) = load_settings(good).api_candidates
+    assert settings_module.api_key(candidate) == "sk-123"
+    assert "sk-123" not in json.dumps(load_settings(good).model_dump(mode="json"))
+    bad = write(
+        tmp_path / "bad.yaml",
+        """
+api_candidates:
+  - {name: v, base_url: "https://api.example/v1", model: m, api_key: sk-123}
+""",
+    )
+    with pytest.raises(ConfigError, match="environment"):
+        load_settings(bad)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "key"),
+    [
+        ("verdict: {margin: -0.1}", "verdict.margin"),
+        ("verdict: {confidence: 1.5}", "verdict.confidence"),
+        ("verdict: {bootstrap_resamples: 500}", "verdict.bootstrap_resamples"),
+        ("serving: {gpu_hour_usd: -1}", "serving.gpu_hour_usd"),
+        ("candidates: {prompt: {chat_template: sometimes}}", "candidates.prompt.chat_template"),
+    ],
+)
+def test_verdict_and_serving_values_are_checked(tmp_path: Path, yaml_text: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_settings(write(tmp_path / "s.yaml", yaml_text))
