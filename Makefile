@@ -24,7 +24,7 @@ $(VENV)/.test: $(VENV)/.runtime
 install: $(VENV)/.runtime
 install-test: $(VENV)/.test
 
-## The main job on its embedded defaults (offline, CPU, a few seconds).
+## The main job on its embedded defaults (offline, CPU, a minute or two after the install).
 demo: install
 	$(VENV)/bin/supersede example
 
