@@ -49,9 +49,10 @@ import traceback
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from tests.support.local_server import LocalServer
 
 __all__ = ["LFS_SIZE_THRESHOLD", "LFS_SUFFIXES", "HubServer"]
 
@@ -198,7 +199,7 @@ class _Server(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
 
 
-class HubServer:
+class HubServer(LocalServer):
     """Fake Hugging Face Hub on ``http://127.0.0.1:<free port>``, served from a daemon thread.
 
     Use it as a context manager (or call :meth:`start` / :meth:`close`). All methods are
@@ -227,48 +228,16 @@ class HubServer:
         self._grants: dict[str, set[str]] = {}
         self._faults: list[_Fault] = []
         self._blobs: dict[str, bytes] = {}
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> HubServer:
-        """Bind a free port on 127.0.0.1 and start serving in a daemon thread."""
-        if self._server is not None:
-            return self
-        self._server = _Server(self)
-        port = self._server.server_address[1]
+    def _bind(self) -> _Server:
+        server = _Server(self)
+        port = server.server_address[1]
         self.url = f"http://127.0.0.1:{port}"
         self._cdn_url = f"http://localhost:{port}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"HubServer:{port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def close(self) -> None:
-        """Stop serving and release the port."""
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> HubServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+        return server
 
     # ------------------------------------------------------------------ test controls
 

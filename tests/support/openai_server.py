@@ -30,8 +30,9 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
+
+from tests.support.local_server import LocalServer
 
 __all__ = ["POSITIVE_WORDS", "OpenAIServer", "RecordedRequest", "sentiment_answer", "sentiment_of"]
 
@@ -93,7 +94,7 @@ class _Server(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
 
 
-class OpenAIServer:
+class OpenAIServer(LocalServer):
     """Fake OpenAI-compatible endpoint on ``http://127.0.0.1:<free port>/v1``.
 
     Attributes:
@@ -132,45 +133,14 @@ class OpenAIServer:
         self._key: str | None = None
         self._in_flight = 0
         self._max_in_flight = 0
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> OpenAIServer:
-        """Bind a free port on 127.0.0.1 and serve from a daemon thread."""
-        if self._server is None:
-            self._server = _Server(self)
-            self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-            self._thread = threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name="OpenAIServer",
-                daemon=True,
-            )
-            self._thread.start()
-        return self
-
-    def close(self) -> None:
-        """Stop serving and release the port."""
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> OpenAIServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    def _bind(self) -> _Server:
+        server = _Server(self)
+        self.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        return server
 
     # ------------------------------------------------------------------ test controls
 
