@@ -151,3 +151,45 @@ def test_empty_context_scores_after_the_prefix_token(tuned: LoadedModel, tmp_pat
                     logits[-len(cont) :].gather(-1, torch.tensor(cont).unsqueeze(-1)).sum()
                 )
                 assert score == pytest.approx(want, abs=1e-4)
+
+
+def test_chat_template_wraps_the_prompt_and_drops_the_delimiter(
+    tuned: LoadedModel, tasks: dict[str, Any]
+) -> None:
+    from benchmarks.runner import apply_chat_template, uses_chat_template
+    from config.settings import PromptSettings
+
+    tokenizer = tuned.tokenizer
+    assert not uses_chat_template(tokenizer, PromptSettings(chat_template="auto"))
+    assert uses_chat_template(tokenizer, PromptSettings(chat_template="on"))
+    assert not uses_chat_template(tokenizer, PromptSettings(chat_template="off"))
+    template = (
+        "{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}"
+        "{% if add_generation_prompt %}[assistant]{% endif %}"
+    )
+    tokenizer.chat_template = template
+    try:
+        assert uses_chat_template(tokenizer, PromptSettings(chat_template="auto"))
+        prompt = PromptSettings(chat_template="on", system_prompt="Be brief.")
+        task = tasks["single"]
+        (plain,) = task.requests(1)
+        (wrapped,) = apply_chat_template([plain], tokenizer, prompt, task)
+        assert wrapped.context == f"[system]Be brief.[user]{plain.context}[assistant]"
+        assert wrapped.continuations == ("negative", "positive")
+        result = run_task(tuned, task, limit=20, prompt=prompt)
+        assert result.n == 20  # scores through the wrapped prompt
+    finally:
+        tokenizer.chat_template = None
+
+
+def test_prompt_num_fewshot_overrides_the_task_file(tasks: dict[str, Any]) -> None:
+    from config.errors import TaskFileError
+
+    task = tasks["single"]
+    two = task.with_num_fewshot(2)
+    (plain,) = task.requests(1)
+    (shot,) = two.requests(1)
+    assert shot.context.endswith(plain.context) and shot.context.count("Sentiment:") == 3
+    assert task.with_num_fewshot(0) is task
+    with pytest.raises(TaskFileError, match="num_fewshot"):
+        task.with_num_fewshot(len(task.fewshot_docs) + 1)
