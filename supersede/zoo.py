@@ -208,6 +208,14 @@ def _train(
     model.eval()
 
 
+def _load_for_training(base_dir: Path) -> tuple[Any, Any]:
+    """The base's tokenizer and a float32 copy of its weights."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    return tokenizer, AutoModelForCausalLM.from_pretrained(base_dir, dtype="float32")
+
+
 def train_lora(
     base_dir: Path,
     out_dir: Path,
@@ -221,11 +229,9 @@ def train_lora(
     """Train a LoRA adapter on ``examples`` for a few steps; saves adapter_model.safetensors."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(seed)  # the adapter's initial weights come from this seed too
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype="float32")
+    tokenizer, base = _load_for_training(base_dir)
     config = LoraConfig(
         r=rank,
         lora_alpha=2 * rank,
@@ -258,10 +264,7 @@ def train_full(
     seed: int = 0,
 ) -> Path:
     """Fully fine-tune a copy of the base for a few steps (a "newer model" or a full fine-tune)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype="float32")
+    tokenizer, model = _load_for_training(base_dir)
     _train(model, tokenizer, examples, steps, lr, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)

@@ -8,10 +8,8 @@ import pathlib
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 
 import httpx
-import huggingface_hub.constants
 import pytest
 from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 from huggingface_hub.errors import (
@@ -48,20 +46,7 @@ def _snapshot_files(root: str | pathlib.Path) -> dict[str, bytes]:
     return {p.relative_to(base).as_posix(): p.read_bytes() for p in base.rglob("*") if p.is_file()}
 
 
-@pytest.fixture(autouse=True)
-def _no_ambient_hub_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):
-        monkeypatch.delenv(var, raising=False)
-    # With telemetry on, the first request of a process also fetches
-    # `{HF_ENDPOINT or https://huggingface.co}/api/agent-harnesses`: keep tests off the network.
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_TELEMETRY", True)
-
-
-@pytest.fixture
-def hub() -> Iterator[HubServer]:
-    with HubServer() as server:
-        yield server
-        assert server.errors == [], server.errors[0] if server.errors else ""
+# The environment isolation and the `hub` fixture come from tests/conftest.py.
 
 
 @pytest.fixture
