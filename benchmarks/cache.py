@@ -97,7 +97,7 @@ class ResultStore:
             Base.metadata.create_all(self.engine)
         except OperationalError as exc:
             raise ConfigError(
-                f"store.url: cannot open the result store ({_safe_url(url)}): {exc.orig}"
+                f"store.url: cannot open the result store ({safe_url(url)}): {exc.orig}"
             ) from None
 
     def get(self, key: str) -> tuple[RunResult, dict[str, Any]] | None:
@@ -137,7 +137,7 @@ class ResultStore:
             return len(session.scalars(select(BenchmarkResult.key)).all())
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     try:

@@ -23,20 +23,18 @@ Costs and statistics
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import math
-import random
 import statistics
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
+from benchmarks.http import full_jitter, retry_after
 from benchmarks.runner import RunStats
 from config.errors import EndpointRefused, EndpointUnavailable
 from config.settings import ApiCandidate
@@ -304,30 +302,10 @@ def _usage(usage: Any) -> tuple[int, int] | None:
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:
-    """The wait the endpoint asks for (``retry-after-ms``, ``Retry-After``), capped at 60 s."""
-    seconds: float | None = None
-    if millis := headers.get("retry-after-ms"):
-        try:
-            seconds = float(millis) / 1000
-        except ValueError:
-            seconds = None
-    value = headers.get("retry-after")
-    if seconds is None and value:
-        try:
-            seconds = float(value)
-        except ValueError:
-            try:
-                when = email.utils.parsedate_to_datetime(value)
-            except (TypeError, ValueError):
-                return None
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=UTC)
-            seconds = (when - datetime.now(UTC)).total_seconds()
-    if seconds is None or not math.isfinite(seconds):
-        return None
-    return min(max(seconds, 0.0), RETRY_AFTER_CAP_S)
+    """The wait the endpoint asks for, capped at 60 s."""
+    seconds = retry_after(headers)
+    return None if seconds is None else min(seconds, RETRY_AFTER_CAP_S)
 
 
 def _backoff(attempt: int) -> float:
-    # Full jitter (AWS's "exponential backoff and jitter"): spreads clients that failed together.
-    return random.uniform(0.0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))
+    return full_jitter(attempt, BACKOFF_BASE_S, BACKOFF_CAP_S)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from benchmarks.http import retry_after
 from config.constants import (
     MODEL_FILE_PATTERNS,
     PICKLE_WEIGHT_SUFFIXES,
@@ -259,10 +260,18 @@ class hub_errors:
             status = getattr(getattr(exc, "response", None), "status_code", None)
             if status in (401, 403):
                 raise GatedModelError(f"{name}: access denied ({status}); check HF_TOKEN") from None
-            raise HubUnavailable(f"{name}: the Hub answered {status}; will retry later") from None
+            raise HubUnavailable(
+                f"{name}: the Hub answered {status}; will retry later",
+                retry_after_s=_response_retry_after(exc),
+            ) from None
         if isinstance(exc, _network_errors()):
             raise HubUnavailable(f"{name}: the Hub is unreachable ({type(exc).__name__})") from None
         return None
+
+
+def _response_retry_after(exc: BaseException) -> float | None:
+    response = getattr(exc, "response", None)
+    return retry_after(response.headers) if response is not None else None
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:

@@ -7,14 +7,17 @@
     │   ├── ConfigError             bad config file, key or environment variable
     │   ├── TaskFileError           bad task file (unknown key, broken template, missing data)
     │   ├── ModelNotFound           no such repo, revision, file or local path
-    │   └── ModelRefused            the model exists but is not loaded, on purpose
-    │       ├── PickleWeightsRefused    only pickle weights (*.bin, *.pt, ...), no safetensors
-    │       ├── RemoteCodeRefused       config asks for remote code that is not allow-listed
-    │       └── GatedModelError         gated or private repo and the token has no access
-    │   └── EndpointRefused         an API endpoint rejected the request (bad key, bad model, 4xx)
+    │   ├── ModelRefused            the model exists but is not loaded, on purpose
+    │   │   ├── PickleWeightsRefused    only pickle weights (*.bin, *.pt, ...), no safetensors
+    │   │   ├── RemoteCodeRefused       config asks for remote code that is not allow-listed
+    │   │   └── GatedModelError         gated or private repo and the token has no access
+    │   ├── EndpointRefused         an API endpoint rejected the request (bad key, bad model, 4xx)
+    │   ├── FeedInvalid             a feed answered 4xx, is too large, or is not RSS/Atom
+    │   └── AlreadyRunning          another scheduler holds this store's lease
     └── RetryableError              transient: the same call may succeed later
         ├── HubUnavailable          Hub unreachable, timed out, 429 or 5xx
-        └── EndpointUnavailable     an API endpoint unreachable, timed out, 429 or 5xx
+        ├── EndpointUnavailable     an API endpoint unreachable, timed out, 429 or 5xx
+        └── FeedUnavailable         a feed unreachable, stalled, 429 or 5xx
 
 Task runners retry only ``RetryableError``. Everything else is recorded with its message and shown
 as is: messages name the file, key or model and say what to do, so no traceback is needed.
@@ -32,7 +35,14 @@ class FatalError(SupersedeError):
 
 
 class RetryableError(SupersedeError):
-    """A transient error: the same call may succeed later."""
+    """A transient error: the same call may succeed later.
+
+    ``retry_after_s`` is the wait the other side asked for (Retry-After, RateLimit reset), if any.
+    """
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class ConfigError(FatalError):
@@ -73,3 +83,15 @@ class EndpointRefused(FatalError):
 
 class EndpointUnavailable(RetryableError):
     """An API endpoint is unreachable, timing out, rate-limiting or failing (after retries)."""
+
+
+class FeedInvalid(FatalError):
+    """A feed answered 4xx, is larger than the cap, or is not a readable RSS/Atom document."""
+
+
+class FeedUnavailable(RetryableError):
+    """A feed is unreachable, timed out, stalled mid-body, or answered 429 or 5xx."""
+
+
+class AlreadyRunning(FatalError):
+    """Another scheduler holds the store's lease (one active scheduler per store)."""

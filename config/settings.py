@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from config.constants import CONFIG_ENV, ENV_NESTED_DELIMITER, ENV_PREFIX
 from config.errors import ConfigError
+from config.watch import WatchSettings
 
 #: The shipped config, used when no other file is named and ``config/supersede.yaml`` is absent.
 PACKAGED_CONFIG = Path(__file__).with_name("supersede.yaml")
@@ -189,6 +190,7 @@ class Settings(BaseSettings):
     candidates: CandidateSettings = CandidateSettings()
     finetunes: tuple[FineTune, ...] = ()
     api_candidates: tuple[ApiCandidate, ...] = ()
+    watch: WatchSettings = WatchSettings()
 
     #: The file the settings were read from (None: defaults and environment only).
     source_file: Path | None = Field(None, exclude=True)
@@ -324,6 +326,11 @@ def _did_you_mean(loc: tuple[int | str, ...]) -> str:
 def api_key(candidate: ApiCandidate) -> str | None:
     """The candidate's API key, read from the environment variable it names."""
     return os.environ.get(candidate.api_key_env) if candidate.api_key_env else None
+
+
+def secret(variable: str) -> str | None:
+    """The value of the environment variable a ``*_env`` setting names (None when unset)."""
+    return os.environ.get(variable) or None
 
 
 def finetune(settings: Settings, name: str) -> FineTune:

@@ -3,57 +3,33 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from config.errors import RetryableError, SupersedeError
+from config.errors import SupersedeError
+from supersede import watch_commands
+from supersede.console import (
+    ConfigOption,
+    JsonOption,
+    LimitOption,
+    err,
+    fail,
+    out,
+    quiet_libraries,
+)
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="Supersede: notice the day a new foundation model makes your fine-tune obsolete.",
 )
-err = Console(stderr=True)
-out = Console()
-
-#: Exit codes: 2 = fatal (fix the input), 75 = temporary (try again later, EX_TEMPFAIL).
-EXIT_FATAL = 2
-EXIT_RETRYABLE = 75
 
 PACKAGED_TASKS = Path(__file__).resolve().parent.parent / "config" / "tasks"
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", "-c", help="YAML config (default: $SUPERSEDE_CONFIG, config/supersede.yaml)."
-    ),
-]
-
-
-LimitOption = Annotated[int | None, typer.Option(min=1, help="Score only the first N documents.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
-
-
-def _quiet_libraries() -> None:
-    # Library progress bars and advisories would interleave with ours; errors still show.
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning, module="peft")
-
-
-def _fail(exc: SupersedeError) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-    return typer.Exit(EXIT_RETRYABLE if isinstance(exc, RetryableError) else EXIT_FATAL)
 
 
 class _RichProgress:
@@ -176,7 +152,7 @@ def bench(
     config: ConfigOption = None,
 ) -> None:
     """Score a model (optionally with a LoRA adapter) on a task file."""
-    _quiet_libraries()
+    quiet_libraries()
     from benchmarks.bench import bench as run_bench
     from config.settings import load_settings
 
@@ -195,7 +171,7 @@ def bench(
                 progress=progress,
             )
     except SupersedeError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     row = outcome_json(outcome)
     if as_json:
         sys.stdout.write(json.dumps(row) + "\n")
@@ -267,7 +243,7 @@ def compare(
     config: ConfigOption = None,
 ) -> None:
     """Is the fine-tune still worth it? Score it and a candidate on its task, and decide."""
-    _quiet_libraries()
+    quiet_libraries()
     from benchmarks.compare import compare as run_compare
     from config.settings import load_settings
 
@@ -283,7 +259,7 @@ def compare(
                 progress=progress,
             )
     except SupersedeError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     if as_json:
         sys.stdout.write(json.dumps(report.to_dict()) + "\n")
     else:
@@ -313,7 +289,7 @@ def example(
     ] = Path(".supersede/example"),
 ) -> None:
     """Offline example: a tiny fine-tune against two new releases, one better and one not."""
-    _quiet_libraries()
+    quiet_libraries()
     from benchmarks.compare import compare as run_compare
     from config.settings import load_settings
     from supersede.zoo import build_zoo, read_jsonl
@@ -334,7 +310,7 @@ def example(
             out.rule(f"{release.name} against the review-sentiment fine-tune")
             out.print(_verdict_view(report))
     except SupersedeError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     out.rule()
     out.print(
         f"Config written to {config_file}. Re-run one comparison (answered from the cache):\n"
@@ -342,6 +318,9 @@ def example(
         f"--candidate {zoo.stronger} --json",
         soft_wrap=True,
     )
+
+
+app.command()(watch_commands.poll)
 
 
 def main() -> None:

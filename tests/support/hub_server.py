@@ -83,6 +83,29 @@ def _now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + "000Z"
 
 
+def _safetensors_info(files: dict[str, bytes]) -> dict[str, Any] | None:
+    """Parameter counts by dtype from the safetensors headers, as the Hub reports them."""
+    by_dtype: dict[str, int] = {}
+    for name, data in files.items():
+        if not name.endswith(".safetensors") or len(data) < 8:
+            continue
+        size = int.from_bytes(data[:8], "little")
+        try:
+            header = json.loads(data[8 : 8 + size])
+        except ValueError:
+            continue  # a corrupt header: the Hub shows no count either
+        for key, tensor in header.items():
+            if key == "__metadata__":
+                continue
+            count = 1
+            for dim in tensor.get("shape", []):
+                count *= dim
+            by_dtype[tensor["dtype"]] = by_dtype.get(tensor["dtype"], 0) + count
+    if not by_dtype:
+        return None
+    return {"parameters": by_dtype, "total": sum(by_dtype.values())}
+
+
 def _git_blob_oid(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
@@ -169,6 +192,7 @@ class _Fault:
     status: int
     headers: dict[str, str]
     remaining: int
+    hang_s: float = 0.0
 
 
 class _Reply(Exception):
@@ -228,6 +252,7 @@ class HubServer(LocalServer):
         self._grants: dict[str, set[str]] = {}
         self._faults: list[_Fault] = []
         self._blobs: dict[str, bytes] = {}
+        self._closing = threading.Event()
         super().__init__()
 
     # ------------------------------------------------------------------ lifecycle
@@ -296,6 +321,9 @@ class HubServer(LocalServer):
             repo.branches[revision] = sha
             repo.gated = gated
             repo.private = private
+            counted = _safetensors_info(files)
+            if counted and "safetensors" not in (extra or {}):
+                repo.extra["safetensors"] = counted
             repo.extra.update(extra or {})
             for entry in built.values():
                 if entry.lfs:
@@ -319,6 +347,16 @@ class HubServer(LocalServer):
         Faults are consumed in the order they were added."""
         with self._lock:
             self._faults.append(_Fault(path_substring, status, dict(headers or {}), count))
+
+    def hang_next(self, path_substring: str, seconds: float, count: int = 1) -> None:
+        """Hold the next ``count`` matching requests for ``seconds`` without answering, then
+        drop the connection (a hung Hub). ``close()`` cuts the wait short."""
+        with self._lock:
+            self._faults.append(_Fault(path_substring, 0, {}, count, hang_s=seconds))
+
+    def close(self) -> None:
+        self._closing.set()
+        super().close()
 
     # ------------------------------------------------------------------ internals used by handler
 
@@ -489,6 +527,10 @@ class _Handler(BaseHTTPRequestHandler):
         hub = self.server.hub
         fault = hub._record(self.command, self.path)
         try:
+            if fault is not None and fault.hang_s:
+                hub._closing.wait(fault.hang_s)
+                self.close_connection = True
+                return
             if fault is not None:
                 message = f"Injected failure {fault.status}"
                 raise _Reply(fault.status, message, headers=fault.headers)

@@ -1,0 +1,55 @@
+"""What every CLI command shares: the consoles, exit codes, common options, error display."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from config.errors import RetryableError, SupersedeError
+
+err = Console(stderr=True)
+out = Console()
+
+#: Exit codes: 2 = fatal (fix the input), 75 = temporary (try again later, EX_TEMPFAIL).
+EXIT_FATAL = 2
+EXIT_RETRYABLE = 75
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="YAML config (default: $SUPERSEDE_CONFIG, config/supersede.yaml)."
+    ),
+]
+LimitOption = Annotated[int | None, typer.Option(min=1, help="Score only the first N documents.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+
+
+def quiet_libraries() -> None:
+    """Library progress bars and advisories would interleave with ours; errors still show."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="peft")
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Log lines on stderr; the libraries' own chatter only at warning level."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("httpx", "httpx2", "huggingface_hub", "apscheduler.executors", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def fail(exc: SupersedeError) -> typer.Exit:
+    """Print ``exc`` as one line and pick the exit code: 75 retryable, 2 otherwise."""
+    err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    return typer.Exit(EXIT_RETRYABLE if isinstance(exc, RetryableError) else EXIT_FATAL)

@@ -1,0 +1,126 @@
+"""``supersede poll``: one discovery pass (``--once``), or the watcher daemon."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from config.errors import SupersedeError
+from supersede.console import (
+    EXIT_RETRYABLE,
+    ConfigOption,
+    JsonOption,
+    err,
+    fail,
+    out,
+    setup_logging,
+)
+
+log = logging.getLogger("supersede.poll")
+
+
+def _event_line(event: Any) -> str:
+    if event.kind == "announcement":
+        return f"announcement  {event.title}  {event.link or ''}"
+    if event.repo_id:
+        params = f"{event.params / 1e9:.2f}B params" if event.params else "params unknown"
+        return f"release       {event.repo_id}@{(event.revision or '')[:12]}  ({params})"
+    return f"release       API model {event.api.model} at {event.api.base_url}"
+
+
+def poll(
+    once: Annotated[
+        bool, typer.Option("--once", help="One discovery pass over every source, then exit.")
+    ] = False,
+    wait: Annotated[
+        bool,
+        typer.Option("--wait", help="If another scheduler holds the store, wait to take over."),
+    ] = False,
+    as_json: JsonOption = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Discover new foundation models on the Hub, Hub webhooks and vendor feeds.
+
+    With --once: one pass, then exit (with --json: one JSON object per new event per line).
+    Without: the watcher daemon (scheduled polls and the webhook endpoint) until SIGTERM/SIGINT.
+    """
+    from config.settings import load_settings
+    from watcher.discovery import Discovery
+    from watcher.publish import Collect, JsonLines, Publisher
+    from watcher.state import WatchState
+
+    setup_logging(verbose)
+    try:
+        settings = load_settings(config)
+        state = WatchState(settings.store.url)
+        if once:
+            collected = Collect()
+            publisher = JsonLines() if as_json else collected
+            reports = Discovery(settings, state, publisher).poll_all()
+            failed = [r for r in reports if r.status == "failed"]
+            if not as_json:
+                _print_pass(reports, collected.events)
+            for report in failed:
+                err.print(f"[yellow]{report.source}[/]: {report.error}", highlight=False)
+            if failed:
+                raise typer.Exit(EXIT_RETRYABLE)
+            return
+        daemon_publisher: Publisher = JsonLines() if as_json else _LogPublisher()
+        _run_daemon(settings, state, Discovery(settings, state, daemon_publisher), wait=wait)
+    except SupersedeError as exc:
+        raise fail(exc) from None
+
+
+class _LogPublisher:
+    def publish(self, event: Any) -> None:
+        log.info("new: %s", _event_line(event))
+
+
+def _print_pass(reports: list[Any], events: list[Any]) -> None:
+    table = Table(title="supersede poll --once", title_justify="left")
+    for column in ("source", "status", "seen", "dropped", "baseline", "new", "note"):
+        table.add_column(column, overflow="fold")
+    for r in reports:
+        counts = (r.seen, r.dropped, r.baseline, len(r.events))
+        table.add_row(r.source, r.status, *map(str, counts), r.error or "")
+    out.print(table)
+    for event in events:
+        out.print(_event_line(event), highlight=False)
+    if not events:
+        out.print("nothing new")
+
+
+def _run_daemon(settings: Any, state: Any, discovery: Any, *, wait: bool) -> None:
+    from watcher.scheduler import WatchDaemon
+
+    daemon = WatchDaemon(settings, state, discovery)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        log.info("%s received: stopping", signal.Signals(signum).name)
+        stop.set()
+        daemon.stopped.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    daemon.start(wait_for_lock=wait)
+    try:
+        while not stop.wait(0.5) and not daemon.stopped.is_set():
+            pass
+    finally:
+        clean = daemon.stop()
+        log.info("stopped%s", "" if clean else " (an in-flight poll was abandoned)")
+        if not clean:
+            # A poll blocked in a network call would hold the interpreter's exit; nothing is
+            # half-recorded (each release is one transaction), so leave now.
+            logging.shutdown()
+            sys.stdout.flush()
+            os._exit(0)

@@ -1,0 +1,185 @@
+"""The always-on part of the watcher: APScheduler jobs, the webhook endpoint, the store lease.
+
+One job per source, with explicit ids (``source:hub``, ``source:feed:<name>``), ``coalesce`` (a
+backlog of missed runs becomes one), ``max_instances=1`` (a slow poll is never overlapped by the
+next), a misfire grace time and jitter (several daemons, or a restart, do not poll in lockstep).
+Only one scheduler may run per store: it holds a lease row renewed by a heartbeat job; a second
+one waits for it (``wait=True``) or stops with a message naming the holder.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from config.errors import AlreadyRunning, ConfigError
+from config.settings import Settings, secret
+from watcher.discovery import Discovery, feed_source
+from watcher.sources.webhook import WebhookHandler, WebhookServer
+from watcher.state import WatchState, lock_owner
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = "scheduler"
+FLUSH_EVERY_S = 30.0
+
+
+class WatchDaemon:
+    """Scheduler + webhook server over one :class:`Discovery`. ``start``, then ``stop``."""
+
+    def __init__(self, settings: Settings, state: WatchState, discovery: Discovery) -> None:
+        self.settings = settings
+        self.watch = settings.watch
+        self.state = state
+        self.discovery = discovery
+        self.owner = lock_owner()
+        self.stopped = threading.Event()
+        self.webhook: WebhookServer | None = None
+        self._scheduler: object | None = None
+        self._running = 0
+        self._idle = threading.Condition()
+        self._webhook_thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lease
+
+    def acquire(self, *, wait: bool) -> None:
+        """Take the store's scheduler lease, waiting for the holder when ``wait``."""
+        announced = False
+        while True:
+            holder = self.state.acquire_lock(LOCK_NAME, self.owner, self.watch.lock_ttl_s)
+            if holder is None:
+                return
+            if not wait:
+                raise AlreadyRunning(
+                    f"another scheduler is running against this store: {holder}. Stop it, or "
+                    "start this one with --wait to take over when it stops."
+                )
+            if not announced:
+                log.warning("waiting for the scheduler lease held by %s", holder)
+                announced = True
+            if self.stopped.wait(min(5.0, self.watch.lock_ttl_s / 4)):
+                raise AlreadyRunning("stopped while waiting for the scheduler lease")
+
+    def _heartbeat(self) -> None:
+        holder = self.state.acquire_lock(LOCK_NAME, self.owner, self.watch.lock_ttl_s)
+        if holder is not None:
+            log.error("lost the scheduler lease to %s; stopping", holder)
+            self.stopped.set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, *, wait_for_lock: bool = False) -> None:
+        """Take the lease, publish any leftover outbox, start the jobs and the webhook server."""
+        from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.schedulers.background import BackgroundScheduler
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        webhook_handler = self._webhook_handler()  # config errors before anything starts
+        self.acquire(wait=wait_for_lock)
+        self.discovery.flush()
+        feeds = self.watch.feeds
+        scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(max_workers=len(feeds) + 3)},
+            job_defaults={
+                "coalesce": True,
+                "max_instances": 1,
+                "misfire_grace_time": int(self.watch.misfire_grace_s),
+            },
+            timezone=UTC,
+        )
+        first = datetime.now(UTC)
+        jitter = int(self.watch.jitter_s) or None
+        if self.watch.hub.authors:
+            scheduler.add_job(
+                self._guard(self.discovery.poll_hub),
+                IntervalTrigger(seconds=self.watch.hub.interval, jitter=jitter),
+                id="source:hub",
+                name="poll the Hub",
+                next_run_time=first,
+            )
+        for feed in feeds:
+            scheduler.add_job(
+                self._guard(functools.partial(self.discovery.poll_feed, feed)),
+                IntervalTrigger(seconds=feed.interval, jitter=jitter),
+                id=f"source:{feed_source(feed)}",
+                name=f"fetch feed {feed.name}",
+                next_run_time=first,
+            )
+        scheduler.add_job(
+            self._guard(self._heartbeat),
+            IntervalTrigger(seconds=self.watch.lock_ttl_s / 3),
+            id="lease:heartbeat",
+        )
+        scheduler.add_job(
+            self._guard(self.discovery.flush),
+            IntervalTrigger(seconds=FLUSH_EVERY_S),
+            id="outbox:flush",
+        )
+        scheduler.start()
+        self._scheduler = scheduler
+        if webhook_handler is not None:
+            self.webhook = WebhookServer(webhook_handler)
+            self._webhook_thread = threading.Thread(
+                target=self.webhook.serve_forever, name="webhook", daemon=True
+            )
+            self._webhook_thread.start()
+            log.info("webhook endpoint listening on %s", self.webhook.url)
+        log.info("watching: %s", ", ".join(job.id for job in scheduler.get_jobs()))
+
+    def stop(self, grace_s: float = 10.0) -> bool:
+        """Stop scheduling, wait up to ``grace_s`` for running polls, release the lease.
+
+        Returns False when a poll was still running after the grace time (it records nothing
+        half-way: each release is one transaction, so abandoning it loses nothing).
+        """
+        self.stopped.set()
+        scheduler = self._scheduler
+        if scheduler is not None:
+            scheduler.shutdown(wait=False)  # type: ignore[attr-defined]
+        if self.webhook is not None:
+            self.webhook.shutdown()
+        deadline = time.monotonic() + grace_s
+        with self._idle:
+            while self._running and time.monotonic() < deadline:
+                self._idle.wait(deadline - time.monotonic())
+            clean = self._running == 0
+        try:
+            self.state.release_lock(LOCK_NAME, self.owner)
+        except Exception as exc:  # the store is down: the lease expires by itself
+            log.warning("could not release the scheduler lease: %s", exc)
+        return clean
+
+    def _guard(self, job: Callable[[], object]) -> Callable[[], None]:
+        """Run ``job`` unless stopping; count it as running; log, never raise, on a bug."""
+
+        def run() -> None:
+            if self.stopped.is_set():
+                return
+            with self._idle:
+                self._running += 1
+            try:
+                job()
+            except Exception:
+                log.exception("job failed; it runs again at its next time")
+            finally:
+                with self._idle:
+                    self._running -= 1
+                    self._idle.notify_all()
+
+        return run
+
+    def _webhook_handler(self) -> WebhookHandler | None:
+        hook = self.watch.webhook
+        if not hook.enabled:
+            return None
+        value = secret(hook.secret_env)
+        if not value:
+            raise ConfigError(
+                f"watch.webhook.enabled is true but {hook.secret_env} is not set: put the secret "
+                "from the Hub's webhook settings in that environment variable"
+            )
+        return WebhookHandler(self.discovery, value, hook)

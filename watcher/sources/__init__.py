@@ -1,0 +1,1 @@
+"""Where releases are discovered: the Hub (polling), Hub webhooks and vendor feeds."""

@@ -1,0 +1,257 @@
+"""Vendor RSS and Atom feeds: fetched with httpx, parsed from bytes with feedparser.
+
+The fetch is bounded on every side: connect and read timeouts, a deadline for the whole body (a
+server dripping one byte at a time never trips a read timeout) and a byte cap (checked against
+``Content-Length`` first, then while streaming). ETag and Last-Modified from the last good fetch
+make it conditional; a 304 is not parsed.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from html.parser import HTMLParser
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from benchmarks.http import retry_after
+from config.errors import FeedInvalid, FeedUnavailable
+from config.watch import FeedWatch, WatchSettings
+from watcher.events import ApiModel
+
+USER_AGENT = "supersede-watcher (+https://github.com/supersede)"
+ACCEPT = (
+    "application/rss+xml, application/atom+xml, application/xml;q=0.9, text/xml;q=0.9, */*;q=0.1"
+)
+#: Hosts whose ``/<org>/<name>`` pages are Hub model pages (plus the configured endpoint's).
+HUB_HOSTS = frozenset({"huggingface.co", "www.huggingface.co", "hf.co"})
+#: First path segments of Hub pages that are not models.
+_NOT_MODELS = frozenset(
+    {"datasets", "spaces", "docs", "blog", "papers", "models", "collections", "organizations",
+     "settings", "join", "login", "pricing", "posts", "learn", "tasks", "api", "new", "chat",
+     "enterprise", "inference-endpoints", "buckets", "storage"}
+)  # fmt: skip
+_NAME = re.compile(r"^[\w.\-]{1,96}$")
+SUMMARY_CHARS = 500
+
+
+@dataclass(frozen=True)
+class FeedItem:
+    """One feed entry, classified."""
+
+    entry_id: str
+    title: str
+    link: str | None
+    published_at: datetime | None
+    summary: str
+    hub_repo: str | None = None
+    api: ApiModel | None = None
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A fetch: ``items`` is None on 304 Not Modified."""
+
+    items: list[FeedItem] | None
+    etag: str | None
+    last_modified: str | None
+
+
+def fetch(
+    feed: FeedWatch,
+    watch: WatchSettings,
+    *,
+    etag: str | None = None,
+    last_modified: str | None = None,
+    hub_hosts: Iterable[str] = (),
+) -> Fetched:
+    """Fetch and classify ``feed``; raises FeedUnavailable (retry later) or FeedInvalid."""
+    headers = {"User-Agent": USER_AGENT, "Accept": ACCEPT}
+    if etag:
+        headers["If-None-Match"] = etag
+    if last_modified:
+        headers["If-Modified-Since"] = last_modified
+    timeout = httpx.Timeout(watch.read_timeout_s, connect=watch.connect_timeout_s)
+    try:
+        with (
+            httpx.Client(timeout=timeout, follow_redirects=True, max_redirects=5) as client,
+            client.stream("GET", feed.url, headers=headers) as response,
+        ):
+            if response.status_code == 304:
+                return Fetched(None, etag, last_modified)
+            _check_status(feed, response)
+            body = _read_capped(feed, watch, response)
+            content_type = response.headers.get("content-type", "")
+            base = str(response.url)
+            new_etag = response.headers.get("etag")
+            new_modified = response.headers.get("last-modified")
+    except httpx.TimeoutException as exc:
+        raise FeedUnavailable(f"feed {feed.name}: timed out ({type(exc).__name__})") from None
+    except httpx.HTTPError as exc:
+        raise FeedUnavailable(f"feed {feed.name}: {type(exc).__name__}: {exc}") from None
+    items = parse(feed, body, content_type=content_type, base=base, hub_hosts=hub_hosts)
+    return Fetched(items, new_etag, new_modified)
+
+
+def _check_status(feed: FeedWatch, response: httpx.Response) -> None:
+    status = response.status_code
+    if status == 429 or status >= 500:
+        raise FeedUnavailable(
+            f"feed {feed.name}: the server answered {status}",
+            retry_after_s=retry_after(response.headers),
+        )
+    if status >= 400:
+        raise FeedInvalid(f"feed {feed.name}: the server answered {status} for {feed.url}")
+
+
+def _read_capped(feed: FeedWatch, watch: WatchSettings, response: httpx.Response) -> bytes:
+    cap = watch.feed_max_bytes
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise FeedInvalid(f"feed {feed.name}: {int(declared):,} bytes is over the {cap:,} cap")
+    deadline = time.monotonic() + watch.feed_deadline_s
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > cap:
+            raise FeedInvalid(f"feed {feed.name}: body over the {cap:,} byte cap; not read further")
+        if time.monotonic() > deadline:
+            raise FeedUnavailable(
+                f"feed {feed.name}: body not received within {watch.feed_deadline_s:.0f} s"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse(
+    feed: FeedWatch,
+    body: bytes,
+    *,
+    content_type: str = "",
+    base: str = "",
+    hub_hosts: Iterable[str] = (),
+) -> list[FeedItem]:
+    """Classify the entries of an RSS/Atom document (relative links resolve against ``base``)."""
+    import feedparser
+
+    parsed = feedparser.parse(
+        body, response_headers={"content-type": content_type, "content-location": base or feed.url}
+    )
+    if parsed.bozo and not parsed.entries:
+        problem = getattr(parsed, "bozo_exception", None) or "no entries"
+        raise FeedInvalid(f"feed {feed.name}: not a readable RSS or Atom document ({problem})")
+    hosts = HUB_HOSTS | {h.lower() for h in hub_hosts}
+    items: list[FeedItem] = []
+    seen: set[str] = set()
+    for entry in parsed.entries:
+        item = _classify(feed, entry, hosts)
+        if item is None or item.entry_id in seen:
+            continue  # no id and no link: nothing to dedupe on; or a repeated id
+        seen.add(item.entry_id)
+        items.append(item)
+    return items
+
+
+def _classify(feed: FeedWatch, entry: Any, hub_hosts: frozenset[str]) -> FeedItem | None:
+    link = entry.get("link") or None
+    entry_id = entry.get("id") or link
+    if not entry_id:
+        return None
+    html = " ".join(
+        [entry.get("summary") or ""] + [part.get("value", "") for part in entry.get("content", [])]
+    )
+    text = _Text.of(html)
+    hrefs = [link] + [ref.get("href") for ref in entry.get("links", [])] + _Text.links(html)
+    # The title stays as the feed wrote it (plain text): notifiers escape it for their medium.
+    title = " ".join(str(entry.get("title") or "").split()) or "(untitled)"
+    hub_repo = next((r for r in (hub_model(h, hub_hosts) for h in hrefs if h) if r), None)
+    api = None if hub_repo else _api_model(feed, f"{title}\n{text}\n{link or ''}")
+    when = entry.get("published_parsed") or entry.get("updated_parsed")
+    published = datetime.fromtimestamp(calendar.timegm(when), UTC) if when else None
+    return FeedItem(
+        entry_id=str(entry_id)[:500],
+        title=title[:300],
+        link=link,
+        published_at=published,
+        summary=" ".join(text.split())[:SUMMARY_CHARS],
+        hub_repo=hub_repo,
+        api=api,
+    )
+
+
+def hub_model(url: str, hub_hosts: Iterable[str] = HUB_HOSTS) -> str | None:
+    """``org/name`` when ``url`` is a Hub model page (not a dataset, space, blog, ...)."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or parts.netloc.lower() not in set(hub_hosts):
+        return None
+    segments = [s for s in parts.path.split("/") if s]
+    if len(segments) != 2 and not (len(segments) > 2 and segments[2] in ("tree", "blob")):
+        return None
+    org, name = segments[0], segments[1]
+    if org.lower() in _NOT_MODELS or not (_NAME.match(org) and _NAME.match(name)):
+        return None
+    return f"{org}/{name}"
+
+
+def _api_model(feed: FeedWatch, text: str) -> ApiModel | None:
+    for rule in feed.api_models:
+        match = re.search(rule.pattern, text)
+        if match:
+            model = match.group(1) if match.groups() else match.group(0)
+            return ApiModel(
+                model=model,
+                base_url=rule.base_url,
+                api_key_env=rule.api_key_env,
+                input_usd_per_1m=rule.input_usd_per_1m,
+                output_usd_per_1m=rule.output_usd_per_1m,
+            )
+    return None
+
+
+class _Text(HTMLParser):
+    """Plain text and link targets of an HTML fragment (scripts and styles dropped)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.hrefs: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("script", "style"):
+            self._skip += 1
+        if tag == "a":
+            self.hrefs += [value for key, value in attrs if key == "href" and value]
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style") and self._skip:
+            self._skip -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.parts.append(data)
+
+    @classmethod
+    def _run(cls, html: str) -> _Text:
+        parser = cls()
+        parser.feed(html)
+        parser.close()
+        return parser
+
+    @classmethod
+    def of(cls, html: str) -> str:
+        return " ".join(cls._run(html).parts)
+
+    @classmethod
+    def links(cls, html: str) -> list[str]:
+        return cls._run(html).hrefs

@@ -1,0 +1,192 @@
+"""Hub webhooks: the event-driven path, with no polling delay.
+
+The Hub POSTs a JSON payload (``huggingface_hub.WebhookPayload``) and sends the secret set in the
+webhook's settings verbatim in ``X-Webhook-Secret``; it is compared in constant time. Accepted:
+a model repo created, a push to ``main``, and a ``repo.config`` update that makes a private repo
+public (vendors often launch that way). Everything else is acknowledged and ignored. Accepted
+events go through the same filters and dedupe as polling, so a replayed delivery changes nothing.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from config.errors import FatalError, RetryableError
+from config.watch import WebhookWatch
+from watcher.discovery import Discovery
+
+log = logging.getLogger(__name__)
+
+SECRET_HEADER = "X-Webhook-Secret"
+MAIN_REF = "refs/heads/main"
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def what_changed(payload: Mapping[str, Any]) -> tuple[str, str | None] | str:
+    """``(repo_id, sha)`` when the payload announces a possible release, else why it does not.
+
+    Raises ValueError when the payload is not a Hub webhook payload.
+    """
+    from huggingface_hub import WebhookPayload
+    from pydantic import ValidationError
+
+    try:
+        parsed = WebhookPayload.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ValueError(f"not a Hub webhook payload: {where}: {first['msg']}") from None
+    repo, event = parsed.repo, parsed.event
+    if repo.type != "model":
+        return f"{repo.type} repo"
+    head = payload.get("repo", {}).get("headSha") or repo.head_sha
+    if event.scope == "repo" and event.action == "create":
+        kind = "created"
+    elif event.scope == "repo.content" and event.action == "update":
+        main = [ref for ref in parsed.updatedRefs or () if ref.ref == MAIN_REF]
+        if not main or not main[0].newSha:
+            return "push to a branch other than main"
+        head, kind = main[0].newSha, "pushed to main"
+    elif event.scope == "repo.config" and event.action == "update":
+        config = payload.get("updatedConfig") or {}
+        if config.get("private") is not False:
+            return "configuration change that does not make the repo public"
+        kind = "made public"
+    else:
+        return f"event {event.scope}/{event.action}"
+    if repo.private and kind != "made public":
+        return "private repo (considered when it is made public)"
+    log.info("webhook: %s %s", repo.name, kind)
+    return repo.name, head
+
+
+class WebhookHandler:
+    """Checks, parses and dispatches one delivery; no I/O of its own beyond ``discovery``."""
+
+    def __init__(self, discovery: Discovery, secret: str, settings: WebhookWatch) -> None:
+        self.discovery = discovery
+        self._secret = secret.encode()
+        self.settings = settings
+
+    def handle(self, headers: Mapping[str, str], body: bytes) -> Reply:
+        given = headers.get(SECRET_HEADER)
+        if given is None:
+            return Reply(401, {"error": f"missing {SECRET_HEADER} header"})
+        if not hmac.compare_digest(given.encode(), self._secret):
+            return Reply(403, {"error": f"wrong {SECRET_HEADER}"})
+        try:
+            payload = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return Reply(400, {"error": "body is not JSON"})
+        if not isinstance(payload, dict):
+            return Reply(400, {"error": "body is not a JSON object"})
+        try:
+            change = what_changed(payload)
+        except ValueError as exc:
+            return Reply(400, {"error": str(exc)})
+        if isinstance(change, str):
+            return Reply(200, {"ignored": change})
+        repo_id, sha = change
+        try:
+            report = self.discovery.on_webhook_repo(repo_id, sha)
+        except RetryableError as exc:
+            wait = f"{max(1, round(exc.retry_after_s or 30))}"
+            return Reply(503, {"error": str(exc)}, {"Retry-After": wait})
+        except FatalError as exc:
+            return Reply(200, {"ignored": str(exc)})
+        if report.events:
+            released = [event.model_dump(mode="json") for event in report.events]
+            return Reply(202, {"released": released})
+        return Reply(200, {"ignored": report.error or "already seen"})
+
+
+class WebhookServer:
+    """``POST <path>`` for the Hub, ``GET /healthz`` for probes; one thread per request."""
+
+    def __init__(self, handler: WebhookHandler) -> None:
+        settings = handler.settings
+        outer = self
+
+        class _Http(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            server_version = "supersede"
+            sys_version = ""
+
+            def log_message(self, format: str, *args: Any) -> None:
+                log.debug("webhook %s " + format, self.client_address[0], *args)
+
+            def do_GET(self) -> None:
+                if self.path.split("?")[0] == "/healthz":
+                    self._reply(Reply(200, {"ok": True}))
+                else:
+                    self._reply(Reply(404, {"error": "not found"}))
+
+            def do_POST(self) -> None:
+                if self.path.split("?")[0] != settings.path:
+                    self._reply(Reply(404, {"error": "not found"}), drain=True)
+                    return
+                length = self.headers.get("Content-Length")
+                if length is None or not length.isdigit():
+                    self._reply(Reply(411, {"error": "Content-Length required"}), close=True)
+                    return
+                if int(length) > settings.max_body_bytes:
+                    limit = settings.max_body_bytes
+                    self._reply(Reply(413, {"error": f"body over {limit} bytes"}), close=True)
+                    return
+                body = self.rfile.read(int(length))
+                headers = {key: value for key, value in self.headers.items()}
+                self._reply(outer.handler.handle(_Caseless(headers), body))
+
+            def _reply(self, reply: Reply, *, drain: bool = False, close: bool = False) -> None:
+                if drain:
+                    length = self.headers.get("Content-Length", "0")
+                    if length.isdigit() and int(length) <= settings.max_body_bytes:
+                        self.rfile.read(int(length))
+                    else:
+                        close = True
+                data = json.dumps(reply.body).encode()
+                self.send_response(reply.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for key, value in reply.headers.items():
+                    self.send_header(key, value)
+                if close:
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.handler = handler
+        self._server = ThreadingHTTPServer((settings.host, settings.port), _Http)
+        self._server.daemon_threads = True
+        port = self._server.server_address[1]
+        self.url = f"http://{settings.host}:{port}{settings.path}"
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever(poll_interval=0.2)
+
+    def shutdown(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class _Caseless(dict[str, str]):
+    """Header lookup without regard to case."""
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        super().__init__({key.lower(): value for key, value in headers.items()})
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return super().get(key.lower(), default)
