@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from supersede.zoo import Zoo
+from tests.support.cli import supersede
 from tests.support.tasks import shipped_task_copy
 
 REQUIRED = {
@@ -29,21 +29,6 @@ REQUIRED = {
     "adapter_revision",
     "cached",
 }
-
-
-def supersede(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("SUPERSEDE_")}
-    environ.update({"HF_HUB_DISABLE_TELEMETRY": "1", **(env or {})})
-    return subprocess.run(
-        [sys.executable, "-m", "supersede.cli", *args],
-        cwd=cwd,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_bench_json_is_one_object_and_repeat_is_cached(zoo: Zoo, tmp_path: Path) -> None:

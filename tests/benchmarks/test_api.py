@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import endpoint
+from benchmarks import endpoint, http
 from benchmarks.api import match_choice, pick_by_logprobs, run_api_task
 from benchmarks.tasks import Task, load_task
 from config.errors import EndpointRefused, EndpointUnavailable
@@ -346,7 +346,7 @@ def test_server_errors_back_off_with_full_jitter(
         bounds.append((low, high))
         return high
 
-    monkeypatch.setattr(endpoint.random, "uniform", uniform)
+    monkeypatch.setattr(http.random, "uniform", uniform)
     server.fail_next(500, count=2)
     candidate = make_candidate(server.url, max_concurrency=1, multiple_choice="choice")
     result = run_api_task(candidate, review, api_key=None, limit=4)
@@ -359,7 +359,7 @@ def test_server_errors_back_off_with_full_jitter(
 def test_persistent_503_is_unavailable_after_capped_backoff(
     server: OpenAIServer, review: Task, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(endpoint.random, "uniform", lambda low, high: high)
+    monkeypatch.setattr(http.random, "uniform", lambda low, high: high)
     server.fail_next(503, count=1000)
     candidate = make_candidate(server.url, max_concurrency=1, max_retries=8)
     with pytest.raises(EndpointUnavailable) as caught:

@@ -16,6 +16,7 @@ import config.settings as settings_module
 from config.constants import CONFIG_ENV
 from config.errors import ConfigError
 from config.settings import PACKAGED_CONFIG, Settings, load_settings, resolve_config_path
+from config.watch import WatchSettings
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "supersede.yaml"
 
@@ -39,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "candidates": {"prompt": {"num_fewshot": None, "chat_template": "auto", "system_prompt": None}},
     "finetunes": (),
     "api_candidates": (),
+    "watch": WatchSettings().model_dump(),
 }
 
 
