@@ -94,7 +94,7 @@ def test_repos_become_releases_once_their_weights_arrive(
     discover: Discover,
 ) -> None:
     publish_model("acme/Acme-2", files={"README.md": b"soon"})
-    discovery, collected = discover(watch_settings(hub))
+    discovery, _ = discover(watch_settings(hub))
     assert discovery.poll_hub().events == []
     sha = publish_model("acme/Acme-2")
     assert released(discovery.poll_hub().events) == {"acme/Acme-2": sha}
@@ -208,5 +208,5 @@ def test_the_token_is_sent_and_private_repos_stay_hidden_without_it(
     from config.settings import Secrets
 
     with_token = watch_settings(hub).model_copy(update={"secrets": Secrets()})
-    discovery, collected = discover(with_token)
+    discovery, _ = discover(with_token)
     assert released(discovery.poll_hub().events) == {"acme/Acme-Secret": sha}
