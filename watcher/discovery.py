@@ -50,6 +50,8 @@ class SourceReport:
     seen: int = 0
     dropped: int = 0
     baseline: int = 0
+    #: Entries left for the next pass (a linked Hub repo not public yet).
+    waiting: int = 0
     error: str | None = None
 
 
@@ -172,7 +174,11 @@ class Discovery:
             log.warning("%s: %s", report.source, exc)
             self._finish(report, exc)
             return report
-        self._finish(report, None, etag=fetched.etag, last_modified=fetched.last_modified)
+        if report.waiting:
+            # Keep no validators: a 304 next time would hide the entries that are waiting.
+            self._finish(report, None, etag="", last_modified="")
+        else:
+            self._finish(report, None, etag=fetched.etag, last_modified=fetched.last_modified)
         return report
 
     def _feed_item(self, item: feeds.FeedItem, report: SourceReport, *, first_poll: bool) -> None:
@@ -191,6 +197,7 @@ class Discovery:
                 release = self._linked_release(item, report.source)
             except SupersedeError as exc:  # not public yet, Hub busy: this entry waits a pass
                 log.info("%s: %s: %s", report.source, item.entry_id, exc)
+                report.waiting += 1
                 return
             if release is not None:
                 kind = self.state.record_repo(

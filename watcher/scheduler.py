@@ -31,7 +31,16 @@ FLUSH_EVERY_S = 30.0
 class WatchDaemon:
     """Scheduler + webhook server over one :class:`Discovery`. ``start``, then ``stop``."""
 
-    def __init__(self, settings: Settings, state: WatchState, discovery: Discovery) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        state: WatchState,
+        discovery: Discovery,
+        extra_jobs: tuple[tuple[str, Callable[[], object], float], ...] = (),
+    ) -> None:
+        """``extra_jobs``: ``(id, function, every_s)`` run on the same scheduler (the job
+        reconciler of ``supersede run``), first one ``every_s`` after start."""
+        self.extra_jobs = extra_jobs
         self.settings = settings
         self.watch = settings.watch
         self.state = state
@@ -113,12 +122,18 @@ class WatchDaemon:
             self._guard(self._heartbeat),
             IntervalTrigger(seconds=self.watch.lock_ttl_s / 3),
             id="lease:heartbeat",
+            name="renew the scheduler lease",
         )
         scheduler.add_job(
             self._guard(self.discovery.flush),
             IntervalTrigger(seconds=FLUSH_EVERY_S),
             id="outbox:flush",
+            name="publish the outbox",
         )
+        for job_id, function, every_s in self.extra_jobs:
+            scheduler.add_job(
+                self._guard(function), IntervalTrigger(seconds=every_s), id=job_id, name=job_id
+            )
         scheduler.start()
         self._scheduler = scheduler
         if webhook_handler is not None:

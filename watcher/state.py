@@ -261,11 +261,11 @@ class WatchState:
     def source_ok(
         self, name: str, *, etag: str | None = None, last_modified: str | None = None
     ) -> None:
-        """A successful read: keep the validators, clear the back-off."""
+        """A successful read: keep the validators (``""`` clears them), clear the back-off."""
         with self._session() as session:
             row = self._source_row(session, name)
             if etag is not None or last_modified is not None:
-                row.etag, row.last_modified = etag, last_modified
+                row.etag, row.last_modified = etag or None, last_modified or None
             row.last_ok_at = now()
             row.not_before = None
             row.failures = 0

@@ -202,7 +202,7 @@ def test_the_token_is_sent_and_private_repos_stay_hidden_without_it(
 ) -> None:
     sha = publish_model("acme/Acme-Secret", private=True)
     hub.grant("acme/Acme-Secret", "hf_granted")
-    discovery, collected = discover(watch_settings(hub))
+    discovery, _ = discover(watch_settings(hub))
     assert discovery.poll_hub().events == []
     monkeypatch.setenv("HF_TOKEN", "hf_granted")
     from config.settings import Secrets

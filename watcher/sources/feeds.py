@@ -124,7 +124,7 @@ def _read_capped(feed: FeedWatch, watch: WatchSettings, response: httpx.Response
             raise FeedInvalid(f"feed {feed.name}: body over the {cap:,} byte cap; not read further")
         if time.monotonic() > deadline:
             raise FeedUnavailable(
-                f"feed {feed.name}: body not received within {watch.feed_deadline_s:.0f} s"
+                f"feed {feed.name}: body not received within {watch.feed_deadline_s:g} s"
             )
         chunks.append(chunk)
     return b"".join(chunks)
@@ -144,8 +144,9 @@ def parse(
     parsed = feedparser.parse(
         body, response_headers={"content-type": content_type, "content-location": base or feed.url}
     )
-    if parsed.bozo and not parsed.entries:
-        problem = getattr(parsed, "bozo_exception", None) or "no entries"
+    if not parsed.get("version") and not parsed.entries:
+        # An error page or an empty body served with a 200: not a feed, whatever feedparser says.
+        problem = getattr(parsed, "bozo_exception", None) or "no RSS or Atom element"
         raise FeedInvalid(f"feed {feed.name}: not a readable RSS or Atom document ({problem})")
     hosts = HUB_HOSTS | {h.lower() for h in hub_hosts}
     items: list[FeedItem] = []
@@ -164,9 +165,10 @@ def _classify(feed: FeedWatch, entry: Any, hub_hosts: frozenset[str]) -> FeedIte
     entry_id = entry.get("id") or link
     if not entry_id:
         return None
-    html = " ".join(
-        [entry.get("summary") or ""] + [part.get("value", "") for part in entry.get("content", [])]
-    )
+    # feedparser copies an Atom entry's content into its summary when it has none: read the
+    # content when there is one, else the summary, never both.
+    content = [part.get("value", "") for part in entry.get("content", [])]
+    html = " ".join(content) if content else str(entry.get("summary") or "")
     text = _Text.of(html)
     hrefs = [link] + [ref.get("href") for ref in entry.get("links", [])] + _Text.links(html)
     # The title stays as the feed wrote it (plain text): notifiers escape it for their medium.
