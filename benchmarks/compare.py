@@ -43,12 +43,17 @@ def compare(
     limit: int | None = None,
     use_cache: bool = True,
     progress: ProgressSink | None = None,
+    api: ApiCandidate | None = None,
 ) -> VerdictReport:
-    """Score both sides on the fine-tune's task and decide (see :mod:`benchmarks.verdict`)."""
+    """Score both sides on the fine-tune's task and decide (see :mod:`benchmarks.verdict`).
+
+    ``candidate`` is a Hub id, a folder or the name of a configured API candidate; ``api`` gives
+    an API candidate that is not in the config (one a vendor feed announced).
+    """
     ft = finetune(settings, finetune_name)
     task_file = task_path(settings, ft.task)
     store = ResultStore(settings.store.url)
-    api = api_candidate(settings, candidate)
+    api = api or api_candidate(settings, candidate)
     failure = None
     ft_side = cand_side = None
     try:
@@ -71,7 +76,7 @@ def compare(
     if failure is None:
         try:
             if api is not None:
-                cand_side = _api(settings, api, task_file, limit)
+                cand_side = _api(settings, api, task_file, limit, store, use_cache=use_cache)
             else:
                 cand_side = _self_hosted(
                     settings,
@@ -137,12 +142,37 @@ def _self_hosted(settings: Settings, outcome: BenchOutcome) -> _Side:
     )
 
 
-def _api(
-    settings: Settings, candidate: ApiCandidate, task_file: object, limit: int | None
-) -> _Side:
+def api_result(
+    settings: Settings,
+    candidate: ApiCandidate,
+    task_file: object,
+    limit: int | None,
+    store: ResultStore,
+    *,
+    use_cache: bool = True,
+) -> RunResult:
+    """An API candidate's answers on a task, from the result store when they are there (the
+    endpoint's model name, URL and prompt settings are part of the key)."""
     from benchmarks.api import run_api_task
+    from benchmarks.cache import result_key
 
     task = load_task(str(task_file))
+    identity = {
+        "model": f"api:{candidate.base_url.rstrip('/')}#{candidate.model}",
+        "model_revision": "api",
+        "adapter": None,
+        "adapter_revision": None,
+        "task": task.name,
+        "task_hash": task.content_hash,
+        "data_hash": task.data_hash,
+        "limit": limit,
+        "prompt": settings.candidates.prompt.model_dump(),
+        "multiple_choice": candidate.multiple_choice,
+    }
+    key = result_key(identity)
+    hit = store.get(key) if use_cache else None
+    if hit is not None:
+        return hit[0]
     result = run_api_task(
         candidate,
         task,
@@ -150,6 +180,20 @@ def _api(
         limit=limit,
         prompt=settings.candidates.prompt,
     )
+    store.put(key, identity, result)
+    return result
+
+
+def _api(
+    settings: Settings,
+    candidate: ApiCandidate,
+    task_file: object,
+    limit: int | None,
+    store: ResultStore,
+    *,
+    use_cache: bool = True,
+) -> _Side:
+    result = api_result(settings, candidate, task_file, limit, store, use_cache=use_cache)
     return _Side(
         name=candidate.name,
         result=result,

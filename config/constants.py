@@ -26,3 +26,13 @@ MODEL_FILE_PATTERNS = (
 )
 #: Extra patterns downloaded only for repos allow-listed for remote code.
 REMOTE_CODE_PATTERNS = ("*.py",)
+
+#: Celery task names: stable, documented API (``celery -A workers call supersede.rebenchmark``).
+TASK_RELEASE = "supersede.release"
+TASK_BENCHMARK = "supersede.benchmark"
+TASK_VERDICT = "supersede.verdict"
+TASK_NOTIFY = "supersede.notify"
+TASK_REBENCHMARK = "supersede.rebenchmark"
+TASK_RECONCILE = "supersede.reconcile"
+#: The queue of everything that is not a GPU benchmark (verdicts, notifications, fan-out).
+DEFAULT_QUEUE = "default"

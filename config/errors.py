@@ -17,7 +17,8 @@
     └── RetryableError              transient: the same call may succeed later
         ├── HubUnavailable          Hub unreachable, timed out, 429 or 5xx
         ├── EndpointUnavailable     an API endpoint unreachable, timed out, 429 or 5xx
-        └── FeedUnavailable         a feed unreachable, stalled, 429 or 5xx
+        ├── FeedUnavailable         a feed unreachable, stalled, 429 or 5xx
+        └── BrokerUnavailable       the job queue's broker (Redis) cannot be reached
 
 Task runners retry only ``RetryableError``. Everything else is recorded with its message and shown
 as is: messages name the file, key or model and say what to do, so no traceback is needed.
@@ -95,3 +96,7 @@ class FeedUnavailable(RetryableError):
 
 class AlreadyRunning(FatalError):
     """Another scheduler holds the store's lease (one active scheduler per store)."""
+
+
+class BrokerUnavailable(RetryableError):
+    """The job queue's broker (Redis, or the embedded queue's database) cannot be reached."""

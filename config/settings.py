@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from config.constants import CONFIG_ENV, ENV_NESTED_DELIMITER, ENV_PREFIX
 from config.errors import ConfigError
 from config.watch import WatchSettings
+from config.workers import WorkersSettings
 
 #: The shipped config, used when no other file is named and ``config/supersede.yaml`` is absent.
 PACKAGED_CONFIG = Path(__file__).with_name("supersede.yaml")
@@ -191,6 +192,7 @@ class Settings(BaseSettings):
     finetunes: tuple[FineTune, ...] = ()
     api_candidates: tuple[ApiCandidate, ...] = ()
     watch: WatchSettings = WatchSettings()
+    workers: WorkersSettings = WorkersSettings()
 
     #: The file the settings were read from (None: defaults and environment only).
     source_file: Path | None = Field(None, exclude=True)

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from config.errors import SupersedeError
-from supersede import watch_commands
+from supersede import job_commands, watch_commands
 from supersede.console import (
     ConfigOption,
     JsonOption,
@@ -321,6 +321,9 @@ def example(
 
 
 app.command()(watch_commands.poll)
+app.command()(job_commands.run)
+app.command()(job_commands.rerun)
+app.command()(job_commands.status)
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ from supersede.console import (
     err,
     fail,
     out,
+    quiet_libraries,
     setup_logging,
 )
 
@@ -57,6 +58,7 @@ def poll(
     from watcher.publish import Collect, JsonLines, Publisher
     from watcher.state import WatchState
 
+    quiet_libraries()
     setup_logging(verbose)
     try:
         settings = load_settings(config)
@@ -74,7 +76,7 @@ def poll(
                 raise typer.Exit(EXIT_RETRYABLE)
             return
         daemon_publisher: Publisher = JsonLines() if as_json else _LogPublisher()
-        _run_daemon(settings, state, Discovery(settings, state, daemon_publisher), wait=wait)
+        run_daemon(settings, state, Discovery(settings, state, daemon_publisher), wait=wait)
     except SupersedeError as exc:
         raise fail(exc) from None
 
@@ -98,10 +100,19 @@ def _print_pass(reports: list[Any], events: list[Any]) -> None:
         out.print("nothing new")
 
 
-def _run_daemon(settings: Any, state: Any, discovery: Any, *, wait: bool) -> None:
+def run_daemon(
+    settings: Any,
+    state: Any,
+    discovery: Any,
+    *,
+    wait: bool,
+    extra_jobs: tuple[Any, ...] = (),
+    worker: Any = None,
+) -> None:
+    """Run the watcher daemon (and ``worker``, when given) until SIGTERM/SIGINT."""
     from watcher.scheduler import WatchDaemon
 
-    daemon = WatchDaemon(settings, state, discovery)
+    daemon = WatchDaemon(settings, state, discovery, extra_jobs=extra_jobs)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -112,15 +123,19 @@ def _run_daemon(settings: Any, state: Any, discovery: Any, *, wait: bool) -> Non
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     daemon.start(wait_for_lock=wait)
+    if worker is not None:
+        worker.start()
     try:
         while not stop.wait(0.5) and not daemon.stopped.is_set():
             pass
     finally:
         clean = daemon.stop()
-        log.info("stopped%s", "" if clean else " (an in-flight poll was abandoned)")
+        if worker is not None:
+            clean = worker.stop() and clean
+        log.info("stopped%s", "" if clean else " (in-flight work was abandoned)")
         if not clean:
             # A poll blocked in a network call would hold the interpreter's exit; nothing is
-            # half-recorded (each release is one transaction), so leave now.
+            # half-recorded (each release and each job step is one transaction), so leave now.
             logging.shutdown()
             sys.stdout.flush()
             os._exit(0)

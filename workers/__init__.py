@@ -1,1 +1,24 @@
-"""Celery workers: thin tasks that load a job, call the benchmark engine and record the result."""
+"""Celery workers: ``celery -A workers worker -Q gpu-80g -c 1`` (or ``supersede run``).
+
+``workers.app`` is built from the settings on first use (``$SUPERSEDE_CONFIG``, else
+``config/supersede.yaml``), so importing the package's modules reads no configuration. Nothing
+here imports torch: a worker's parent process never initialises CUDA, models load only inside
+the pool processes that run benchmarks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["app"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("app", "celery"):
+        from config.settings import load_settings
+        from workers.app import make_app
+
+        built = make_app(load_settings())
+        globals()["app"] = globals()["celery"] = built
+        return built
+    raise AttributeError(f"module 'workers' has no attribute {name!r}")

@@ -1,0 +1,326 @@
+"""Job state in the store: what Celery's queue alone cannot be trusted to remember.
+
+States::
+
+    waiting ──► queued ──► running ──► done ──► notified
+    (verdict    ▲   │         │   └──► failed ──► notified
+     jobs wait  │   │         └──► (lease expired: taken over by the next delivery)
+     for their  └───┘ retry   skipped (too large, refused) ──► notified
+     benchmark)
+
+Every transition is one conditional ``UPDATE`` (compare-and-set), so duplicated or redelivered
+messages never run a job that is running under a live lease or already finished, on SQLite and
+PostgreSQL alike. A running job holds a lease renewed by a heartbeat; a killed worker stops
+renewing it, and the next delivery (or the reconciler) takes the job over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import JSON, DateTime, Integer, String, Text, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from benchmarks.cache import make_engine, safe_url
+from config.constants import ENGINE_VERSION
+from config.errors import ConfigError
+from watcher.state import now, utc
+
+State = Literal["waiting", "queued", "running", "done", "failed", "skipped", "notified"]
+FINISHED = ("done", "failed", "skipped", "notified")
+Kind = Literal["benchmark", "verdict", "announcement"]
+
+
+class JobBase(DeclarativeBase):
+    """Declarative base of the job tables."""
+
+
+class JobRow(JobBase):
+    __tablename__ = "jobs"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    candidate: Mapped[str] = mapped_column(String(600), index=True)
+    finetune: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    parent: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    queue: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as read from the store."""
+
+    key: str
+    kind: str
+    candidate: str
+    finetune: str | None
+    parent: str | None
+    queue: str
+    state: str
+    attempts: int
+    reason: str | None
+    payload: dict[str, Any]
+    result: dict[str, Any] | None
+    created_at: datetime
+    queued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    lease_owner: str | None
+    lease_until: datetime | None
+
+    @classmethod
+    def of(cls, row: JobRow) -> Job:
+        return cls(
+            key=row.key,
+            kind=row.kind,
+            candidate=row.candidate,
+            finetune=row.finetune,
+            parent=row.parent,
+            queue=row.queue,
+            state=row.state,
+            attempts=row.attempts or 0,
+            reason=row.reason,
+            payload=dict(row.payload or {}),
+            result=dict(row.result) if row.result is not None else None,
+            created_at=utc(row.created_at) or now(),
+            queued_at=utc(row.queued_at),
+            started_at=utc(row.started_at),
+            finished_at=utc(row.finished_at),
+            lease_owner=row.lease_owner,
+            lease_until=utc(row.lease_until),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form (``supersede status --json``)."""
+        data = {k: v for k, v in self.__dict__.items() if k not in ("payload", "result")}
+        for key, value in data.items():
+            if isinstance(value, datetime):
+                data[key] = value.isoformat()
+        return data
+
+
+def job_key(kind: str, *parts: str) -> str:
+    """Deterministic: the same candidate revision, tasks and engine version, the same key."""
+    payload = json.dumps([kind, *parts, ENGINE_VERSION])
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The answer to "may I run this job?"."""
+
+    outcome: Literal["run", "finished", "busy", "exhausted"]
+    job: Job | None = None
+    #: For ``busy``: seconds until the holder's lease runs out.
+    wait_s: float = 0.0
+
+
+class JobStore:
+    """The ``jobs`` table on ``url`` (created on first use)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        try:
+            JobBase.metadata.create_all(self.engine)
+        except OperationalError as exc:
+            raise ConfigError(
+                f"store.url: cannot open the store ({safe_url(url)}): {exc.orig}"
+            ) from None
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with Session(self.engine) as session, session.begin():
+            yield session
+
+    def add(self, **fields: Any) -> bool:
+        """Insert a job; False when one with the same key exists (it is left as it is)."""
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        values = {"attempts": 0, "created_at": now(), **fields}
+        if values.get("state") == "queued":
+            values.setdefault("queued_at", now())
+        with self._session() as session:
+            statement = dialect.insert(JobRow).values(**values).on_conflict_do_nothing()
+            return bool(session.execute(statement).rowcount)  # type: ignore[attr-defined]
+
+    def get(self, key: str) -> Job | None:
+        with Session(self.engine) as session:
+            row = session.get(JobRow, key)
+            return Job.of(row) if row is not None else None
+
+    def _set(self, key: str, where: Any, **values: Any) -> bool:
+        with self._session() as session:
+            statement = update(JobRow).where(JobRow.key == key).where(where).values(**values)
+            return bool(session.execute(statement).rowcount)  # type: ignore[attr-defined]
+
+    def claim(self, key: str, owner: str, lease_s: float, max_attempts: int) -> Claim:
+        """Start a try of ``key`` under a lease, unless it is finished, running or exhausted."""
+        moment = now()
+        runnable = (JobRow.state == "queued") | (
+            (JobRow.state == "running") & (JobRow.lease_until < moment)
+        )
+        if self._set(
+            key,
+            runnable & (JobRow.attempts < max_attempts),
+            state="running",
+            attempts=JobRow.attempts + 1,
+            lease_owner=owner,
+            lease_until=moment + timedelta(seconds=lease_s),
+            started_at=moment,
+        ):
+            return Claim("run", self.get(key))
+        job = self.get(key)
+        if job is None or job.state in FINISHED or job.state == "waiting":
+            return Claim("finished", job)
+        if job.state == "running" and job.lease_until and job.lease_until >= moment:
+            return Claim("busy", job, (job.lease_until - moment).total_seconds())
+        last = f": {job.reason}" if job.reason else ""
+        reason = f"gave up after {job.attempts} attempts{last}"
+        self._set(key, JobRow.state.in_(("queued", "running")), state="failed", reason=reason,
+                  finished_at=moment, lease_owner=None, lease_until=None)  # fmt: skip
+        return Claim("exhausted", self.get(key))
+
+    def heartbeat(self, key: str, owner: str, lease_s: float) -> bool:
+        """Renew a running job's lease; False when it is no longer ours."""
+        return self._set(
+            key,
+            (JobRow.state == "running") & (JobRow.lease_owner == owner),
+            lease_until=now() + timedelta(seconds=lease_s),
+        )
+
+    def finish(self, key: str, owner: str, result: dict[str, Any]) -> bool:
+        """Record the result of our try; False (nothing recorded) when the lease was lost."""
+        return self._set(
+            key,
+            (JobRow.state == "running") & (JobRow.lease_owner == owner),
+            state="done",
+            result=result,
+            reason=None,
+            finished_at=now(),
+            lease_owner=None,
+            lease_until=None,
+        )
+
+    def fail(self, key: str, owner: str, reason: str, *, retry: bool, max_attempts: int) -> str:
+        """End our try with ``reason``: back to ``queued`` when ``retry`` and attempts remain,
+        else ``failed``. Returns the state set (or the current one when the lease was lost)."""
+        job = self.get(key)
+        if job is None:
+            return "missing"
+        again = retry and job.attempts < max_attempts
+        state = "queued" if again else "failed"
+        changed = self._set(
+            key,
+            (JobRow.state == "running") & (JobRow.lease_owner == owner),
+            state=state,
+            reason=reason[:4000],
+            queued_at=now() if again else job.queued_at,
+            finished_at=None if again else now(),
+            lease_owner=None,
+            lease_until=None,
+        )
+        return state if changed else (self.get(key) or job).state
+
+    def finish_as(self, key: str, state: State, reason: str | None = None) -> bool:
+        """Move a job that is not running to a final state (``skipped``, ``failed``)."""
+        return self._set(
+            key,
+            JobRow.state.in_(("waiting", "queued")),
+            state=state,
+            reason=reason,
+            finished_at=now(),
+        )
+
+    def release_waiting(self, parent: str) -> list[Job]:
+        """Queue the jobs that waited for ``parent``; returns them."""
+        with self._session() as session:
+            session.execute(
+                update(JobRow)
+                .where(JobRow.parent == parent, JobRow.state == "waiting")
+                .values(state="queued", queued_at=now())
+            )
+        return self.children(parent)
+
+    def end_waiting(self, parent: str, state: State, reason: str) -> list[Job]:
+        """The jobs that waited for a failed or skipped ``parent`` end with it."""
+        with self._session() as session:
+            session.execute(
+                update(JobRow)
+                .where(JobRow.parent == parent, JobRow.state.in_(("waiting", "queued")))
+                .values(state=state, reason=reason, finished_at=now())
+            )
+        return self.children(parent)
+
+    def children(self, parent: str) -> list[Job]:
+        with Session(self.engine) as session:
+            rows = session.scalars(select(JobRow).where(JobRow.parent == parent)).all()
+            return [Job.of(row) for row in rows]
+
+    def mark_notified(self, key: str) -> bool:
+        """``done``/``failed``/``skipped`` -> ``notified``; False when already notified."""
+        return self._set(key, JobRow.state.in_(("done", "failed", "skipped")), state="notified")
+
+    def requeue(self, key: str, *, reset_attempts: bool = False, state: State = "queued") -> bool:
+        """Put a job that is not running back in the queue (or back to ``waiting``)."""
+        values: dict[str, Any] = {"state": state, "queued_at": now(), "lease_owner": None,
+                                  "lease_until": None, "finished_at": None}  # fmt: skip
+        if reset_attempts:
+            values.update(attempts=0, reason=None, result=None)
+        return self._set(key, JobRow.state != "running", **values)
+
+    def stuck(self, queued_timeout_s: float) -> list[Job]:
+        """Queued too long without starting, or running under an expired lease."""
+        moment = now()
+        with Session(self.engine) as session:
+            rows = session.scalars(
+                select(JobRow).where(
+                    ((JobRow.state == "queued")
+                     & (JobRow.queued_at < moment - timedelta(seconds=queued_timeout_s)))
+                    | ((JobRow.state == "running") & (JobRow.lease_until < moment))
+                )
+            ).all()  # fmt: skip
+            return [Job.of(row) for row in rows]
+
+    def touch(self, key: str) -> None:
+        """A queued job was just sent again: restart its queued clock."""
+        self._set(key, JobRow.state == "queued", queued_at=now())
+
+    def unnotified(self, older_than_s: float) -> list[Job]:
+        """Finished jobs whose notification has not been confirmed for a while."""
+        cutoff = now() - timedelta(seconds=older_than_s)
+        with Session(self.engine) as session:
+            rows = session.scalars(
+                select(JobRow).where(
+                    JobRow.state.in_(("done", "failed", "skipped")),
+                    JobRow.kind != "benchmark",
+                    JobRow.finished_at < cutoff,
+                )
+            ).all()
+            return [Job.of(row) for row in rows]
+
+    def list(self, limit: int = 200) -> list[Job]:
+        """The newest jobs first."""
+        with Session(self.engine) as session:
+            rows = session.scalars(
+                select(JobRow).order_by(JobRow.created_at.desc()).limit(limit)
+            ).all()
+            return [Job.of(row) for row in rows]

@@ -1,0 +1,65 @@
+"""Manual re-runs (``supersede rerun``, ``celery -A workers call supersede.rebenchmark``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from config.errors import ConfigError
+from config.settings import finetune as configured_finetune
+from watcher.events import ApiModel, ModelReleased
+from watcher.state import now
+from workers.pipeline import Pipeline
+
+MANUAL = "manual"
+
+
+def candidate_event(pipeline: Pipeline, candidate: str) -> ModelReleased:
+    """The release a hand-named candidate stands for: an ``api_candidates`` name, a local model
+    folder, or a Hub id[@revision] pinned to its commit now."""
+    settings = pipeline.settings
+    for api in settings.api_candidates:
+        if api.name == candidate:
+            return ModelReleased(
+                source=MANUAL,
+                detected_at=now(),
+                api=ApiModel(
+                    model=api.model,
+                    base_url=api.base_url,
+                    api_key_env=api.api_key_env,
+                    input_usd_per_1m=api.input_usd_per_1m,
+                    output_usd_per_1m=api.output_usd_per_1m,
+                ),
+            )
+    if Path(candidate).expanduser().is_dir():
+        return ModelReleased(source=MANUAL, detected_at=now(), repo_id=candidate)
+    from watcher.sources.hub import HubClient
+
+    repo_id, _, revision = candidate.partition("@")
+    facts = HubClient(settings).facts(repo_id, revision or None)
+    return ModelReleased(
+        source=MANUAL,
+        detected_at=now(),
+        repo_id=facts.repo_id,
+        revision=facts.sha,
+        params=facts.params,
+        created_at=facts.created_at,
+        pipeline_tag=facts.pipeline_tag,
+        library_name=facts.library_name,
+        gated=facts.gated,
+    )
+
+
+def rerun(
+    pipeline: Pipeline, candidate: str, *, finetune: str | None = None, queue: str | None = None
+) -> list[str]:
+    """Reset (or create) the jobs of ``candidate`` against ``finetune`` (default: all) and send
+    them. Returns the benchmark job keys."""
+    settings = pipeline.settings
+    if finetune is not None:
+        configured_finetune(settings, finetune)  # a ConfigError naming the known ones
+    known = {*settings.workers.gpu_queues, "default"}
+    if queue is not None and queue not in known:
+        raise ConfigError(f"unknown queue {queue!r}; configured: {', '.join(sorted(known))}")
+    event = candidate_event(pipeline, candidate)
+    chosen = (finetune,) if finetune else None
+    return pipeline.plan(event, finetunes=chosen, queue=queue, rerun=True)

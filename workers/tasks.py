@@ -1,0 +1,125 @@
+"""The Celery tasks: thin adapters that load the job, call the pipeline and report.
+
+Task names are stable, documented API (``celery -A workers call supersede.rebenchmark ...``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any
+
+from celery import Task, shared_task
+from celery.signals import celeryd_init, worker_process_init
+
+from config.constants import (
+    TASK_BENCHMARK,
+    TASK_NOTIFY,
+    TASK_REBENCHMARK,
+    TASK_RECONCILE,
+    TASK_RELEASE,
+    TASK_VERDICT,
+)
+from config.settings import Settings
+from workers.pipeline import Pipeline, Step
+
+log = logging.getLogger(__name__)
+
+_pipelines: dict[tuple[int, int], Pipeline] = {}
+
+
+def pipeline_for(app: Any) -> Pipeline:
+    """This process's pipeline (built after a fork, never shared across one)."""
+    from workers.jobs import JobStore
+    from workers.notify import LogNotifier
+
+    key = (os.getpid(), id(app))
+    if key not in _pipelines:
+        settings: Settings = app.conf.supersede_settings
+
+        def send(name: str, job: str, queue: str) -> None:
+            app.send_task(name, args=[job], queue=queue)
+
+        _pipelines[key] = Pipeline(settings, JobStore(settings.store.url), send, LogNotifier())
+    return _pipelines[key]
+
+
+def _owner(task: Task) -> str:
+    return f"{socket.gethostname()} pid {os.getpid()} task {task.request.id}"
+
+
+def _follow(task: Task, step: Step) -> str:
+    if step.retry_in is not None:
+        raise task.retry(countdown=step.retry_in, max_retries=None)
+    return step.outcome
+
+
+@shared_task(name=TASK_BENCHMARK, bind=True)
+def benchmark(self: Task, key: str) -> str:
+    """Score a candidate against every fine-tune's task (GPU queue)."""
+    return _follow(self, pipeline_for(self.app).run_benchmark(key, _owner(self)))
+
+
+@shared_task(name=TASK_VERDICT, bind=True)
+def verdict(self: Task, key: str) -> str:
+    """Decide one fine-tune against the candidate, from the stored scores."""
+    return _follow(self, pipeline_for(self.app).run_verdict(key, _owner(self)))
+
+
+@shared_task(name=TASK_NOTIFY, bind=True)
+def notify(self: Task, key: str) -> bool:
+    """Deliver a finished job's message once."""
+    return pipeline_for(self.app).notify(key)
+
+
+@shared_task(name=TASK_RELEASE, bind=True)
+def release(self: Task, event: dict[str, Any]) -> list[str]:
+    """Plan the jobs of a ``ModelReleased`` or ``Announcement`` event (JSON)."""
+    from pydantic import TypeAdapter
+
+    from watcher.events import Announcement, Event, ModelReleased
+
+    parsed = TypeAdapter[ModelReleased | Announcement](Event).validate_python(event)
+    return pipeline_for(self.app).plan(parsed)
+
+
+@shared_task(name=TASK_REBENCHMARK, bind=True)
+def rebenchmark(
+    self: Task, candidate: str, finetune: str | None = None, queue: str | None = None
+) -> list[str]:
+    """Benchmark ``candidate`` again (a Hub id[@revision] or an ``api_candidates`` name) against
+    ``finetune`` (default: every fine-tune). ``queue`` picks the GPU queue; sent with
+    ``--queue gpu-80g``, the benchmark goes to that queue."""
+    from workers.manual import rerun
+
+    delivered = (self.request.delivery_info or {}).get("routing_key")
+    settings: Settings = self.app.conf.supersede_settings
+    if queue is None and delivered in settings.workers.gpu_queues:
+        queue = delivered
+    return rerun(pipeline_for(self.app), candidate, finetune=finetune, queue=queue)
+
+
+@shared_task(name=TASK_RECONCILE, bind=True)
+def reconcile(self: Task) -> dict[str, int]:
+    """Send again what lost messages or dead workers left behind."""
+    return pipeline_for(self.app).reconcile()
+
+
+@celeryd_init.connect
+def _gpu_workers_recycle_children(sender: Any = None, conf: Any = None, **kwargs: Any) -> None:
+    # A fresh pool process (and CUDA context) per benchmark on GPU queues: memory fragmentation
+    # and leaked allocations never carry over to the next model.
+    options = kwargs.get("options") or {}
+    queues = options.get("queues") or []
+    if isinstance(queues, str):
+        queues = queues.split(",")
+    settings = getattr(conf, "supersede_settings", None)
+    if settings is not None and any(q in settings.workers.gpu_queues for q in queues):
+        conf.worker_max_tasks_per_child = 1
+
+
+@worker_process_init.connect
+def _fresh_connections(**kwargs: Any) -> None:
+    # Database connections must not cross a fork.
+    _pipelines.clear()
