@@ -108,6 +108,10 @@ def reconcile(self: Task) -> dict[str, int]:
 
 @celeryd_init.connect
 def _gpu_workers_recycle_children(sender: Any = None, conf: Any = None, **kwargs: Any) -> None:
+    for noisy in ("httpx", "httpx2", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     # A fresh pool process (and CUDA context) per benchmark on GPU queues: memory fragmentation
     # and leaked allocations never carry over to the next model.
     options = kwargs.get("options") or {}
