@@ -166,8 +166,11 @@ class WatchState:
             "event": row.event.model_dump(mode="json") if row.event else None,
             "detected_at": now(),
         }
-        statement = dialect.insert(Seen).values(**values).on_conflict_do_nothing()
-        return bool(session.execute(statement).rowcount)  # type: ignore[attr-defined]
+        statement = (
+            dialect.insert(Seen).values(**values).on_conflict_do_nothing().returning(Seen.id)
+        )
+        # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
+        return session.execute(statement).first() is not None
 
     def record(self, rows: list[NewRow]) -> list[bool]:
         """Insert ``rows`` in one transaction; for each, whether it was new."""

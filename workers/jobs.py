@@ -159,8 +159,14 @@ class JobStore:
         if values.get("state") == "queued":
             values.setdefault("queued_at", now())
         with self._session() as session:
-            statement = dialect.insert(JobRow).values(**values).on_conflict_do_nothing()
-            return bool(session.execute(statement).rowcount)  # type: ignore[attr-defined]
+            statement = (
+                dialect.insert(JobRow)
+                .values(**values)
+                .on_conflict_do_nothing()
+                .returning(JobRow.key)
+            )
+            # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
+            return session.execute(statement).first() is not None
 
     def get(self, key: str) -> Job | None:
         with Session(self.engine) as session:
