@@ -226,14 +226,24 @@ class JobStore:
             lease_until=None,
         )
 
-    def fail(self, key: str, owner: str, reason: str, *, retry: bool, max_attempts: int) -> str:
+    def fail(
+        self,
+        key: str,
+        owner: str,
+        reason: str,
+        *,
+        retry: bool,
+        max_attempts: int,
+        final: State = "failed",
+    ) -> str:
         """End our try with ``reason``: back to ``queued`` when ``retry`` and attempts remain,
-        else ``failed``. Returns the state set (or the current one when the lease was lost)."""
+        else ``final`` (``failed``, or ``skipped`` for a refused model). Returns the state set
+        (or the current one when the lease was lost)."""
         job = self.get(key)
         if job is None:
             return "missing"
         again = retry and job.attempts < max_attempts
-        state = "queued" if again else "failed"
+        state = "queued" if again else final
         changed = self._set(
             key,
             (JobRow.state == "running") & (JobRow.lease_owner == owner),

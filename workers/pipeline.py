@@ -103,7 +103,7 @@ class Pipeline:
         bench_key = job_key("benchmark", ref, *task_hashes, *sorted(ft.name for ft in chosen))
         target = self._route(event, queue)
         payload = {"event": event.model_dump(mode="json"), "finetunes": [f.name for f in chosen]}
-        self.jobs.add(
+        created = self.jobs.add(
             key=bench_key, kind="benchmark", candidate=ref, queue=target.queue or DEFAULT_QUEUE,
             state="queued", payload=payload,
         )  # fmt: skip
@@ -120,7 +120,9 @@ class Pipeline:
         job = self.jobs.get(bench_key)
         if target.queue is None:
             self._end(bench_key, "skipped", target.reason)
-        elif job is not None and job.state == "queued":
+        elif (created or rerun) and job is not None and job.state == "queued":
+            # Only a new (or reset) job is sent: planning the same release again sends nothing.
+            # A send that failed (broker down) is repaired by the reconciler.
             self.send(TASK_BENCHMARK, bench_key, target.queue)
         return [bench_key]
 
@@ -177,16 +179,18 @@ class Pipeline:
     def _failed_try(self, key: str, owner: str, exc: BaseException) -> Step:
         retry = isinstance(exc, RetryableError)
         reason = str(exc) or type(exc).__name__
+        final: Literal["skipped", "failed"] = (
+            "skipped" if isinstance(exc, ModelRefused) else "failed"
+        )
         state = self.jobs.fail(
-            key, owner, reason, retry=retry, max_attempts=self.workers.max_attempts
+            key, owner, reason, retry=retry, max_attempts=self.workers.max_attempts, final=final
         )
         if state == "queued":
             wait = getattr(exc, "retry_after_s", None) or self.workers.retry_backoff
             return Step("retry", retry_in=wait, reason=reason)
         job = self.jobs.get(key)
         if job is not None and job.kind == "benchmark":
-            refused = isinstance(exc, ModelRefused)
-            self._end(key, "skipped" if refused else "failed", reason, already=True)
+            self._end(key, final, reason, already=True)
         elif job is not None:
             self.send(TASK_NOTIFY, key, DEFAULT_QUEUE)
         return Step("failed", reason=reason)

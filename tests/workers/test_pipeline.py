@@ -1,0 +1,218 @@
+"""The job graph without a broker: planning, running with tiny models, notifying, reconciling."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from config.constants import DEFAULT_QUEUE, TASK_BENCHMARK, TASK_NOTIFY, TASK_VERDICT
+from config.settings import FineTune, HubSettings, RuntimeSettings, Settings, StoreSettings
+from config.workers import WorkersSettings
+from supersede.zoo import Zoo
+from tests.conftest import SHIPPED_TASK, copy_model
+from watcher.events import Announcement, ApiModel, ModelReleased
+from watcher.state import now
+from workers.jobs import Job, JobStore
+from workers.pipeline import Pipeline
+
+
+class Recorder:
+    """Stands in for the broker: what would have been sent, in order."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, str]] = []
+
+    def __call__(self, name: str, key: str, queue: str) -> None:
+        self.sent.append((name, key, queue))
+
+    def names(self) -> list[str]:
+        return [name for name, _, _ in self.sent]
+
+
+class Notes:
+    def __init__(self) -> None:
+        self.jobs: list[Job] = []
+
+    def send(self, job: Job) -> None:
+        self.jobs.append(job)
+
+
+def make(
+    tmp_path: Path, zoo: Zoo | None = None, **workers: Any
+) -> tuple[Pipeline, Recorder, Notes]:
+    finetunes = ()
+    if zoo is not None:
+        finetunes = (
+            FineTune(name="reviews", task=str(SHIPPED_TASK), base=str(zoo.base),
+                     adapter=str(zoo.adapter)),
+            FineTune(name="reviews-2", task=str(SHIPPED_TASK), base=str(zoo.base),
+                     adapter=str(zoo.adapter)),
+        )  # fmt: skip
+    settings = Settings(
+        store=StoreSettings(url=f"sqlite:///{tmp_path / 'store.db'}"),
+        hub=HubSettings(endpoint="http://127.0.0.1:9", cache_dir=str(tmp_path / "cache")),
+        runtime=RuntimeSettings(device="cpu"),
+        finetunes=finetunes,
+        workers=WorkersSettings(**workers),
+    )
+    sent, notes = Recorder(), Notes()
+    return Pipeline(settings, JobStore(settings.store.url), sent, notes), sent, notes
+
+
+def release(repo: str | Path, params: int | None = 1_000_000, **fields: Any) -> ModelReleased:
+    return ModelReleased(source="hub", detected_at=now(), repo_id=str(repo), params=params,
+                         **fields)  # fmt: skip
+
+
+@pytest.fixture
+def planned(tmp_path: Path, zoo: Zoo) -> tuple[Pipeline, Recorder, Notes, str]:
+    pipeline, sent, notes = make(tmp_path, zoo)
+    (key,) = pipeline.plan(release(zoo.stronger))
+    return pipeline, sent, notes, key
+
+
+def test_a_release_plans_one_benchmark_and_a_verdict_per_finetune(
+    planned: tuple[Pipeline, Recorder, Notes, str],
+) -> None:
+    pipeline, sent, _, key = planned
+    job = pipeline.jobs.get(key)
+    assert job is not None and (job.kind, job.state, job.queue) == (
+        "benchmark",
+        "queued",
+        "gpu-24g",
+    )
+    children = pipeline.jobs.children(key)
+    assert sorted((c.finetune, c.state) for c in children) == [
+        ("reviews", "waiting"),
+        ("reviews-2", "waiting"),
+    ]
+    assert sent.sent == [(TASK_BENCHMARK, key, "gpu-24g")]
+    # The same release again (a redelivery, a second watcher): nothing new is sent.
+    assert pipeline.plan(ModelReleased.model_validate(job.payload["event"])) == [key]
+    assert len(sent.sent) == 1
+
+
+def test_the_job_graph_runs_to_notified_verdicts(
+    planned: tuple[Pipeline, Recorder, Notes, str],
+) -> None:
+    pipeline, sent, notes, key = planned
+    assert pipeline.run_benchmark(key, "w1").outcome == "done"
+    bench = pipeline.jobs.get(key)
+    assert bench is not None and bench.state == "done" and bench.attempts == 1
+    assert bench.result is not None and set(bench.result) == {"reviews", "reviews-2"}
+    assert bench.result["reviews"]["candidate"] > bench.result["reviews"]["finetune"]
+    verdicts = [k for name, k, _ in sent.sent if name == TASK_VERDICT]
+    assert len(verdicts) == 2
+    # A duplicated benchmark message afterwards does nothing.
+    assert pipeline.run_benchmark(key, "w2").outcome == "finished"
+    for verdict_key in verdicts:
+        assert pipeline.run_verdict(verdict_key, "w1").outcome == "done"
+        assert pipeline.run_verdict(verdict_key, "w2").outcome == "finished"
+    notify = [k for name, k, _ in sent.sent if name == TASK_NOTIFY]
+    assert sorted(notify) == sorted(verdicts)
+    for verdict_key in notify + notify:  # each notification delivered, twice asked
+        pipeline.notify(verdict_key)
+    assert len(notes.jobs) == 2
+    assert {job.result["verdict"] for job in notes.jobs if job.result} == {"SUPERSEDED"}
+    assert {pipeline.jobs.get(k).state for k in verdicts} == {"notified"}  # type: ignore[union-attr]
+
+
+def test_a_model_too_large_for_every_queue_is_skipped_and_notified(
+    tmp_path: Path, zoo: Zoo
+) -> None:
+    pipeline, sent, notes = make(tmp_path, zoo)
+    (key,) = pipeline.plan(release("acme/Huge-405B", params=405_000_000_000))
+    job = pipeline.jobs.get(key)
+    assert job is not None and job.state == "skipped" and "too large" in str(job.reason)
+    assert TASK_BENCHMARK not in sent.names()
+    assert sent.names() == [TASK_NOTIFY, TASK_NOTIFY]
+    for _, child, _ in sent.sent:
+        assert pipeline.notify(child)
+    assert [j.state for j in notes.jobs] == ["skipped", "skipped"]
+    assert all("benchmark skipped: too large" in str(j.reason) for j in notes.jobs)
+
+
+def test_a_refused_candidate_is_skipped_with_the_reason(tmp_path: Path, zoo: Zoo) -> None:
+    pickled = copy_model(zoo.stronger, tmp_path / "pickled", drop=(".safetensors",),
+                         add={"pytorch_model.bin": b"not really"})  # fmt: skip
+    pipeline, sent, _ = make(tmp_path, zoo)
+    (key,) = pipeline.plan(release(pickled))
+    step = pipeline.run_benchmark(key, "w1")
+    assert step.outcome == "failed" and "pickle" in str(step.reason).lower()
+    job = pipeline.jobs.get(key)
+    assert job is not None and job.state == "skipped" and job.attempts == 1
+    children = pipeline.jobs.children(key)
+    assert {c.state for c in children} == {"skipped"}
+    assert sent.names().count(TASK_NOTIFY) == 2
+
+
+def test_a_retryable_failure_is_retried_then_capped(tmp_path: Path, zoo: Zoo) -> None:
+    pipeline, _, _ = make(tmp_path, zoo, max_attempts=2, retry_backoff=7)
+    # A Hub id on an unreachable endpoint: HubUnavailable, every time.
+    (key,) = pipeline.plan(release("acme/Unreachable-1B"))
+    first = pipeline.run_benchmark(key, "w1")
+    assert (first.outcome, first.retry_in) == ("retry", 7)
+    second = pipeline.run_benchmark(key, "w1")
+    assert second.outcome == "failed"
+    job = pipeline.jobs.get(key)
+    assert job is not None and (job.state, job.attempts) == ("failed", 2)
+    assert "unreachable" in str(job.reason).lower()
+    assert {c.state for c in pipeline.jobs.children(key)} == {"failed"}
+
+
+def test_api_models_and_announcements(tmp_path: Path, zoo: Zoo) -> None:
+    pipeline, sent, notes = make(tmp_path, zoo)
+    api = ModelReleased(source="feed:acme", detected_at=now(),
+                        api=ApiModel(model="acme-mini", base_url="http://127.0.0.1:9/v1"))  # fmt: skip
+    (key,) = pipeline.plan(api)
+    job = pipeline.jobs.get(key)
+    assert job is not None and job.queue == DEFAULT_QUEUE and job.candidate == "api:acme-mini"
+    post = Announcement(source="feed:acme", detected_at=now(), title="Safety report",
+                        entry_id="post-1")  # fmt: skip
+    (note,) = pipeline.plan(post)
+    assert pipeline.plan(post) == [note]
+    assert sent.sent[-1] == (TASK_NOTIFY, note, DEFAULT_QUEUE)
+    assert sent.names().count(TASK_NOTIFY) == 1
+    assert pipeline.notify(note) and not pipeline.notify(note)
+    assert [j.kind for j in notes.jobs] == ["announcement"]
+
+
+def test_without_finetunes_nothing_is_planned(tmp_path: Path) -> None:
+    pipeline, sent, _ = make(tmp_path)
+    assert pipeline.plan(release("acme/x")) == [] and sent.sent == []
+
+
+def test_the_reconciler_resends_what_was_lost(tmp_path: Path, zoo: Zoo) -> None:
+    pipeline, sent, _ = make(tmp_path, zoo, queued_timeout=1, lease=2)
+    (key,) = pipeline.plan(release(zoo.weaker))
+    sent.sent.clear()
+    assert pipeline.reconcile()["resent"] == 0  # not stuck yet
+    time.sleep(1.2)  # the message was lost (a Redis restart): the job sits in "queued"
+    assert pipeline.reconcile()["resent"] == 1
+    assert sent.sent == [(TASK_BENCHMARK, key, "gpu-24g")]
+    # A worker dies mid-benchmark: its lease runs out, the job is sent again and taken over.
+    pipeline.jobs.claim(key, "dead worker", lease_s=0.2, max_attempts=3)
+    time.sleep(0.4)
+    sent.sent.clear()
+    assert pipeline.reconcile()["resent"] == 1
+    assert pipeline.run_benchmark(key, "w2").outcome == "done"
+    job = pipeline.jobs.get(key)
+    assert job is not None and job.attempts == 2
+    # A crash between the benchmark and the verdicts' release is repaired too.
+    children = pipeline.jobs.children(key)
+    assert {c.state for c in children} == {"queued"}
+
+
+def test_a_rerun_resets_the_jobs(planned: tuple[Pipeline, Recorder, Notes, str]) -> None:
+    pipeline, sent, _, key = planned
+    pipeline.run_benchmark(key, "w1")
+    event = ModelReleased.model_validate(pipeline.jobs.get(key).payload["event"])  # type: ignore[union-attr]
+    sent.sent.clear()
+    assert pipeline.plan(event, rerun=True, queue="gpu-80g") == [key]
+    job = pipeline.jobs.get(key)
+    assert job is not None and (job.state, job.attempts) == ("queued", 0)
+    assert sent.sent == [(TASK_BENCHMARK, key, "gpu-80g")]
+    assert {c.state for c in pipeline.jobs.children(key)} == {"waiting"}
