@@ -165,8 +165,8 @@ def test_a_retryable_failure_is_retried_then_capped(tmp_path: Path, zoo: Zoo) ->
 
 def test_api_models_and_announcements(tmp_path: Path, zoo: Zoo) -> None:
     pipeline, sent, notes = make(tmp_path, zoo)
-    api = ModelReleased(source="feed:acme", detected_at=now(),
-                        api=ApiModel(model="acme-mini", base_url="http://127.0.0.1:9/v1"))  # fmt: skip
+    model = ApiModel(model="acme-mini", base_url="http://127.0.0.1:9/v1")
+    api = ModelReleased(source="feed:acme", detected_at=now(), api=model)
     (key,) = pipeline.plan(api)
     job = pipeline.jobs.get(key)
     assert job is not None and job.queue == DEFAULT_QUEUE and job.candidate == "api:acme-mini"
