@@ -17,6 +17,7 @@ from config.constants import CONFIG_ENV
 from config.errors import ConfigError
 from config.settings import PACKAGED_CONFIG, Settings, load_settings, resolve_config_path
 from config.watch import WatchSettings
+from config.workers import WorkersSettings
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "supersede.yaml"
 
@@ -41,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "finetunes": (),
     "api_candidates": (),
     "watch": WatchSettings().model_dump(),
+    "workers": WorkersSettings().model_dump(),
 }
 
 
