@@ -16,9 +16,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Integer, String, create_engine, select
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    create_engine,
+    inspect,
+    select,
+)
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from benchmarks.runner import RunResult, RunStats
@@ -79,12 +89,30 @@ def result_from_dict(data: Mapping[str, Any]) -> RunResult:
 
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; a SQLite file's folder is created on first use."""
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-        Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
     try:
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+            folder = Path(url.removeprefix("sqlite:///")).expanduser().parent
+            folder.mkdir(parents=True, exist_ok=True)
         return create_engine(url, pool_pre_ping=True)
-    except Exception as exc:  # bad URL or missing driver: a config problem, said plainly
-        raise ConfigError(f"store.url {url!r} cannot be used: {exc}") from None
+    except Exception as exc:  # bad URL, missing driver, unusable folder: said plainly
+        shown = str(exc).replace(url, safe_url(url))
+        raise ConfigError(f"store.url {safe_url(url)!r} cannot be used: {shown}") from None
+
+
+def create_tables(metadata: MetaData, engine: Engine, url: str) -> None:
+    """Create ``metadata``'s tables if missing. Two processes opening a new store at once race
+    to create them; the loser finds them made and goes on."""
+    try:
+        metadata.create_all(engine)
+    except DBAPIError as exc:
+        try:
+            present = set(inspect(engine).get_table_names())
+        except DBAPIError:
+            present = set()
+        if not set(metadata.tables) <= present:
+            raise ConfigError(
+                f"store.url: cannot open the store ({safe_url(url)}): {exc.orig}"
+            ) from None
 
 
 class ResultStore:
@@ -93,12 +121,7 @@ class ResultStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
-        try:
-            Base.metadata.create_all(self.engine)
-        except OperationalError as exc:
-            raise ConfigError(
-                f"store.url: cannot open the result store ({safe_url(url)}): {exc.orig}"
-            ) from None
+        create_tables(Base.metadata, self.engine, url)
 
     def get(self, key: str) -> tuple[RunResult, dict[str, Any]] | None:
         """The stored result and its identity, or None."""

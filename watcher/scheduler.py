@@ -152,11 +152,12 @@ class WatchDaemon:
         half-way: each release is one transaction, so abandoning it loses nothing).
         """
         self.stopped.set()
-        scheduler = self._scheduler
+        scheduler, self._scheduler = self._scheduler, None
         if scheduler is not None:
             scheduler.shutdown(wait=False)  # type: ignore[attr-defined]
-        if self.webhook is not None:
-            self.webhook.shutdown()
+        webhook, self.webhook = self.webhook, None
+        if webhook is not None:
+            webhook.shutdown()
         deadline = time.monotonic() + grace_s
         with self._idle:
             while self._running and time.monotonic() < deadline:

@@ -35,11 +35,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from benchmarks.cache import make_engine, safe_url
-from config.errors import ConfigError
+from benchmarks.cache import create_tables, make_engine
 from watcher.events import Announcement, Event, ModelReleased
 
 _EVENT = TypeAdapter[ModelReleased | Announcement](Event)
@@ -141,12 +139,7 @@ class WatchState:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
-        try:
-            WatchBase.metadata.create_all(self.engine)
-        except OperationalError as exc:
-            raise ConfigError(
-                f"store.url: cannot open the store ({safe_url(url)}): {exc.orig}"
-            ) from None
+        create_tables(WatchBase.metadata, self.engine, url)
 
     @contextmanager
     def _session(self) -> Iterator[Session]:

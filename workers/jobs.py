@@ -26,12 +26,10 @@ from typing import Any, Literal
 
 from sqlalchemy import JSON, DateTime, Integer, String, Text, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from benchmarks.cache import make_engine, safe_url
+from benchmarks.cache import create_tables, make_engine
 from config.constants import ENGINE_VERSION
-from config.errors import ConfigError
 from watcher.state import now, utc
 
 State = Literal["waiting", "queued", "running", "done", "failed", "skipped", "notified"]
@@ -140,12 +138,7 @@ class JobStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
-        try:
-            JobBase.metadata.create_all(self.engine)
-        except OperationalError as exc:
-            raise ConfigError(
-                f"store.url: cannot open the store ({safe_url(url)}): {exc.orig}"
-            ) from None
+        create_tables(JobBase.metadata, self.engine, url)
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
