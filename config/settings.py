@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from config.constants import CONFIG_ENV, ENV_NESTED_DELIMITER, ENV_PREFIX
 from config.errors import ConfigError
+from config.notify import NotifySettings
 from config.watch import WatchSettings
 from config.workers import WorkersSettings
 
@@ -103,6 +104,7 @@ class FineTune(_Section):
     #: The prompt format it was trained on (its own; candidates get ``candidates.prompt``).
     prompt: PromptSettings = PromptSettings(chat_template="off")
     economics: Economics = Economics()
+    slack_channel: str | None = Field(None, description="Overrides notify.slack.channel.")
 
     @model_validator(mode="after")
     def _one_shape(self) -> FineTune:
@@ -193,6 +195,7 @@ class Settings(BaseSettings):
     api_candidates: tuple[ApiCandidate, ...] = ()
     watch: WatchSettings = WatchSettings()
     workers: WorkersSettings = WorkersSettings()
+    notify: NotifySettings = NotifySettings()
 
     #: The file the settings were read from (None: defaults and environment only).
     source_file: Path | None = Field(None, exclude=True)
@@ -328,6 +331,11 @@ def _did_you_mean(loc: tuple[int | str, ...]) -> str:
 def api_key(candidate: ApiCandidate) -> str | None:
     """The candidate's API key, read from the environment variable it names."""
     return os.environ.get(candidate.api_key_env) if candidate.api_key_env else None
+
+
+def slack_api_url() -> str | None:
+    """``SLACK_API_URL``: another base URL for the Slack Web API (a proxy, a test server)."""
+    return os.environ.get("SLACK_API_URL") or None
 
 
 def secret(variable: str) -> str | None:

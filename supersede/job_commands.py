@@ -26,7 +26,7 @@ def _pipeline(settings: Any) -> tuple[Any, Any]:
     """The Celery app and a pipeline that sends through it."""
     from workers.app import make_app
     from workers.jobs import JobStore
-    from workers.notify import LogNotifier
+    from workers.notify import make_notifier
     from workers.pipeline import Pipeline
 
     app = make_app(settings)
@@ -35,7 +35,7 @@ def _pipeline(settings: Any) -> tuple[Any, Any]:
     def send(name: str, key: str, queue: str) -> None:
         app.send_task(name, args=[key], queue=queue)
 
-    return app, Pipeline(settings, JobStore(settings.store.url), send, LogNotifier())
+    return app, Pipeline(settings, JobStore(settings.store.url), send, make_notifier(settings))
 
 
 def check_broker(app: Any, url: str) -> None:

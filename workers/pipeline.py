@@ -287,8 +287,16 @@ class Pipeline:
         job = self.jobs.get(key)
         if job is None or job.state not in ("done", "failed", "skipped"):
             return False
+        if job.kind == "benchmark":
+            return False  # told through its verdict jobs
         if self.notifier is not None:
-            self.notifier.send(job)
+            try:
+                self.notifier.send(job)
+            except FatalError as exc:
+                # A misconfigured channel or token: kept un-notified (the reconciler tries again)
+                # so the verdict reaches people once the configuration is fixed.
+                log.error("notifying %s job %s failed: %s", job.kind, key[:12], exc)
+                return False
         return self.jobs.mark_notified(key)
 
     # ------------------------------------------------------------------ reconciling

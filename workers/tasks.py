@@ -32,7 +32,7 @@ _pipelines: dict[tuple[int, int], Pipeline] = {}
 def pipeline_for(app: Any) -> Pipeline:
     """This process's pipeline (built after a fork, never shared across one)."""
     from workers.jobs import JobStore
-    from workers.notify import LogNotifier
+    from workers.notify import make_notifier
 
     key = (os.getpid(), id(app))
     if key not in _pipelines:
@@ -41,7 +41,9 @@ def pipeline_for(app: Any) -> Pipeline:
         def send(name: str, job: str, queue: str) -> None:
             app.send_task(name, args=[job], queue=queue)
 
-        _pipelines[key] = Pipeline(settings, JobStore(settings.store.url), send, LogNotifier())
+        _pipelines[key] = Pipeline(
+            settings, JobStore(settings.store.url), send, make_notifier(settings)
+        )
     return _pipelines[key]
 
 

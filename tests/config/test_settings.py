@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 import config.settings as settings_module
 from config.constants import CONFIG_ENV
 from config.errors import ConfigError
+from config.notify import NotifySettings
 from config.settings import PACKAGED_CONFIG, Settings, load_settings, resolve_config_path
 from config.watch import WatchSettings
 from config.workers import WorkersSettings
@@ -43,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "api_candidates": (),
     "watch": WatchSettings().model_dump(),
     "workers": WorkersSettings().model_dump(),
+    "notify": NotifySettings().model_dump(),
 }
 
 

@@ -1,0 +1,221 @@
+"""Slack messages (Block Kit plus a plain-text fallback) for verdicts, failures, skips and posts.
+
+Every piece of text that came from outside (model names, feed titles, card text, error messages)
+goes through :func:`escape`, so ``<!channel>`` in a repo name pings nobody and ``<url|label>``
+cannot be injected. Messages are clamped to Slack's limits (50 blocks, 3,000 characters per
+section, 150 per header, 10 fields of 2,000, 10 context elements) instead of being refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from workers.jobs import Job
+
+MAX_BLOCKS = 50
+SECTION_CHARS = 3000
+HEADER_CHARS = 150
+FIELD_CHARS = 2000
+MAX_FIELDS = 10
+MAX_CONTEXT = 10
+TEXT_CHARS = 3000  # the fallback notification text (Slack truncates at 40,000; phones much sooner)
+EMOJI = {"SUPERSEDED": "🔴", "AT_RISK": "🟠", "HOLDS": "🟢", "INCONCLUSIVE": "⚪"}
+
+
+@dataclass(frozen=True)
+class Message:
+    """What is posted: ``text`` is the fallback shown in notifications."""
+
+    text: str
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+
+
+def escape(text: object) -> str:
+    """Slack's three control characters, escaped: the text shows as written and commands nothing."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def link(url: str | None, label: str) -> str:
+    """``<url|label>`` for an http(s) URL, else the escaped label alone."""
+    if not url or urlsplit(url).scheme not in ("http", "https"):
+        return escape(label)
+    safe_url = url.replace("<", "%3C").replace(">", "%3E").replace("|", "%7C").replace(" ", "%20")
+    return f"<{safe_url}|{escape(label).replace('|', '¦')}>"
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": clip(text, SECTION_CHARS)}}
+
+
+def _fields(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    fields = [
+        {"type": "mrkdwn", "text": clip(f"*{label}*\n{value}", FIELD_CHARS)}
+        for label, value in pairs[:MAX_FIELDS]
+    ]
+    return {"type": "section", "fields": fields}
+
+
+def _header(text: str) -> dict[str, Any]:
+    # plain_text is not parsed for mentions, but a header is also what people copy: angle
+    # brackets from untrusted names become look-alikes rather than control sequences.
+    shown = text.replace("<", "‹").replace(">", "›")
+    return {"type": "header", "text": {"type": "plain_text", "text": clip(shown, HEADER_CHARS)}}
+
+
+def _context(parts: list[str]) -> dict[str, Any]:
+    elements = [{"type": "mrkdwn", "text": clip(p, FIELD_CHARS)} for p in parts[:MAX_CONTEXT]]
+    return {"type": "context", "elements": elements}
+
+
+def _message(text: str, blocks: list[dict[str, Any]]) -> Message:
+    if len(blocks) > MAX_BLOCKS:
+        blocks = [*blocks[: MAX_BLOCKS - 1], _context(["(shortened to fit Slack)"])]
+    # The fallback text is parsed like mrkdwn (and is what notifications show): escaped whole.
+    return Message(clip(escape(text), TEXT_CHARS), blocks)
+
+
+def _usd(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"${value:,.0f}" if abs(value) >= 100 else f"${value:,.4f}".rstrip("0").rstrip(".")
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def candidate_link(event: dict[str, Any], hub_url: str) -> str:
+    """The candidate, linked to its Hub page or vendor post."""
+    if event.get("repo_id"):
+        url = event.get("link") or f"{hub_url.rstrip('/')}/{event['repo_id']}"
+        return link(url, event["repo_id"])
+    api = event.get("api") or {}
+    return link(event.get("link"), f"{api.get('model', '?')} (API)")
+
+
+def _revision(event: dict[str, Any]) -> str:
+    if event.get("repo_id"):
+        return f"{escape(event['repo_id'])}@{str(event.get('revision') or '')[:12]}"
+    return escape((event.get("api") or {}).get("model", "?"))
+
+
+def verdict(job: Job, hub_url: str) -> Message:
+    """A decided verdict: scores with the interval, cost on each side, the ROI line."""
+    r = job.result or {}
+    event = job.payload.get("event", {})
+    name = str(r.get("verdict", "INCONCLUSIVE"))
+    ft, cand, task = (
+        escape(r.get("finetune")),
+        candidate_link(event, hub_url),
+        escape(r.get("task")),
+    )
+    metric = escape(r.get("metric") or "score")
+    pairs = [
+        ("Fine-tune", ft),
+        ("Candidate", cand),
+        ("Task", f"{task} ({metric}, n = {r.get('n', 0)})"),
+        ("Verdict", f"{EMOJI.get(name, '')} {name}"),
+        ("Fine-tune score", _score(r.get("score_finetune"))),
+        ("Candidate score", _score(r.get("score_candidate"))),
+    ]
+    if r.get("delta") is not None:
+        confidence = float(r.get("confidence") or 0.95)
+        pairs += [
+            ("Difference", f"{r['delta']:+.4f} ({confidence:.0%} CI {r['ci_low']:+.4f} to "
+                           f"{r['ci_high']:+.4f})"),
+            ("p-value", f"{r['p_value']:.3g} ({escape(r.get('test') or '')})"),
+            ("Cost per 1,000 requests", f"fine-tune {_usd(r.get('cost_per_1k_finetune'))}, "
+                                        f"candidate {_usd(r.get('cost_per_1k_candidate'))}"),
+            ("Monthly impact", f"{_usd(r.get('monthly_savings_usd'))} saved per month "
+                               f"(fine-tune {_usd(r.get('monthly_cost_finetune'))} with upkeep)"),
+        ]  # fmt: skip
+    blocks = [
+        _header(f"{EMOJI.get(name, '')} {name}: {r.get('finetune')} vs {_plain(event)}"),
+        _fields(pairs),
+        _section(f"*ROI:* {escape(r.get('summary', ''))}"),
+    ]
+    if r.get("hint"):
+        blocks.append(_section(f"*Hint:* {escape(r['hint'])}"))
+    for warning in r.get("warnings") or []:
+        blocks.append(_section(f":warning: {escape(warning)}"))
+    blocks.append(_context([f"revision {_revision(event)}", f"job {job.key[:12]}",
+                            f"parent {str(job.parent or '')[:12]}"]))  # fmt: skip
+    text = f"{name}: {_plain(event)} vs fine-tune {r.get('finetune')}. {r.get('summary', '')}"
+    return _message(text, blocks)
+
+
+def _plain(event: dict[str, Any]) -> str:
+    return str(event.get("repo_id") or (event.get("api") or {}).get("model") or "?")
+
+
+def problem(job: Job, hub_url: str) -> Message:
+    """A failure (after the attempt cap, with the re-run command) or a skip (with the reason)."""
+    event = job.payload.get("event", {})
+    skipped = job.state == "skipped" or (job.state == "notified" and "skipped" in str(job.reason))
+    title = "Skipped" if skipped else "Benchmark failed"
+    who = escape(job.finetune or "every fine-tune")
+    rerun = f"supersede rerun {_plain(event)}" + (
+        f" --finetune {job.finetune}" if job.finetune else ""
+    )
+    blocks = [
+        _header(f"{title}: {_plain(event)}"),
+        _fields(
+            [
+                ("Candidate", candidate_link(event, hub_url)),
+                ("Fine-tune", who),
+                ("Attempts", str(job.attempts)),
+                ("State", job.state),
+            ]
+        ),
+        _section(f"*Reason:* {escape(job.reason or 'unknown')}"),
+    ]
+    if not skipped:
+        blocks.append(_section(f"*Re-run:* `{escape(rerun)}`"))
+    blocks.append(_context([f"revision {_revision(event)}", f"job {job.key[:12]}"]))
+    text = f"{title}: {_plain(event)} for fine-tune {job.finetune or '-'}: {job.reason}"
+    return _message(text, blocks)
+
+
+def announcement(job: Job) -> Message:
+    """A vendor post that names no benchmarkable model."""
+    event = job.payload.get("event", {})
+    title = str(event.get("title") or "(untitled)")
+    source = escape(str(event.get("source", "")).removeprefix("feed:"))
+    blocks = [
+        _section(f":newspaper: *{link(event.get('link'), title)}*"),
+    ]
+    if event.get("summary"):
+        blocks.append(_section(escape(event["summary"])))
+    blocks.append(_context([f"from {source}", "announcement: nothing to benchmark"]))
+    return _message(f"Announcement from {source or 'a feed'}: {title}", blocks)
+
+
+def release(event: dict[str, Any], finetunes: list[str], hub_url: str) -> Message:
+    """The parent message of a release; each fine-tune's verdict is a reply in its thread."""
+    params = event.get("params")
+    size = f"{params / 1e9:.1f}B parameters" if params else "size unknown"
+    names = ", ".join(escape(n) for n in finetunes) or "-"
+    blocks = [
+        _header(f"New release: {_plain(event)}"),
+        _section(
+            f"{candidate_link(event, hub_url)} ({size}) benchmarked against: {names}. "
+            "Verdicts follow in this thread."
+        ),
+        _context([f"revision {_revision(event)}", f"found via {escape(event.get('source', ''))}"]),
+    ]
+    return _message(f"New release {_plain(event)}: verdicts in thread", blocks)
+
+
+def for_job(job: Job, hub_url: str) -> Message:
+    """The message a finished job is told with."""
+    if job.kind == "announcement":
+        return announcement(job)
+    if job.result and job.kind == "verdict" and job.reason is None:
+        return verdict(job, hub_url)
+    return problem(job, hub_url)
