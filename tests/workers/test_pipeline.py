@@ -216,3 +216,33 @@ def test_a_rerun_resets_the_jobs(planned: tuple[Pipeline, Recorder, Notes, str])
     assert job is not None and (job.state, job.attempts) == ("queued", 0)
     assert sent.sent == [(TASK_BENCHMARK, key, "gpu-80g")]
     assert {c.state for c in pipeline.jobs.children(key)} == {"waiting"}
+
+
+def test_a_verdict_from_the_pipeline_reaches_slack_once(
+    tmp_path: Path, zoo: Zoo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from config.notify import NotifySettings, SlackSettings
+    from tests.support.slack_server import SlackServer
+    from workers.notify import make_notifier
+
+    with SlackServer(token="xoxb-pipeline") as slack:
+        monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-pipeline")
+        monkeypatch.setenv("SLACK_API_URL", slack.api_url)
+        pipeline, sent, _ = make(tmp_path, zoo)
+        pipeline.settings = pipeline.settings.model_copy(
+            update={"notify": NotifySettings(slack=SlackSettings(channel="C0LEADS"))}
+        )
+        pipeline.notifier = make_notifier(pipeline.settings)
+        (key,) = pipeline.plan(release(zoo.stronger))
+        pipeline.run_benchmark(key, "w")
+        for _, verdict_key, _ in [s for s in sent.sent if s[0] == TASK_VERDICT]:
+            pipeline.run_verdict(verdict_key, "w")
+        notify = [k for name, k, _ in sent.sent if name == TASK_NOTIFY]
+        for note in notify * 3:  # redelivered notifications
+            pipeline.notify(note)
+        (parent,) = slack.posts("C0LEADS")
+        replies = slack.replies(parent["ts"])
+        assert len(replies) == 2
+        assert all(r["text"].startswith("SUPERSEDED:") for r in replies)
+        assert {pipeline.jobs.get(k).state for k in notify} == {"notified"}  # type: ignore[union-attr]
+        assert slack.errors == []
