@@ -24,9 +24,9 @@ $(VENV)/.test: $(VENV)/.runtime
 install: $(VENV)/.runtime
 install-test: $(VENV)/.test
 
-## The main job on its embedded defaults (offline, CPU, a minute or two after the install).
+## The main job on its embedded defaults: the offline demo (CPU, about two minutes after the install).
 demo: install
-	$(VENV)/bin/supersede example
+	$(VENV)/bin/supersede demo
 
 example: demo
 

@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from config.constants import CONFIG_ENV, ENV_NESTED_DELIMITER, ENV_PREFIX
 from config.errors import ConfigError
 from config.notify import NotifySettings
+from config.observability import ObservabilitySettings
 from config.watch import WatchSettings
 from config.workers import WorkersSettings
 
@@ -196,6 +197,7 @@ class Settings(BaseSettings):
     watch: WatchSettings = WatchSettings()
     workers: WorkersSettings = WorkersSettings()
     notify: NotifySettings = NotifySettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
 
     #: The file the settings were read from (None: defaults and environment only).
     source_file: Path | None = Field(None, exclude=True)
@@ -331,6 +333,18 @@ def _did_you_mean(loc: tuple[int | str, ...]) -> str:
 def api_key(candidate: ApiCandidate) -> str | None:
     """The candidate's API key, read from the environment variable it names."""
     return os.environ.get(candidate.api_key_env) if candidate.api_key_env else None
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """Every secret this configuration can see (tokens, keys, the webhook secret), for
+    redaction: none of them may appear in a log line, a report or a message."""
+    names = {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", settings.notify.slack.token_env,
+             settings.watch.webhook.secret_env}  # fmt: skip
+    names |= {a.api_key_env for a in settings.api_candidates if a.api_key_env}
+    for feed in settings.watch.feeds:
+        names |= {rule.api_key_env for rule in feed.api_models if rule.api_key_env}
+    values = {os.environ.get(name, "") for name in names}
+    return sorted((v for v in values if len(v) >= 6), key=len, reverse=True)
 
 
 def slack_api_url() -> str | None:

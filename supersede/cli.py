@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from config.errors import SupersedeError
-from supersede import job_commands, watch_commands
+from supersede import demo_command, job_commands, watch_commands
 from supersede.console import (
     ConfigOption,
     JsonOption,
@@ -324,6 +324,7 @@ app.command()(watch_commands.poll)
 app.command()(job_commands.run)
 app.command()(job_commands.rerun)
 app.command()(job_commands.status)
+app.command()(demo_command.demo)
 
 
 def main() -> None:

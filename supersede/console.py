@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -39,12 +40,62 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module="peft")
 
 
-def setup_logging(verbose: bool = False) -> None:
-    """Log lines on stderr; the libraries' own chatter only at warning level."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: what log shippers (Loki, CloudWatch, Datadog) parse."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+class Redact(logging.Filter):
+    """Replaces every known secret value in a record's final text with ``***``."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        text = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        for value in self.secrets:
+            text = text.replace(value, "***")
+            if record.exc_text:
+                record.exc_text = record.exc_text.replace(value, "***")
+        record.msg, record.args = text, None
+        return True
+
+
+def setup_logging(
+    verbose: bool = False, *, log_format: str = "auto", secrets: list[str] | None = None
+) -> None:
+    """Log lines on stderr (JSON when it is not a terminal, or as configured), secrets redacted;
+    the libraries' own chatter only at warning level."""
+    import sys
+
+    handler = logging.StreamHandler(sys.stderr)
+    as_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
+    handler.setFormatter(
+        JsonFormatter()
+        if as_json
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
+    handler.addFilter(Redact(secrets or []))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
     for noisy in ("httpx", "httpx2", "huggingface_hub", "apscheduler.executors", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -53,3 +104,14 @@ def fail(exc: SupersedeError) -> typer.Exit:
     """Print ``exc`` as one line and pick the exit code: 75 retryable, 2 otherwise."""
     err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
     return typer.Exit(EXIT_RETRYABLE if isinstance(exc, RetryableError) else EXIT_FATAL)
+
+
+def configure_logging(settings: Any, verbose: bool = False) -> None:
+    """:func:`setup_logging` as the settings ask, redacting the secrets they can see."""
+    from config.settings import secret_values
+
+    setup_logging(
+        verbose,
+        log_format=settings.observability.log_format,
+        secrets=secret_values(settings),
+    )

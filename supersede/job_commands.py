@@ -14,6 +14,7 @@ from config.errors import BrokerUnavailable, SupersedeError
 from supersede.console import (
     ConfigOption,
     JsonOption,
+    configure_logging,
     err,
     fail,
     out,
@@ -74,6 +75,7 @@ def run(
     setup_logging(verbose)
     try:
         settings = load_settings(config)
+        configure_logging(settings, verbose)
         app, pipeline = _pipeline(settings)
         check_broker(app, broker_url(settings))
         state = WatchState(settings.store.url)
@@ -83,6 +85,14 @@ def run(
             from workers.embedded import EmbeddedWorker
 
             worker = EmbeddedWorker(app, [DEFAULT_QUEUE, *sorted(settings.workers.gpu_queues)])
+        metrics = settings.observability
+        if metrics.metrics_port:
+            from supersede.metrics import serve
+
+            try:
+                serve(settings.store.url, metrics.metrics_host, metrics.metrics_port)
+            except OSError as exc:  # the port is taken: run without metrics, say so
+                err.print(f"[yellow]metrics endpoint not started:[/] {exc}", highlight=False)
         reconcile = ("jobs:reconcile", pipeline.reconcile, settings.workers.reconcile_every)
         run_daemon(settings, state, discovery, wait=wait, extra_jobs=(reconcile,), worker=worker)
     except SupersedeError as exc:

@@ -17,6 +17,7 @@ from supersede.console import (
     EXIT_RETRYABLE,
     ConfigOption,
     JsonOption,
+    configure_logging,
     err,
     fail,
     out,
@@ -62,6 +63,7 @@ def poll(
     setup_logging(verbose)
     try:
         settings = load_settings(config)
+        configure_logging(settings, verbose)
         state = WatchState(settings.store.url)
         if once:
             collected = Collect()

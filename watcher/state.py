@@ -82,6 +82,8 @@ class SourceRow(WatchBase):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     last_error_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     failures: Mapped[int] = mapped_column(Integer, default=0)
+    polls: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class LockRow(WatchBase):
@@ -242,6 +244,16 @@ class WatchState:
                 failures=row.failures or 0,
             )
 
+    def sources_with_counts(self) -> list[dict[str, Any]]:
+        """Per source: name, polls, errors, not_before (for the metrics endpoint)."""
+        with Session(self.engine) as session:
+            rows = session.scalars(select(SourceRow).order_by(SourceRow.name)).all()
+            return [
+                {"name": r.name, "polls": r.polls or 0, "errors": r.errors or 0,
+                 "not_before": utc(r.not_before)}
+                for r in rows
+            ]  # fmt: skip
+
     def sources(self) -> list[SourceState]:
         with Session(self.engine) as session:
             names = session.scalars(select(SourceRow.name).order_by(SourceRow.name)).all()
@@ -250,7 +262,7 @@ class WatchState:
     def _source_row(self, session: Session, name: str) -> SourceRow:
         row = session.get(SourceRow, name)
         if row is None:
-            row = SourceRow(name=name, failures=0)
+            row = SourceRow(name=name, failures=0, polls=0, errors=0)
             session.add(row)
         return row
 
@@ -265,6 +277,7 @@ class WatchState:
             row.last_ok_at = now()
             row.not_before = None
             row.failures = 0
+            row.polls = (row.polls or 0) + 1
 
     def source_failed(self, name: str, error: str, retry_in_s: float | None) -> None:
         """A failed read; ``retry_in_s`` (Retry-After or back-off) defers the next one."""
@@ -273,6 +286,8 @@ class WatchState:
             row.last_error = error[:2000]
             row.last_error_at = now()
             row.failures = (row.failures or 0) + 1
+            row.polls = (row.polls or 0) + 1
+            row.errors = (row.errors or 0) + 1
             if retry_in_s is not None:
                 row.not_before = now() + timedelta(seconds=retry_in_s)
 

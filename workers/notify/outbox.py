@@ -12,6 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import DateTime, Integer, String, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -110,3 +111,12 @@ class Outbox:
         with Session(self.engine) as session:
             keys = session.scalars(select(DeliveryRow.key).where(DeliveryRow.job == job)).all()
         return [d for d in (self.get(k) for k in keys) if d is not None]
+
+    def summary(self) -> dict[str, Any]:
+        """Deliveries by state, and posts tried more than once (for the metrics endpoint)."""
+        with Session(self.engine) as session:
+            rows = session.execute(select(DeliveryRow.state, DeliveryRow.attempts)).all()
+        states: dict[str, int] = {}
+        for state, _ in rows:
+            states[state] = states.get(state, 0) + 1
+        return {"states": states, "retries": sum(max(0, (a or 0) - 1) for _, a in rows)}

@@ -1,0 +1,217 @@
+"""The offline demo: the whole product on a laptop, with tiny models and local servers.
+
+A local server speaking the Hub's API serves a tiny base model and a LoRA fine-tune (the
+"deployed fine-tune" of a retailer's review-sentiment task); a local RSS feed plays a vendor's
+blog. Two releases are then published one after the other: one on the Hub under a watched
+organisation (found by polling), one only announced in the feed (found through the post's link).
+The real daemon path runs: scheduler -> queue -> worker -> benchmark -> verdict -> notifier, on
+the embedded default, or on Redis with a worker subprocess when a broker URL is given.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from config.constants import DEFAULT_QUEUE
+
+TASK_DIR = Path(__file__).resolve().parent.parent / "config" / "tasks" / "review_sentiment"
+FINETUNE = "review-sentiment"
+WATCHED = "newlab"
+BASE, ADAPTER = "acme-retail/tiny-base", "acme-retail/reviews-lora"
+FIRST, SECOND = "newlab/Tiny-Chat-2", "otherlab/Tiny-Mini"
+FEED_PATH = "/otherlab/blog/rss.xml"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One release's way through the product."""
+
+    release: str
+    found_via: str
+    verdict: str
+    summary: str
+    seconds_to_verdict: float
+
+
+def _feed(items: list[tuple[str, str, str]]) -> bytes:
+    """An RSS 2.0 document with ``(guid, title, link)`` items."""
+    from datetime import UTC, datetime
+    from xml.sax.saxutils import escape
+
+    date = format_datetime(datetime.now(UTC), usegmt=True)
+    body = "".join(
+        f"<item><guid>{escape(g)}</guid><title>{escape(t)}</title><link>{escape(u)}</link>"
+        f"<pubDate>{date}</pubDate><description>{escape(t)}</description></item>"
+        for g, t, u in items
+    )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel>'
+        "<title>Other Lab blog</title><link>https://otherlab.example/blog/</link>"
+        f"<description>News from Other Lab</description>{body}</channel></rss>"
+    ).encode()
+
+
+def write_config(workdir: Path, hub_url: str, feed_url: str, broker: str | None) -> Path:
+    """The demo's config: one fine-tune, the watched org, the vendor feed, fast schedules."""
+    config: dict[str, Any] = {
+        "store": {"url": f"sqlite:///{workdir / 'supersede.db'}"},
+        "hub": {"endpoint": hub_url, "cache_dir": str(workdir / "hf-cache")},
+        "finetunes": [
+            {
+                "name": FINETUNE,
+                "task": str(TASK_DIR / "review_sentiment.yaml"),
+                "base": BASE,
+                "adapter": ADAPTER,
+                "economics": {
+                    "tuning_cost_usd": 18000,
+                    "monthly_upkeep_usd": 1200,
+                    "monthly_requests": 2000000,
+                },
+            }
+        ],
+        "watch": {
+            "hub": {"authors": [WATCHED], "interval": 10},
+            "feeds": [{"name": "otherlab-blog", "url": feed_url, "interval": 10}],
+            "jitter_s": 0,
+        },
+        "workers": {"broker_url": broker, "reconcile_every": 5, "queued_timeout": 120},
+        "notify": {"console_dir": str(workdir / "notifications")},
+        "observability": {"metrics_port": 0},
+    }
+    path = workdir / "supersede.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def _fresh(workdir: Path) -> None:
+    """A new store each run (the zoo and the download cache are kept)."""
+    for name in ("supersede.db", "queue.db", "notifications", "worker.log"):
+        target = workdir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+
+def run_demo(
+    workdir: Path,
+    *,
+    broker: str | None = None,
+    say: Callable[[str], None] = print,
+    timeout_s: float = 300.0,
+) -> tuple[list[Outcome], Path]:
+    """Run the demo; returns each release's outcome and the config file written."""
+    from config.settings import load_settings
+    from supersede.job_commands import _pipeline, check_broker
+    from supersede.localhub.feeds import FeedServer
+    from supersede.localhub.hub import HubServer
+    from supersede.zoo import build_zoo, read_jsonl
+    from watcher.discovery import Discovery
+    from watcher.scheduler import WatchDaemon
+    from watcher.state import WatchState
+    from workers.app import broker_url
+    from workers.jobs import JobStore
+    from workers.publish import QueuePublisher
+
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    _fresh(workdir)
+    started = time.monotonic()
+    say("Building the tiny model zoo (reused after the first run)...")
+    zoo = build_zoo(workdir / "zoo", read_jsonl(TASK_DIR / "train.jsonl"))
+    say(f"  ready in {time.monotonic() - started:.0f} s")
+    with HubServer() as hub, FeedServer() as feeds:
+        hub.add_repo(BASE, zoo.base, extra={"pipeline_tag": "text-generation"})
+        hub.add_repo(ADAPTER, zoo.adapter, extra={"tags": [f"base_model:adapter:{BASE}"]})
+        feed_url = feeds.publish(FEED_PATH, _feed([]))
+        config = write_config(workdir, hub.url, feed_url, broker)
+        settings = load_settings(config)
+        app, pipeline = _pipeline(settings)
+        check_broker(app, broker_url(settings))
+        state = WatchState(settings.store.url)
+        discovery = Discovery(settings, state, QueuePublisher(pipeline))
+        reconcile = ("jobs:reconcile", pipeline.reconcile, settings.workers.reconcile_every)
+        daemon = WatchDaemon(settings, state, discovery, extra_jobs=(reconcile,))
+        worker: Any = None
+        process: subprocess.Popen[bytes] | None = None
+        queues = [DEFAULT_QUEUE, *sorted(settings.workers.gpu_queues)]
+        if broker is None:
+            from workers.embedded import EmbeddedWorker
+
+            worker = EmbeddedWorker(app, queues)
+        else:
+            process = _worker_process(config, queues, workdir / "worker.log")
+        daemon.start()
+        if worker is not None:
+            worker.start()
+        say(f"Daemon running ({'Redis: ' + broker if broker else 'embedded queue'}); "
+            f"watching {WATCHED} on the Hub and the otherlab blog feed.")  # fmt: skip
+        jobs = JobStore(settings.store.url)
+        outcomes: list[Outcome] = []
+        try:
+            say(f"\nRelease 1: {FIRST} appears on the Hub.")
+            published = time.monotonic()
+            hub.add_repo(FIRST, zoo.stronger, extra={"pipeline_tag": "text-generation"})
+            outcomes.append(_await(jobs, FIRST, "Hub polling", published, timeout_s, say))
+            say(f"\nRelease 2: {SECOND} is announced on the otherlab blog (its Hub page linked).")
+            published = time.monotonic()
+            hub.add_repo(SECOND, zoo.weaker, extra={"pipeline_tag": "text-generation"})
+            link = f"{hub.url}/{SECOND}"
+            feeds.publish(FEED_PATH, _feed([("otherlab-1", f"Introducing {SECOND}", link)]))
+            outcomes.append(_await(jobs, SECOND, "the vendor feed", published, timeout_s, say))
+        finally:
+            daemon.stop()
+            if worker is not None:
+                worker.stop()
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=60)
+    return outcomes, config
+
+
+def _worker_process(config: Path, queues: list[str], log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "SUPERSEDE_CONFIG": str(config)}
+    command = [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", ",".join(queues),
+               "-c", "1", "--loglevel", "INFO"]  # fmt: skip
+    with log.open("wb") as sink:
+        return subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT,
+                                cwd=Path(__file__).resolve().parent.parent)  # fmt: skip
+
+
+def _await(
+    jobs: Any, repo: str, via: str, published: float, timeout_s: float, say: Callable[[str], None]
+) -> Outcome:
+    """Wait for the release's verdict to be notified; report its way through."""
+    deadline = published + timeout_s
+    shown: set[str] = set()
+    while time.monotonic() < deadline:
+        mine = [j for j in jobs.list(limit=1000) if j.candidate.startswith(repo + "@")]
+        for job in mine:
+            step = f"{job.kind}:{job.state}"
+            if step not in shown and job.state in ("queued", "running", "done", "notified"):
+                shown.add(step)
+                say(f"  {time.monotonic() - published:5.1f} s  {job.kind} job {job.state}")
+        verdicts = [j for j in mine if j.kind == "verdict"]
+        if verdicts and all(j.state in ("notified", "failed", "skipped") for j in verdicts):
+            job = verdicts[0]
+            result = job.result or {}
+            return Outcome(
+                release=repo,
+                found_via=via,
+                verdict=str(result.get("verdict", job.state.upper())),
+                summary=str(result.get("summary", job.reason or "")),
+                seconds_to_verdict=time.monotonic() - published,
+            )
+        time.sleep(0.5)
+    raise TimeoutError(f"no verdict for {repo} within {timeout_s:.0f} s")

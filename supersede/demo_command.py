@@ -1,0 +1,67 @@
+"""``supersede demo``: the whole product, offline, in a few minutes."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from config.errors import SupersedeError
+from supersede.console import err, fail, out, quiet_libraries, setup_logging
+
+
+def demo(
+    workdir: Annotated[
+        Path, typer.Option(help="Where the tiny models, the store and the report go.")
+    ] = Path(".supersede/demo"),
+    broker: Annotated[
+        str | None,
+        typer.Option(
+            "--broker",
+            envvar="SUPERSEDE_WORKERS__BROKER_URL",
+            help="redis://... to run on Redis with a worker subprocess (default: embedded).",
+        ),
+    ] = None,
+) -> None:
+    """Offline demo: a tiny fine-tune, two new releases (one better, one not), the real daemon
+    path from discovery to verdict, and the HTML report."""
+    from supersede.demo import run_demo
+
+    quiet_libraries()
+    setup_logging(log_format="text")
+    logging.getLogger().setLevel(logging.WARNING)
+    started = time.monotonic()
+    try:
+        outcomes, config = run_demo(
+            workdir, broker=broker, say=lambda s: out.print(s, highlight=False)
+        )
+        report = _report(config, workdir)
+    except SupersedeError as exc:
+        raise fail(exc) from None
+    except TimeoutError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    table = Table(title="\nVerdicts", title_justify="left")
+    for column in ("release", "found via", "verdict", "release -> verdict", "ROI"):
+        table.add_column(column, overflow="fold")
+    for o in outcomes:
+        table.add_row(o.release, o.found_via, o.verdict, f"{o.seconds_to_verdict:.0f} s", o.summary)
+    out.print(table)
+    out.print(f"Report: {report}", highlight=False, soft_wrap=True)
+    out.print(f"Config: {config}  (try: supersede status -c {config})", highlight=False,
+              soft_wrap=True)  # fmt: skip
+    out.print(f"Done in {time.monotonic() - started:.0f} s.")
+
+
+def _report(config: Path, workdir: Path) -> Path | None:
+    try:
+        from supersede.report import build_report
+    except ImportError:
+        return None
+    from config.settings import load_settings
+
+    return build_report(load_settings(config), workdir.resolve() / "report")
