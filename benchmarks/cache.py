@@ -113,6 +113,25 @@ def create_tables(metadata: MetaData, engine: Engine, url: str) -> None:
             raise ConfigError(
                 f"store.url: cannot open the store ({safe_url(url)}): {exc.orig}"
             ) from None
+    _add_missing_columns(metadata, engine)
+
+
+def _add_missing_columns(metadata: MetaData, engine: Engine) -> None:
+    """A store made by an earlier version lacks the columns added since: add them (each new
+    column is nullable or has a default, so existing rows stay valid)."""
+    inspector = inspect(engine)
+    for table in metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            kind = column.type.compile(dialect=engine.dialect)
+            default = getattr(column.default, "arg", None)
+            clause = f" DEFAULT {int(default)}" if isinstance(default, int) else ""
+            with engine.begin() as connection:
+                connection.exec_driver_sql(
+                    f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}{clause}'
+                )
 
 
 class ResultStore:

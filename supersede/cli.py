@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from config.errors import SupersedeError
-from supersede import demo_command, job_commands, watch_commands
+from supersede import demo_command, job_commands, report_command, watch_commands
 from supersede.console import (
     ConfigOption,
     JsonOption,
@@ -325,6 +325,7 @@ app.command()(job_commands.run)
 app.command()(job_commands.rerun)
 app.command()(job_commands.status)
 app.command()(demo_command.demo)
+app.command()(report_command.report)
 
 
 def main() -> None:

@@ -135,3 +135,26 @@ def test_unusable_store_url_is_a_config_error(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises((ConfigError, OSError)):
         ResultStore(f"sqlite:///{blocker}/sub/store.db")
+
+
+def test_a_store_from_an_earlier_version_gains_the_new_columns(tmp_path: Path) -> None:
+    import sqlite3
+
+    from watcher.state import WatchState
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as old:
+        old.execute(
+            "CREATE TABLE watch_sources (name VARCHAR(128) PRIMARY KEY, etag VARCHAR(512), "
+            "last_modified VARCHAR(128), not_before DATETIME, last_ok_at DATETIME, "
+            "last_error TEXT, last_error_at DATETIME, failures INTEGER)"
+        )
+        old.execute("INSERT INTO watch_sources (name, failures) VALUES ('hub', 2)")
+    state = WatchState(f"sqlite:///{path}")
+    assert state.sources_with_counts() == [
+        {"name": "hub", "polls": 0, "errors": 0, "not_before": None}
+    ]
+    state.source_failed("hub", "Hub 503", 60)
+    (row,) = state.sources_with_counts()
+    assert (row["polls"], row["errors"]) == (1, 1)
+    assert state.source("hub").failures == 3
