@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from config.errors import SupersedeError
 from supersede.console import err, fail, out, quiet_libraries, setup_logging
@@ -45,12 +44,14 @@ def demo(
     except TimeoutError as exc:
         err.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(1) from None
-    table = Table(title="\nVerdicts", title_justify="left")
-    for column in ("release", "found via", "verdict", "release -> verdict", "ROI"):
-        table.add_column(column, overflow="fold")
+    out.rule("Verdicts")
     for o in outcomes:
-        table.add_row(o.release, o.found_via, o.verdict, f"{o.seconds_to_verdict:.0f} s", o.summary)
-    out.print(table)
+        out.print(
+            f"[bold]{o.verdict}[/]  {o.release}  (found via {o.found_via}; "
+            f"{o.seconds_to_verdict:.0f} s from release to verdict)\n    {o.summary}",
+            highlight=False,
+            soft_wrap=True,
+        )
     out.print(f"Report: {report}", highlight=False, soft_wrap=True)
     out.print(f"Config: {config}  (try: supersede status -c {config})", highlight=False,
               soft_wrap=True)  # fmt: skip
