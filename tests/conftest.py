@@ -103,3 +103,13 @@ def copy_model(
     for name, data in (add or {}).items():
         (dst / name).write_bytes(data)
     return dst
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tests of the fault catalogue ``fault``: ``pytest -m fault`` is the fault suite."""
+    from tests.faults.catalogue import FAULTS
+
+    prefixes = tuple(prefix for fault in FAULTS for prefix in fault.tests)
+    for item in items:
+        if item.nodeid.startswith(prefixes):
+            item.add_marker(pytest.mark.fault)

@@ -1,0 +1,225 @@
+# ruff: noqa: E501  (a table of long test ids and prose, one case per entry)
+"""The fault and abuse suite: every fault Supersede is tested against, what it does, what it keeps,
+and the tests that show it. ``pytest -m fault`` runs exactly these tests (``tests/conftest.py``
+marks them); the README's reliability table is :func:`markdown` of this list (checked by
+``test_catalogue.py``). Run ``python -m tests.faults.catalogue`` to print the table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Fault:
+    group: str
+    fault: str
+    behaviour: str
+    kept: str
+    #: Test node-id prefixes (a file, or ``file::test``) that show it.
+    tests: tuple[str, ...]
+
+
+W, H, F = (
+    "tests/watcher/test_webhook.py",
+    "tests/watcher/test_hub_source.py",
+    "tests/watcher/test_feeds.py",
+)
+S, J, P = (
+    "tests/watcher/test_scheduler.py",
+    "tests/workers/test_jobs.py",
+    "tests/workers/test_pipeline.py",
+)
+C, K, M = (
+    "tests/workers/test_celery_integration.py",
+    "tests/workers/test_slack.py",
+    "tests/benchmarks/test_models.py",
+)
+A, ST = "tests/benchmarks/test_api.py", "tests/watcher/test_state.py"
+
+FAULTS: tuple[Fault, ...] = (
+    # ---------------------------------------------------------------- malicious or broken models
+    Fault("model", "pickle-only weights (model or adapter `*.bin`)",
+          "refused before any download; the job is `skipped` and notified",
+          "no pickle file fetched or opened",
+          (f"{M}::test_hub_pickle_only_model_is_refused_before_any_download",
+           f"{M}::test_hub_adapter_with_only_bin_is_refused",
+           f"{P}::test_a_refused_candidate_is_skipped_with_the_reason",
+           "tests/faults/test_model_faults.py")),
+    Fault("model", "config asking for remote code (`auto_map`), not allow-listed",
+          "refused; `*.py` never downloaded; `skipped` with the reason",
+          "the repo's code never runs (a sentinel file never appears)",
+          (f"{M}::test_hub_remote_code_is_never_downloaded_or_run",
+           "tests/faults/test_model_faults.py")),
+    Fault("model", "`main` moves between screening and loading",
+          "the pinned sha is what gets downloaded and scored", "results keyed by that sha",
+          (f"{M}::test_revision_is_pinned_when_main_moves",)),
+    Fault("model", "gated repo without access", "`GatedModelError` naming `HF_TOKEN`; `skipped`",
+          "nothing downloaded",
+          (f"{M}::test_gated_repo_needs_a_granted_token", "tests/faults/test_model_faults.py")),
+    Fault("model", "corrupt safetensors header", "the job ends with a clear reason, notified",
+          "nothing half-downloaded left in the cache", ("tests/faults/test_model_faults.py",)),
+    Fault("model", "unknown repo or revision, unreachable Hub while loading",
+          "`ModelNotFound` (fatal) or `HubUnavailable` (retried)", "the store untouched",
+          (f"{M}::test_missing_repo_and_revision_are_not_found",
+           f"{M}::test_unreachable_hub_is_retryable")),
+    Fault("model", "model too large for every GPU queue", "`skipped: too large`, notified",
+          "no crash, nothing loaded",
+          (f"{P}::test_a_model_too_large_for_every_queue_is_skipped_and_notified",
+           "tests/workers/test_app.py::test_routing_by_memory")),
+    # ---------------------------------------------------------------- outages
+    Fault("outage", "Hub 429 with a short `Retry-After`", "waited out by huggingface_hub's back-off",
+          "every release, once", (f"{H}::test_rate_limit_with_a_short_retry_after_is_waited_out",)),
+    Fault("outage", "Hub 429 with a long `Retry-After` or an exhausted `RateLimit` header",
+          "the Hub source backs off until then (no sleep in the poll; other authors not asked)",
+          "the back-off, across restarts", (f"{H}::test_a_long_rate_limit_backs_the_source_off",)),
+    Fault("outage", "Hub 500, Hub hangs, one author failing",
+          "retried with timeouts; the failing author reported", "the other authors' releases",
+          (f"{H}::test_server_errors_are_retried_then_reported",
+           f"{H}::test_a_hung_hub_times_out_and_the_retry_succeeds",
+           f"{H}::test_one_failing_author_does_not_stop_the_others",
+           f"{S}::test_a_failing_hub_does_not_stop_the_feeds",
+           f"{M}::test_hub_failures_are_retryable")),
+    Fault("outage", "feed stalls mid-body, drips, is 50 MB (with or without a length)",
+          "the pass fails (read timeout, deadline, byte cap) and the feed backs off",
+          "nothing half-read recorded; other sources go on",
+          (f"{F}::test_stalled_feed_fails_fast_backs_off_then_recovers",
+           f"{F}::test_dripping_body_is_cut_at_the_deadline",
+           f"{F}::test_huge_feed_is_refused_at_the_byte_cap",
+           f"{F}::test_cap_refuses_before_reading_a_declared_oversized_body")),
+    Fault("outage", "malformed feed, an error page served with 200, feed 429/5xx/404",
+          "logged and skipped, with back-off", "the other sources' events",
+          (f"{F}::test_malformed_feed_fails_alone_in_a_pass",
+           f"{F}::test_a_200_that_is_not_a_feed_fails",
+           f"{F}::test_rate_limited_feed_backs_off_for_retry_after",
+           f"{F}::test_missing_feed_fails_without_retry_after")),
+    Fault("outage", "a feed post links a model not on the Hub yet",
+          "the entry waits and the next read is unconditional", "the post is released later",
+          (f"{F}::test_entry_linking_a_repo_not_on_the_hub_yet_is_released_once_it_is",
+           f"{F}::test_waiting_entry_is_retried_on_the_next_pass_of_an_unchanged_feed")),
+    Fault("outage", "Hub down while a webhook is delivered", "`503` with `Retry-After`",
+          "the release, on redelivery or by polling",
+          (f"{W}::test_hub_down_asks_the_hub_to_redeliver_later",
+           f"{W}::test_hub_unreachable_is_retryable_with_a_default_wait")),
+    Fault("outage", "Slack 429 with `Retry-After`, Slack 500", "waited out / retried",
+          "one message",
+          (f"{K}::test_rate_limited_then_accepted_is_one_message",
+           f"{K}::test_server_errors_are_retried_without_duplicates")),
+    Fault("outage", "Slack accepted a post but the reply was lost (connection reset)",
+          "the next try finds the message by its metadata marker", "one message",
+          (f"{K}::test_a_reply_lost_after_slack_accepted_the_post_is_not_posted_twice",)),
+    Fault("outage", "Slack channel not found, bad token", "logged; retried by the reconciler",
+          "the verdict, un-notified until fixed",
+          (f"{K}::test_a_refused_channel_is_a_fatal_error",)),
+    Fault("outage", "API endpoint 429/5xx, malformed replies, hangs, keeps failing",
+          "retried with full-jitter back-off honouring `Retry-After`; then unavailable",
+          "every example answered once, in order",
+          (f"{A}::test_429_retry_after_is_honoured_and_nothing_is_lost",
+           f"{A}::test_persistent_503_is_unavailable_after_capped_backoff",
+           f"{A}::test_malformed_replies_are_retried", f"{A}::test_hung_endpoint_times_out")),
+    Fault("outage", "Redis down at start-up", "`supersede run` retries briefly, exits 75 naming "
+          "the broker", "no crash loop, no traceback",
+          (f"{C}::test_supersede_run_exits_75_when_redis_is_down",)),
+    Fault("outage", "Redis restarted with its data lost mid-run",
+          "the reconciler sends the lost job again", "the job; one verdict",
+          (f"{C}::test_a_redis_restart_that_loses_the_queue_is_recovered_by_reconcile",
+           f"{P}::test_the_reconciler_resends_what_was_lost")),
+    Fault("outage", "PostgreSQL store restart (every connection killed)",
+          "the next operation reconnects (`pool_pre_ping`)", "what was recorded, exactly once",
+          ("tests/faults/test_store_faults.py",)),
+    # ---------------------------------------------------------------- process faults
+    Fault("process", "kill -9 of a worker's pool child, or of the worker, mid-benchmark",
+          "the message is redelivered (acks late, reject on worker lost) or reconciled after "
+          "the lease expires", "one benchmark result, one verdict, one notification",
+          (f"{C}::test_a_worker_killed_mid_benchmark_leaves_one_benchmark_and_one_verdict",
+           f"{J}::test_an_expired_lease_is_taken_over_and_the_old_owner_records_nothing")),
+    Fault("process", "the same release planned or sent many times, duplicate deliveries",
+          "a deterministic job key; a duplicate finds the job running or done",
+          "one benchmark, one verdict per fine-tune",
+          (f"{C}::test_the_same_release_enqueued_many_times_is_benchmarked_once",
+           f"{J}::test_concurrent_claims_admit_exactly_one",
+           f"{P}::test_a_release_plans_one_benchmark_and_a_verdict_per_finetune")),
+    Fault("process", "a job that always fails", "retried, then `failed` at the attempt cap",
+          "the reason and attempts; a failure notice with the re-run command",
+          (f"{C}::test_a_job_that_always_fails_stops_at_the_attempt_cap_with_its_reason",
+           f"{J}::test_retry_then_the_attempt_cap",
+           f"{P}::test_a_retryable_failure_is_retried_then_capped")),
+    Fault("process", "SIGTERM or SIGINT of the daemon mid-poll",
+          "clean stop within 10 s, lease released, exit 0", "nothing half-recorded",
+          (f"{S}::test_sigterm_during_a_hung_poll_exits_cleanly_and_frees_the_lease",
+           f"{S}::test_sigint_stops_like_sigterm")),
+    Fault("process", "two daemons started against one store",
+          "the second exits (code 2) naming the holder, or waits with `--wait`",
+          "one scheduler's work, published once",
+          (f"{S}::test_a_second_daemon_on_the_same_store_exits_naming_the_first",
+           f"{S}::test_a_second_daemon_refuses_to_start_then_takes_over_with_wait")),
+    Fault("process", "restarts and processes racing on one release or a new store",
+          "`ON CONFLICT DO NOTHING`, an outbox, table creation that tolerates a race",
+          "one release, published once",
+          (f"{ST}::test_threads_racing_on_one_release_record_it_once",
+           f"{ST}::test_processes_racing_on_one_release_record_it_once",
+           f"{ST}::test_losing_the_race_to_create_the_tables_is_harmless",
+           f"{S}::test_a_release_is_printed_once_across_restarts",
+           f"{H}::test_a_restart_announces_nothing_again")),
+    Fault("process", "a crash between Slack's reply and the record",
+          "after restart the marker is found in the channel", "one message",
+          (f"{K}::test_a_crash_between_the_post_and_the_record_does_not_post_twice_after_restart",)),
+    # ---------------------------------------------------------------- bad input
+    Fault("input", "fuzzed config files and environment values (hypothesis)",
+          "loaded, or one `ConfigError` line naming file and key", "-",
+          ("tests/config/test_settings.py::test_junk_yaml_either_loads_or_raises_config_error",
+           "tests/config/test_settings.py::test_unknown_key_names_file_key_path_and_suggestion")),
+    Fault("input", "fuzzed task files (hypothesis), broken templates, bad data",
+          "loaded, or one `TaskFileError` naming file and key, before any model loads", "-",
+          ("tests/benchmarks/test_tasks.py::test_fuzzed_task_files_load_or_raise_task_file_error",
+           "tests/benchmarks/test_tasks.py::test_bug_templates_cannot_reach_python_internals")),
+    Fault("input", "webhook: wrong or missing secret, bad JSON, non-Hub payload, huge body, "
+          "no length, fuzzed bodies (hypothesis)", "401 / 403 / 400 / 400 / 413 / 411; never 500",
+          "nothing recorded",
+          (f"{W}::test_secret_is_required_and_checked", f"{W}::test_bad_bodies_are_refused",
+           f"{W}::test_oversized_body_is_refused_unread",
+           f"{W}::test_body_without_a_length_is_refused", "tests/faults/test_webhook_fuzz.py")),
+    Fault("input", "replayed or concurrent duplicate webhook deliveries", "`200 ignored`",
+          "one release",
+          (f"{W}::test_repo_created_is_released_once",
+           f"{W}::test_concurrent_duplicate_deliveries_release_once")),
+    Fault("input", "feed entries with hostile HTML, `<!channel>`, `<@U…>`, duplicate or "
+          "missing ids, relative links, non-UTF-8", "deduped, resolved, decoded; text escaped in "
+          "Slack and the report", "one event per entry; nothing pings, no link injected",
+          (f"{F}::test_vendor_rss_first_pass_classifies_every_entry",
+           f"{F}::test_latin1_feed_without_charset_decodes_titles",
+           f"{K}::test_untrusted_text_is_escaped",
+           "tests/test_report.py::test_tables_summary_and_escaping")),
+    Fault("input", "an API reply that names no choice, or is malformed",
+          "counted wrong (and as invalid); malformed replies retried", "every example scored once",
+          (f"{A}::test_invalid_answers_count_as_wrong",
+           f"{A}::test_persistently_malformed_replies_are_unavailable")),
+    Fault("input", "a verdict larger than Slack's limits", "clamped (50 blocks, 3,000 per "
+          "section, 150 per header)", "a valid message",
+          (f"{K}::test_an_oversized_verdict_is_clamped_and_still_valid",)),
+    # ---------------------------------------------------------------- secrets
+    Fault("secrets", "Hub, Slack and API tokens and the webhook secret in the environment",
+          "redacted from logs (tracebacks included) and error messages; never in the store, "
+          "reports or Slack messages", "-",
+          ("tests/faults/test_secrets.py",
+           "tests/test_observability.py::test_json_lines_with_secrets_redacted",
+           f"{A}::test_wrong_key_is_refused_at_once_and_never_shown",
+           f"{ST}::test_a_store_that_cannot_be_opened_is_a_config_error_without_the_password")),
+)  # fmt: skip
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def markdown() -> str:
+    """The README's reliability table."""
+    lines = ["| kind | fault | what Supersede does | what is kept |", "|---|---|---|---|"]
+    for fault in FAULTS:
+        cells = (fault.group, fault.fault, fault.behaviour, fault.kept)
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown())
