@@ -36,6 +36,25 @@ BACKOFF_BASE_S = 60.0
 BACKOFF_CAP_S = 3600.0
 
 
+def release_of(
+    facts: RepoFacts, source: str, *, title: str | None = None, link: str | None = None
+) -> ModelReleased:
+    """The release event of a Hub repo at the commit ``facts`` describe."""
+    return ModelReleased(
+        source=source,
+        detected_at=now(),
+        repo_id=facts.repo_id,
+        revision=facts.sha,
+        params=facts.params,
+        created_at=facts.created_at,
+        pipeline_tag=facts.pipeline_tag,
+        library_name=facts.library_name,
+        gated=facts.gated,
+        title=title,
+        link=link,
+    )
+
+
 def feed_source(feed: FeedWatch) -> str:
     return f"feed:{feed.name}"
 
@@ -136,19 +155,8 @@ class Discovery:
     def _release(
         self, facts: RepoFacts, source: str, *, title: str | None = None, link: str | None = None
     ) -> ModelReleased:
-        return ModelReleased(
-            source=source,
-            detected_at=now(),
-            repo_id=facts.repo_id,
-            revision=facts.sha,
-            params=facts.params,
-            created_at=facts.created_at,
-            pipeline_tag=facts.pipeline_tag,
-            library_name=facts.library_name,
-            gated=facts.gated,
-            title=title,
-            link=link or f"{self.settings.hub.endpoint.rstrip('/')}/{facts.repo_id}",
-        )
+        hub_page = f"{self.settings.hub.endpoint.rstrip('/')}/{facts.repo_id}"
+        return release_of(facts, source, title=title, link=link or hub_page)
 
     def poll_feed(self, feed: FeedWatch) -> SourceReport:
         """Fetch one feed (conditionally); record and publish its new entries."""

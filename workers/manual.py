@@ -32,21 +32,12 @@ def candidate_event(pipeline: Pipeline, candidate: str) -> ModelReleased:
             )
     if Path(candidate).expanduser().is_dir():
         return ModelReleased(source=MANUAL, detected_at=now(), repo_id=candidate)
+    from watcher.discovery import release_of
     from watcher.sources.hub import HubClient
 
     repo_id, _, revision = candidate.partition("@")
     facts = HubClient(settings).facts(repo_id, revision or None)
-    return ModelReleased(
-        source=MANUAL,
-        detected_at=now(),
-        repo_id=facts.repo_id,
-        revision=facts.sha,
-        params=facts.params,
-        created_at=facts.created_at,
-        pipeline_tag=facts.pipeline_tag,
-        library_name=facts.library_name,
-        gated=facts.gated,
-    )
+    return release_of(facts, MANUAL, link=f"{settings.hub.endpoint.rstrip('/')}/{facts.repo_id}")
 
 
 def rerun(
