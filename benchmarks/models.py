@@ -28,9 +28,11 @@ from config.constants import (
 from config.errors import (
     GatedModelError,
     HubUnavailable,
+    ModelBroken,
     ModelNotFound,
     PickleWeightsRefused,
     RemoteCodeRefused,
+    SupersedeError,
 )
 from config.settings import HubSettings, RuntimeSettings
 
@@ -194,6 +196,21 @@ class ModelResolver:
         files = [s.rfilename for s in (info.siblings or [])]
         check_weight_files(name, files, kind)
         allowed = self._allowed(ref)
+        if kind == "model" and "config.json" in files:
+            # The remote-code policy is checked on config.json alone, before any weight is fetched.
+            with hub_errors(name):
+                from huggingface_hub import hf_hub_download
+
+                config_path = hf_hub_download(
+                    ref.repo_id,
+                    "config.json",
+                    revision=sha,
+                    cache_dir=self.hub.cache_dir,
+                    token=self.token or False,
+                    endpoint=self.hub.endpoint,
+                    etag_timeout=self.hub.timeout_s,
+                )
+            _check_remote_code(name, _read_json(Path(config_path), name), allowed)
         patterns = list(MODEL_FILE_PATTERNS) + (list(REMOTE_CODE_PATTERNS) if allowed else [])
         with hub_errors(name):
             from huggingface_hub import snapshot_download
@@ -243,6 +260,8 @@ class hub_errors:
         from huggingface_hub import errors
 
         name = self.name
+        if type(exc).__name__ == "HFValidationError":
+            raise ModelNotFound(f"{name}: not a valid Hub repo id or revision") from None
         if isinstance(exc, errors.GatedRepoError):
             raise GatedModelError(
                 f"{name}: gated repo and the token has no access: accept its terms on the Hub "
@@ -348,6 +367,28 @@ def adapter_name(adapter: ResolvedModel) -> str:
     return "a_" + hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
+class unreadable:
+    """Context manager: a model whose files cannot be parsed (a corrupt safetensors header, a
+    broken config or tokenizer) is a :class:`ModelBroken` naming it; retrying cannot help."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc is None or isinstance(exc, SupersedeError):
+            return None
+        kind = type(exc).__name__
+        if kind in ("SafetensorError", "HeaderTooLarge", "HeaderTooSmall", "InvalidHeader") or (
+            isinstance(exc, ValueError | KeyError | EOFError | UnicodeDecodeError)
+        ):
+            detail = str(exc).splitlines()[0][:300] if str(exc) else kind
+            raise ModelBroken(f"{self.name}: its files cannot be read ({kind}: {detail})") from None
+        return None
+
+
 def load_model(
     base: ResolvedModel,
     runtime: RuntimeSettings,
@@ -360,26 +401,29 @@ def load_model(
     device = pick_device(runtime)
     dtype = pick_dtype(runtime, device)
     torch_dtype = getattr(torch, dtype)
-    tokenizer = AutoTokenizer.from_pretrained(
-        base.local_dir, trust_remote_code=base.trust_remote_code
-    )
-    model: Any = AutoModelForCausalLM.from_pretrained(
-        base.local_dir,
-        dtype=torch_dtype,
-        use_safetensors=True,
-        trust_remote_code=base.trust_remote_code,
-    )
+    with unreadable(f"{base.name}@{base.revision}"):
+        tokenizer = AutoTokenizer.from_pretrained(
+            base.local_dir, trust_remote_code=base.trust_remote_code
+        )
+        model: Any = AutoModelForCausalLM.from_pretrained(
+            base.local_dir,
+            dtype=torch_dtype,
+            use_safetensors=True,
+            trust_remote_code=base.trust_remote_code,
+        )
     model.to(device)
     model.eval()
     if adapters:
         from peft import PeftModel
 
         first, *rest = adapters
-        model = PeftModel.from_pretrained(
-            model, str(first.local_dir), adapter_name=adapter_name(first), is_trainable=False
-        )
+        with unreadable(f"{first.name}@{first.revision}"):
+            model = PeftModel.from_pretrained(
+                model, str(first.local_dir), adapter_name=adapter_name(first), is_trainable=False
+            )
         for adapter in rest:
-            model.load_adapter(str(adapter.local_dir), adapter_name=adapter_name(adapter))
+            with unreadable(f"{adapter.name}@{adapter.revision}"):
+                model.load_adapter(str(adapter.local_dir), adapter_name=adapter_name(adapter))
         model.to(device)
         model.eval()
     loaded = LoadedModel(model, tokenizer, base, tuple(adapters), device, dtype)

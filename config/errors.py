@@ -7,6 +7,7 @@
     │   ├── ConfigError             bad config file, key or environment variable
     │   ├── TaskFileError           bad task file (unknown key, broken template, missing data)
     │   ├── ModelNotFound           no such repo, revision, file or local path
+    │   ├── ModelBroken             its files cannot be read (corrupt weights, broken config)
     │   ├── ModelRefused            the model exists but is not loaded, on purpose
     │   │   ├── PickleWeightsRefused    only pickle weights (*.bin, *.pt, ...), no safetensors
     │   │   ├── RemoteCodeRefused       config asks for remote code that is not allow-listed
@@ -56,6 +57,11 @@ class TaskFileError(FatalError):
 
 class ModelNotFound(FatalError):
     """The model, adapter, revision or local path does not exist."""
+
+
+class ModelBroken(FatalError):
+    """The model's files exist but cannot be read: a corrupt safetensors header, a broken
+    config or tokenizer. The pinned commit will not change, so retrying cannot help."""
 
 
 class ModelRefused(FatalError):

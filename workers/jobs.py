@@ -177,16 +177,24 @@ class JobStore:
         runnable = (JobRow.state == "queued") | (
             (JobRow.state == "running") & (JobRow.lease_until < moment)
         )
-        if self._set(
-            key,
-            runnable & (JobRow.attempts < max_attempts),
-            state="running",
-            attempts=JobRow.attempts + 1,
-            lease_owner=owner,
-            lease_until=moment + timedelta(seconds=lease_s),
-            started_at=moment,
-        ):
-            return Claim("run", self.get(key))
+        with self._session() as session:
+            # The claim and its read-back are one transaction: if either fails, neither happened.
+            claimed = session.execute(
+                update(JobRow)
+                .where(JobRow.key == key, runnable & (JobRow.attempts < max_attempts))
+                .values(
+                    state="running",
+                    attempts=JobRow.attempts + 1,
+                    lease_owner=owner,
+                    lease_until=moment + timedelta(seconds=lease_s),
+                    started_at=moment,
+                )
+            ).rowcount  # type: ignore[attr-defined]
+            if claimed:
+                row = session.get(JobRow, key)
+                assert row is not None
+                session.refresh(row)
+                return Claim("run", Job.of(row))
         job = self.get(key)
         if job is None or job.state in FINISHED or job.state == "waiting":
             return Claim("finished", job)
@@ -288,10 +296,20 @@ class JobStore:
         """``done``/``failed``/``skipped`` -> ``notified``; False when already notified."""
         return self._set(key, JobRow.state.in_(("done", "failed", "skipped")), state="notified")
 
-    def requeue(self, key: str, *, reset_attempts: bool = False, state: State = "queued") -> bool:
-        """Put a job that is not running back in the queue (or back to ``waiting``)."""
+    def requeue(
+        self,
+        key: str,
+        *,
+        reset_attempts: bool = False,
+        state: State = "queued",
+        queue: str | None = None,
+    ) -> bool:
+        """Put a job that is not running back in the queue (or back to ``waiting``), on
+        ``queue`` when given."""
         values: dict[str, Any] = {"state": state, "queued_at": now(), "lease_owner": None,
                                   "lease_until": None, "finished_at": None}  # fmt: skip
+        if queue is not None:
+            values["queue"] = queue
         if reset_attempts:
             values.update(attempts=0, reason=None, result=None)
         return self._set(key, JobRow.state != "running", **values)

@@ -114,7 +114,7 @@ class Pipeline:
                 payload={"event": payload["event"]},
             )  # fmt: skip
         if rerun:
-            self.jobs.requeue(bench_key, reset_attempts=True)
+            self.jobs.requeue(bench_key, reset_attempts=True, queue=target.queue)
             for child in self.jobs.children(bench_key):
                 self.jobs.requeue(child.key, reset_attempts=True, state="waiting")
         job = self.jobs.get(bench_key)

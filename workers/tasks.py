@@ -52,18 +52,20 @@ def _owner(task: Task) -> str:
 
 
 def _follow(task: Task, step: Step) -> str:
+    # Retries are unbounded here (the tasks say max_retries=None; passing None to retry() would
+    # mean Celery's default of 3): the job store's attempt cap decides when to give up.
     if step.retry_in is not None:
-        raise task.retry(countdown=step.retry_in, max_retries=None)
+        raise task.retry(countdown=step.retry_in)
     return step.outcome
 
 
-@shared_task(name=TASK_BENCHMARK, bind=True)
+@shared_task(name=TASK_BENCHMARK, bind=True, max_retries=None)
 def benchmark(self: Task, key: str) -> str:
     """Score a candidate against every fine-tune's task (GPU queue)."""
     return _follow(self, pipeline_for(self.app).run_benchmark(key, _owner(self)))
 
 
-@shared_task(name=TASK_VERDICT, bind=True)
+@shared_task(name=TASK_VERDICT, bind=True, max_retries=None)
 def verdict(self: Task, key: str) -> str:
     """Decide one fine-tune against the candidate, from the stored scores."""
     return _follow(self, pipeline_for(self.app).run_verdict(key, _owner(self)))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 
 SECRET_HEADER = "X-Webhook-Secret"
 MAIN_REF = "refs/heads/main"
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]{0,95}/[\w.\-]{1,96}$")
+SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
 @dataclass(frozen=True)
@@ -51,16 +54,24 @@ def what_changed(payload: Mapping[str, Any]) -> tuple[str, str | None] | str:
     repo, event = parsed.repo, parsed.event
     if repo.type != "model":
         return f"{repo.type} repo"
+    if not REPO_ID.match(repo.name):
+        raise ValueError(f"not a Hub webhook payload: repo.name {repo.name[:100]!r} is no repo id")
     head = payload.get("repo", {}).get("headSha") or repo.head_sha
+    if head is not None and not (isinstance(head, str) and SHA.match(head)):
+        raise ValueError("not a Hub webhook payload: repo.headSha is not a commit sha")
     if event.scope == "repo" and event.action == "create":
         kind = "created"
     elif event.scope == "repo.content" and event.action == "update":
         main = [ref for ref in parsed.updatedRefs or () if ref.ref == MAIN_REF]
         if not main or not main[0].newSha:
             return "push to a branch other than main"
+        if not SHA.match(main[0].newSha):
+            raise ValueError("not a Hub webhook payload: updatedRefs newSha is not a commit sha")
         head, kind = main[0].newSha, "pushed to main"
     elif event.scope == "repo.config" and event.action == "update":
         config = payload.get("updatedConfig") or {}
+        if not isinstance(config, dict):
+            raise ValueError("not a Hub webhook payload: updatedConfig is not an object")
         if config.get("private") is not False:
             return "configuration change that does not make the repo public"
         kind = "made public"
@@ -88,7 +99,7 @@ class WebhookHandler:
             return Reply(403, {"error": f"wrong {SECRET_HEADER}"})
         try:
             payload = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             return Reply(400, {"error": "body is not JSON"})
         if not isinstance(payload, dict):
             return Reply(400, {"error": "body is not a JSON object"})
@@ -147,7 +158,12 @@ class WebhookServer:
                     return
                 body = self.rfile.read(int(length))
                 headers = {key: value for key, value in self.headers.items()}
-                self._reply(outer.handler.handle(_Caseless(headers), body))
+                try:
+                    reply = outer.handler.handle(_Caseless(headers), body)
+                except Exception:  # a bug: answered and logged, never a dropped connection
+                    log.exception("webhook delivery could not be handled")
+                    reply = Reply(500, {"error": "internal error; the delivery was not recorded"})
+                self._reply(reply)
 
             def _reply(self, reply: Reply, *, drain: bool = False, close: bool = False) -> None:
                 if drain:
