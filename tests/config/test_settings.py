@@ -16,6 +16,7 @@ import config.settings as settings_module
 from config.constants import CONFIG_ENV
 from config.errors import ConfigError
 from config.notify import NotifySettings
+from config.observability import ObservabilitySettings
 from config.settings import PACKAGED_CONFIG, Settings, load_settings, resolve_config_path
 from config.watch import WatchSettings
 from config.workers import WorkersSettings
@@ -45,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "watch": WatchSettings().model_dump(),
     "workers": WorkersSettings().model_dump(),
     "notify": NotifySettings().model_dump(),
+    "observability": ObservabilitySettings().model_dump(),
 }
 
 
