@@ -99,3 +99,29 @@ def test_metrics_come_from_the_store(tmp_path: Path) -> None:
         "supersede_slack_retries_total 1.0",
     ):
         assert line in body, line
+
+
+def test_worker_log_handlers_redact_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restore_logging: None
+) -> None:
+    import io
+
+    from workers.tasks import redact_worker_logs
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"store:\n  url: sqlite:///{tmp_path / 's.db'}\n")
+    monkeypatch.setenv("SUPERSEDE_CONFIG", str(config))
+    monkeypatch.setenv("HF_TOKEN", "hf_worker_secret_value")
+    stream = io.StringIO()
+    logger = logging.getLogger("celery.test-worker")
+    handler = logging.StreamHandler(stream)
+    logger.addHandler(handler)
+    try:
+        redact_worker_logs(logger=logger)
+        redact_worker_logs(logger=logger)  # Celery may call it twice: one filter
+        assert len(handler.filters) == 1
+        logger.error("download failed with token %s", "hf_worker_secret_value")
+    finally:
+        logger.removeHandler(handler)
+    assert "hf_worker_secret_value" not in stream.getvalue()
+    assert "download failed with token ***" in stream.getvalue()

@@ -11,7 +11,12 @@ import socket
 from typing import Any
 
 from celery import Task, shared_task
-from celery.signals import celeryd_init, worker_process_init
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    celeryd_init,
+    worker_process_init,
+)
 
 from config.constants import (
     TASK_BENCHMARK,
@@ -131,3 +136,23 @@ def _gpu_workers_recycle_children(sender: Any = None, conf: Any = None, **kwargs
 def _fresh_connections(**kwargs: Any) -> None:
     # Database connections must not cross a fork.
     _pipelines.clear()
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def redact_worker_logs(logger: logging.Logger | None = None, **kwargs: Any) -> None:
+    """Celery sets up the worker's own log handlers: every configured secret (tokens, API keys,
+    the webhook secret) is replaced by ``***`` in them too, tracebacks included."""
+    from config.logs import Redact
+    from config.settings import load_settings, secret_values
+
+    try:
+        secrets = secret_values(load_settings())
+    except Exception:  # a bad config is reported by the worker itself; redact what we can
+        secrets = []
+    targets = [logger] if logger is not None else []
+    targets.append(logging.getLogger())
+    for target in targets:
+        for handler in target.handlers:
+            if not any(isinstance(f, Redact) for f in handler.filters):
+                handler.addFilter(Redact(secrets))
