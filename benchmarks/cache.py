@@ -99,6 +99,19 @@ def make_engine(url: str) -> Engine:
         raise ConfigError(f"store.url {safe_url(url)!r} cannot be used: {shown}") from None
 
 
+def insert_once(session: Session, table: Any, values: Mapping[str, Any]) -> bool:
+    """``INSERT ... ON CONFLICT DO NOTHING`` on SQLite and PostgreSQL; True when the row is new.
+
+    Novelty comes from ``RETURNING``, not ``rowcount``: psycopg reports -1 for such an insert.
+    """
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    key = next(iter(table.__table__.primary_key.columns))
+    statement = dialect.insert(table).values(**values).on_conflict_do_nothing().returning(key)
+    return session.execute(statement).first() is not None
+
+
 def create_tables(metadata: MetaData, engine: Engine, url: str) -> None:
     """Create ``metadata``'s tables if missing. Two processes opening a new store at once race
     to create them; the loser finds them made and goes on."""

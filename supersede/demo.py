@@ -113,7 +113,7 @@ def run_demo(
 ) -> tuple[list[Outcome], Path]:
     """Run the demo; returns each release's outcome and the config file written."""
     from config.settings import load_settings
-    from supersede.job_commands import _pipeline, check_broker
+    from supersede.job_commands import build_pipeline, check_broker
     from supersede.localhub.feeds import FeedServer
     from supersede.localhub.hub import HubServer
     from supersede.zoo import build_zoo, read_jsonl
@@ -137,7 +137,7 @@ def run_demo(
         feed_url = feeds.publish(FEED_PATH, _feed([]))
         config = write_config(workdir, hub.url, feed_url, broker)
         settings = load_settings(config)
-        app, pipeline = _pipeline(settings)
+        app, pipeline = build_pipeline(settings)
         check_broker(app, broker_url(settings))
         state = WatchState(settings.store.url)
         discovery = Discovery(settings, state, QueuePublisher(pipeline))

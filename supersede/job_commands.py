@@ -23,7 +23,7 @@ from supersede.console import (
 )
 
 
-def _pipeline(settings: Any) -> tuple[Any, Any]:
+def build_pipeline(settings: Any) -> tuple[Any, Any]:
     """The Celery app and a pipeline that sends through it."""
     from workers.app import make_app
     from workers.jobs import JobStore
@@ -76,7 +76,7 @@ def run(
     try:
         settings = load_settings(config)
         configure_logging(settings, verbose)
-        app, pipeline = _pipeline(settings)
+        app, pipeline = build_pipeline(settings)
         check_broker(app, broker_url(settings))
         state = WatchState(settings.store.url)
         discovery = Discovery(settings, state, QueuePublisher(pipeline))
@@ -116,7 +116,7 @@ def rerun(
 
     try:
         settings = load_settings(config)
-        app, pipeline = _pipeline(settings)
+        app, pipeline = build_pipeline(settings)
         check_broker(app, broker_url(settings))
         keys = plan_rerun(pipeline, candidate, finetune=finetune, queue=queue)
     except SupersedeError as exc:

@@ -34,10 +34,9 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from benchmarks.cache import create_tables, make_engine
+from benchmarks.cache import create_tables, insert_once, make_engine
 from watcher.events import Announcement, Event, ModelReleased
 
 _EVENT = TypeAdapter[ModelReleased | Announcement](Event)
@@ -151,7 +150,6 @@ class WatchState:
     # ------------------------------------------------------------------ seen releases
 
     def _insert(self, session: Session, row: NewRow) -> bool:
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         values = {
             "key": row.key,
             "kind": row.kind,
@@ -161,11 +159,7 @@ class WatchState:
             "event": row.event.model_dump(mode="json") if row.event else None,
             "detected_at": now(),
         }
-        statement = (
-            dialect.insert(Seen).values(**values).on_conflict_do_nothing().returning(Seen.id)
-        )
-        # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
-        return session.execute(statement).first() is not None
+        return insert_once(session, Seen, values)
 
     def record(self, rows: list[NewRow]) -> list[bool]:
         """Insert ``rows`` in one transaction; for each, whether it was new."""
@@ -296,13 +290,8 @@ class WatchState:
     def acquire_lock(self, name: str, owner: str, ttl_s: float) -> str | None:
         """Take or renew the lease ``name``; None on success, else a description of the holder."""
         stale = now() - timedelta(seconds=ttl_s)
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         with self._session() as session:
-            session.execute(
-                dialect.insert(LockRow)
-                .values(name=name, owner=owner, heartbeat_at=now())
-                .on_conflict_do_nothing()
-            )
+            insert_once(session, LockRow, {"name": name, "owner": owner, "heartbeat_at": now()})
             taken = session.execute(
                 update(LockRow)
                 .where(LockRow.name == name)

@@ -25,10 +25,9 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import JSON, DateTime, Integer, String, Text, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from benchmarks.cache import create_tables, make_engine
+from benchmarks.cache import create_tables, insert_once, make_engine
 from config.constants import ENGINE_VERSION
 from watcher.state import now, utc
 
@@ -147,19 +146,11 @@ class JobStore:
 
     def add(self, **fields: Any) -> bool:
         """Insert a job; False when one with the same key exists (it is left as it is)."""
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         values = {"attempts": 0, "created_at": now(), **fields}
         if values.get("state") == "queued":
             values.setdefault("queued_at", now())
         with self._session() as session:
-            statement = (
-                dialect.insert(JobRow)
-                .values(**values)
-                .on_conflict_do_nothing()
-                .returning(JobRow.key)
-            )
-            # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
-            return session.execute(statement).first() is not None
+            return insert_once(session, JobRow, values)
 
     def get(self, key: str) -> Job | None:
         with Session(self.engine) as session:
@@ -290,6 +281,15 @@ class JobStore:
     def children(self, parent: str) -> list[Job]:
         with Session(self.engine) as session:
             rows = session.scalars(select(JobRow).where(JobRow.parent == parent)).all()
+            return [Job.of(row) for row in rows]
+
+    def waiting_parents(self) -> list[Job]:
+        """The jobs that have a child still ``waiting`` for them (for the reconciler)."""
+        waiting = select(JobRow.parent).where(JobRow.state == "waiting", JobRow.parent.is_not(None))
+        with Session(self.engine) as session:
+            rows = session.scalars(
+                select(JobRow).where(JobRow.key.in_(waiting.scalar_subquery())).order_by(JobRow.key)
+            ).all()
             return [Job.of(row) for row in rows]
 
     def mark_notified(self, key: str) -> bool:

@@ -311,7 +311,7 @@ class Pipeline:
             self.jobs.touch(job.key)
             self.send(task, job.key, job.queue)
             counts["resent"] += 1
-        for parent in self._parents_with_waiting_children():
+        for parent in self.jobs.waiting_parents():
             if parent.state == "done":
                 for child in self.jobs.release_waiting(parent.key):
                     if child.state == "queued":
@@ -328,9 +328,3 @@ class Pipeline:
             self.send(TASK_NOTIFY, job.key, DEFAULT_QUEUE)
             counts["renotified"] += 1
         return counts
-
-    def _parents_with_waiting_children(self) -> list[Job]:
-        waiting = [job for job in self.jobs.list(limit=10_000) if job.state == "waiting"]
-        parents = {job.parent for job in waiting if job.parent}
-        found = [self.jobs.get(key) for key in sorted(parents)]
-        return [job for job in found if job is not None]

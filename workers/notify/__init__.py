@@ -29,11 +29,3 @@ def make_notifier(settings: Settings) -> Notifier:
 
     return ConsoleNotifier(settings)
 
-
-class LogNotifier:
-    """Writes each message's fallback text to the log (for workers whose output is a log)."""
-
-    def send(self, job: Job) -> None:
-        from workers.notify.blocks import for_job
-
-        log.info("notify: %s", for_job(job, "https://huggingface.co").text)

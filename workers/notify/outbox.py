@@ -15,10 +15,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import DateTime, Integer, String, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from benchmarks.cache import create_tables, make_engine
+from benchmarks.cache import create_tables, insert_once, make_engine
 from watcher.state import now, utc
 
 
@@ -78,7 +77,6 @@ class Outbox:
 
     def record(self, key: str, job: str, channel: str, thread_ts: str | None, hashed: str) -> None:
         """A message about to be posted (kept as it is when already recorded)."""
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         values = {
             "key": key,
             "job": job,
@@ -90,7 +88,7 @@ class Outbox:
             "created_at": now(),
         }
         with Session(self.engine) as session, session.begin():
-            session.execute(dialect.insert(DeliveryRow).values(**values).on_conflict_do_nothing())
+            insert_once(session, DeliveryRow, values)
 
     def attempt(self, key: str) -> None:
         with Session(self.engine) as session, session.begin():
