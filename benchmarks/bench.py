@@ -55,10 +55,14 @@ def bench(
     prompt: PromptSettings | None = None,
     progress: ProgressSink | None = None,
     store: ResultStore | None = None,
+    hardware: str = "local",
 ) -> BenchOutcome:
     """Score ``model`` (+ ``adapter``) on the task file; reuse a stored result when allowed.
 
-    With ``use_cache=False`` the model is always run, and the fresh result is stored.
+    ``hardware`` names the hardware class the run stands for (a worker's queue, or ``local``):
+    it is part of the result's key with the device type and dtype, because the run's timings
+    become the serving cost, and a cost measured on other hardware does not compare. With
+    ``use_cache=False`` the model is always run, and the fresh result is stored.
     """
     started = time.perf_counter()
     runtime = settings.runtime
@@ -82,6 +86,7 @@ def bench(
         "adapter_revision": lora.revision if lora else None,
         "dtype": dtype,
         "device_type": chosen_device.split(":")[0],
+        "hardware": hardware,
         "task": task.name,
         "task_hash": task.content_hash,
         "data_hash": task.data_hash,

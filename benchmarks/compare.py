@@ -1,33 +1,47 @@
-"""One comparison, end to end: the fine-tune against a candidate on the fine-tune's own task.
+"""One comparison: score both sides where this process runs (I/O), then judge (pure).
 
-The fine-tune side comes from the result store when it is there (it is computed once per
-fine-tune and engine version); the candidate is a Hub model, a local folder, or a configured
-API candidate. A side that fails for good (a refused or missing model, a rejected request) makes
-the verdict ``INCONCLUSIVE`` with the reason; a temporary failure is raised, to be retried.
+* :func:`score_finetune` and :func:`score_candidate` score one side each on the fine-tune's task,
+  answering from the result store when the same model, revision, task, settings, dtype, device
+  type and hardware class were scored before. The benchmark job calls them on its GPU queue.
+* :func:`judge` decides from two results and the settings: no Hub, no model, no store.
+* :func:`judge_stored` reads two results back from the store by key and judges them: the
+  verdict job, and ``supersede compare --stored``.
+* :func:`compare` scores both sides here and judges them: ``supersede compare``.
+
+A side that fails for good (a refused or missing model, a rejected request) makes the verdict
+``INCONCLUSIVE`` with the reason; a temporary failure is raised, to be retried.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from benchmarks import cost
-from benchmarks.bench import BenchOutcome, ProgressSink, bench
-from benchmarks.cache import ResultStore
+from benchmarks.bench import ProgressSink, bench
+from benchmarks.cache import ResultStore, result_key
 from benchmarks.runner import RunResult
+from benchmarks.sides import PairScores, ScoredSide
 from benchmarks.stats import compare_paired
 from benchmarks.tasks import load_task
 from benchmarks.verdict import VerdictReport, decide
 from config.errors import FatalError
-from config.settings import ApiCandidate, Settings, api_key, finetune, task_path
+from config.settings import ApiCandidate, FineTune, Settings, api_key, finetune, task_path
+
+#: The hardware class of a side scored from the command line rather than on a worker's queue.
+LOCAL = "local"
 
 
 @dataclass(frozen=True)
-class _Side:
-    name: str
+class Scored:
+    """A side's result with its record (what the benchmark job stores on the job)."""
+
+    side: ScoredSide
     result: RunResult
-    cost: cost.ServingCost
-    details: dict[str, object]
+
+
+class MissingResult(FatalError):
+    """A result a verdict needs is no longer in the store (the store was wiped or pruned)."""
 
 
 def api_candidate(settings: Settings, name: str) -> ApiCandidate | None:
@@ -35,126 +49,83 @@ def api_candidate(settings: Settings, name: str) -> ApiCandidate | None:
     return next((a for a in settings.api_candidates if a.name == name), None)
 
 
-def compare(
+# ---------------------------------------------------------------------------------- scoring
+
+
+def score_finetune(
     settings: Settings,
-    finetune_name: str,
-    candidate: str,
+    ft: FineTune,
     *,
+    hardware: str = LOCAL,
     limit: int | None = None,
     use_cache: bool = True,
     progress: ProgressSink | None = None,
-    api: ApiCandidate | None = None,
-) -> VerdictReport:
-    """Score both sides on the fine-tune's task and decide (see :mod:`benchmarks.verdict`).
-
-    ``candidate`` is a Hub id, a folder or the name of a configured API candidate; ``api`` gives
-    an API candidate that is not in the config (one a vendor feed announced).
-    """
-    ft = finetune(settings, finetune_name)
-    task_file = task_path(settings, ft.task)
-    store = ResultStore(settings.store.url)
-    api = api or api_candidate(settings, candidate)
-    failure = None
-    ft_side = cand_side = None
-    try:
-        ft_side = _self_hosted(
-            settings,
-            bench(
-                settings,
-                ft.model_ref,
-                task_file,
-                adapter=ft.adapter,
-                limit=limit,
-                prompt=ft.prompt,
-                use_cache=use_cache,
-                progress=progress,
-                store=store,
-            ),
-        )
-    except FatalError as exc:
-        failure = f"the fine-tune {ft.name} could not be scored: {exc}"
-    if failure is None:
-        try:
-            if api is not None:
-                cand_side = _api(settings, api, task_file, limit, store, use_cache=use_cache)
-            else:
-                cand_side = _self_hosted(
-                    settings,
-                    bench(
-                        settings,
-                        candidate,
-                        task_file,
-                        limit=limit,
-                        prompt=settings.candidates.prompt,
-                        use_cache=use_cache,
-                        progress=progress,
-                        store=store,
-                    ),
-                )
-        except FatalError as exc:
-            failure = f"{candidate} could not be scored: {exc}"
-    comparison = None
-    if ft_side is not None and cand_side is not None:
-        comparison = compare_paired(
-            ft_side.result.outcomes,
-            cand_side.result.outcomes,
-            margin=settings.verdict.margin,
-            confidence=settings.verdict.confidence,
-            resamples=settings.verdict.bootstrap_resamples,
-            seed=settings.verdict.seed,
-        )
-    report = decide(
-        finetune=ft.name,
-        candidate=cand_side.name if cand_side else candidate,
-        task=ft_side.result.task if ft_side else ft.task,
-        metric=ft_side.result.metric if ft_side else "",
-        economics=ft.economics,
-        rules=settings.verdict,
-        comparison=comparison,
-        cost_finetune=ft_side.cost if ft_side else None,
-        cost_candidate=cand_side.cost if cand_side else None,
-        open_weights=api.open_weights if api is not None else True,
-        failure=failure,
-    )
-    details = {
-        "finetune": ft_side.details if ft_side else None,
-        "candidate": cand_side.details if cand_side else None,
-    }
-    return _with_details(report, details)
-
-
-def _self_hosted(settings: Settings, outcome: BenchOutcome) -> _Side:
+    store: ResultStore | None = None,
+) -> Scored:
+    """The deployed fine-tune (base + adapter, or a full fine-tune) on its own task."""
+    outcome = bench(
+        settings, ft.model_ref, task_path(settings, ft.task), adapter=ft.adapter, limit=limit,
+        prompt=ft.prompt, use_cache=use_cache, progress=progress, store=store, hardware=hardware,
+    )  # fmt: skip
     identity = outcome.identity
     name = identity["model"] + (f" + {identity['adapter']}" if identity["adapter"] else "")
-    return _Side(
-        name=identity["model"],
-        result=outcome.result,
-        cost=cost.self_hosted(outcome.result, settings.serving.gpu_hour_usd, outcome.device),
-        details={
-            "model": name,
-            "model_revision": identity["model_revision"],
-            "adapter_revision": identity["adapter_revision"],
-            "cached": outcome.cached,
-            "key": outcome.key,
-            "score": outcome.result.score,
-            "stderr": outcome.result.stderr,
-        },
-    )
+    side = ScoredSide(
+        key=outcome.key, kind="self-hosted", model=name,
+        model_revision=identity["model_revision"], adapter_revision=identity["adapter_revision"],
+        device=outcome.device, dtype=outcome.dtype, hardware=hardware, cached=outcome.cached,
+        score=outcome.result.score, stderr=outcome.result.stderr,
+    )  # fmt: skip
+    return Scored(side, outcome.result)
+
+
+def score_candidate(
+    settings: Settings,
+    ft: FineTune,
+    candidate: str,
+    *,
+    api: ApiCandidate | None = None,
+    hardware: str = LOCAL,
+    limit: int | None = None,
+    use_cache: bool = True,
+    progress: ProgressSink | None = None,
+    store: ResultStore | None = None,
+) -> Scored:
+    """A candidate (Hub id, folder, or the API candidate ``api``) on the fine-tune's task, with
+    the candidates' prompt settings."""
+    task_file = task_path(settings, ft.task)
+    if api is not None:
+        store = store or ResultStore(settings.store.url)
+        key, result, cached = api_result(settings, api, task_file, limit, store, use_cache)
+        side = ScoredSide(
+            key=key, kind="api", model=api.model, endpoint=api.base_url, cached=cached,
+            score=result.score, stderr=result.stderr,
+        )  # fmt: skip
+        return Scored(side, result)
+    outcome = bench(
+        settings, candidate, task_file, limit=limit, prompt=settings.candidates.prompt,
+        use_cache=use_cache, progress=progress, store=store, hardware=hardware,
+    )  # fmt: skip
+    identity = outcome.identity
+    side = ScoredSide(
+        key=outcome.key, kind="self-hosted", model=identity["model"],
+        model_revision=identity["model_revision"], device=outcome.device, dtype=outcome.dtype,
+        hardware=hardware, cached=outcome.cached, score=outcome.result.score,
+        stderr=outcome.result.stderr,
+    )  # fmt: skip
+    return Scored(side, outcome.result)
 
 
 def api_result(
     settings: Settings,
     candidate: ApiCandidate,
-    task_file: object,
+    task_file: str | Path,
     limit: int | None,
     store: ResultStore,
-    *,
     use_cache: bool = True,
-) -> RunResult:
-    """An API candidate's answers on a task, from the result store when they are there (the
-    endpoint's model name, URL and prompt settings are part of the key)."""
+) -> tuple[str, RunResult, bool]:
+    """An API candidate's answers on a task: ``(key, result, cached)``, from the result store
+    when they are there (the endpoint's model name, URL and prompt settings are in the key)."""
     from benchmarks.api import run_api_task
-    from benchmarks.cache import result_key
 
     task = load_task(str(task_file))
     identity = {
@@ -172,43 +143,153 @@ def api_result(
     key = result_key(identity)
     hit = store.get(key) if use_cache else None
     if hit is not None:
-        return hit[0]
+        return key, hit[0], True
     result = run_api_task(
-        candidate,
-        task,
-        api_key=api_key(candidate),
-        limit=limit,
-        prompt=settings.candidates.prompt,
+        candidate, task, api_key=api_key(candidate), limit=limit, prompt=settings.candidates.prompt
     )
     store.put(key, identity, result)
-    return result
+    return key, result, False
 
 
-def _api(
+# ---------------------------------------------------------------------------------- judging
+
+
+def judge(
     settings: Settings,
-    candidate: ApiCandidate,
-    task_file: object,
-    limit: int | None,
+    ft: FineTune,
+    candidate: str,
+    *,
+    finetune_side: Scored | None,
+    candidate_side: Scored | None,
+    api: ApiCandidate | None = None,
+    failure: str | None = None,
+) -> VerdictReport:
+    """The verdict on two scored sides (see :mod:`benchmarks.verdict`). Pure: the same results
+    and settings give the same report (the bootstrap is seeded by ``verdict.seed``)."""
+    comparison = cost_ft = cost_cand = None
+    if finetune_side is not None and candidate_side is not None and failure is None:
+        comparison = compare_paired(
+            finetune_side.result.outcomes,
+            candidate_side.result.outcomes,
+            margin=settings.verdict.margin,
+            confidence=settings.verdict.confidence,
+            resamples=settings.verdict.bootstrap_resamples,
+            seed=settings.verdict.seed,
+        )
+        cost_ft = _cost(settings, finetune_side, None)
+        cost_cand = _cost(settings, candidate_side, api)
+    shown = candidate_side.side.model if candidate_side else candidate
+    if api is not None:
+        shown = api.name
+    report = decide(
+        finetune=ft.name,
+        candidate=shown,
+        task=finetune_side.result.task if finetune_side else ft.task,
+        metric=finetune_side.result.metric if finetune_side else "",
+        economics=ft.economics,
+        rules=settings.verdict,
+        comparison=comparison,
+        cost_finetune=cost_ft,
+        cost_candidate=cost_cand,
+        open_weights=api.open_weights if api is not None else True,
+        failure=failure,
+    )
+    details = {
+        "finetune": _details(finetune_side),
+        "candidate": _details(candidate_side),
+    }
+    return replace(report, details={**report.details, **details})
+
+
+def _cost(settings: Settings, scored: Scored, api: ApiCandidate | None) -> cost.ServingCost:
+    if scored.side.kind == "api":
+        if api is None:
+            raise FatalError(f"{scored.side.model}: the API candidate's prices are not configured")
+        return cost.api(scored.result, api)
+    where = f"{scored.side.device or 'cpu'} ({scored.side.dtype})"
+    return cost.self_hosted(scored.result, settings.serving.gpu_hour_usd, where)
+
+
+def _details(scored: Scored | None) -> dict[str, object] | None:
+    if scored is None:
+        return None
+    extra = {k: v for k, v in scored.result.extra.items() if k != "cost_usd"}
+    return {**extra, **scored.side.model_dump(), "scored_on": scored.side.scored_on}
+
+
+def judge_stored(
+    settings: Settings,
+    ft: FineTune,
+    pair: PairScores,
     store: ResultStore,
     *,
-    use_cache: bool = True,
-) -> _Side:
-    result = api_result(settings, candidate, task_file, limit, store, use_cache=use_cache)
-    return _Side(
-        name=candidate.name,
-        result=result,
-        cost=cost.api(result, candidate),
-        details={
-            "model": candidate.model,
-            "endpoint": candidate.base_url,
-            "score": result.score,
-            "stderr": result.stderr,
-            **{k: v for k, v in result.extra.items() if k != "cost_usd"},
-        },
+    api: ApiCandidate | None = None,
+) -> VerdictReport:
+    """Judge a pair a benchmark job recorded, reading both results from the store by key.
+
+    Raises :class:`MissingResult` when either result is gone. Both sides must have been scored
+    on the same hardware class, so their serving costs compare like with like.
+    """
+    sides: list[Scored] = []
+    for record in (pair.finetune, pair.candidate):
+        hit = store.get(record.key)
+        if hit is None:
+            raise MissingResult(
+                f"the stored result of {record.model} on {pair.task} ({record.key[:12]}) is gone"
+            )
+        sides.append(Scored(record, hit[0]))
+    ft_side, cand_side = sides
+    same = (ft_side.side.hardware, ft_side.side.dtype) == (
+        cand_side.side.hardware,
+        cand_side.side.dtype,
+    )
+    if cand_side.side.kind == "self-hosted" and not same:
+        raise FatalError(
+            f"{ft.name}: the fine-tune was scored on {ft_side.side.scored_on} and the candidate "
+            f"on {cand_side.side.scored_on}; their costs do not compare"
+        )
+    return judge(
+        settings, ft, cand_side.side.model, finetune_side=ft_side, candidate_side=cand_side, api=api
     )
 
 
-def _with_details(report: VerdictReport, details: dict[str, Any]) -> VerdictReport:
-    from dataclasses import replace
+def compare(
+    settings: Settings,
+    finetune_name: str,
+    candidate: str,
+    *,
+    limit: int | None = None,
+    use_cache: bool = True,
+    progress: ProgressSink | None = None,
+    api: ApiCandidate | None = None,
+    hardware: str = LOCAL,
+) -> VerdictReport:
+    """Score both sides on the fine-tune's task, here, and judge them.
 
-    return replace(report, details={**report.details, **details})
+    ``candidate`` is a Hub id, a folder or the name of a configured API candidate; ``api`` gives
+    an API candidate that is not in the config (one a vendor feed announced).
+    """
+    ft = finetune(settings, finetune_name)
+    store = ResultStore(settings.store.url)
+    api = api or api_candidate(settings, candidate)
+    ft_side = cand_side = None
+    failure = None
+    try:
+        ft_side = score_finetune(
+            settings, ft, hardware=hardware, limit=limit, use_cache=use_cache, progress=progress,
+            store=store,
+        )  # fmt: skip
+    except FatalError as exc:
+        failure = f"the fine-tune {ft.name} could not be scored: {exc}"
+    if failure is None:
+        try:
+            cand_side = score_candidate(
+                settings, ft, candidate, api=api, hardware=hardware, limit=limit,
+                use_cache=use_cache, progress=progress, store=store,
+            )  # fmt: skip
+        except FatalError as exc:
+            failure = f"{candidate} could not be scored: {exc}"
+    return judge(
+        settings, ft, candidate, finetune_side=ft_side, candidate_side=cand_side, api=api,
+        failure=failure,
+    )  # fmt: skip

@@ -38,6 +38,15 @@ class WorkersSettings(BaseModel):
     )
     reconcile_every: Duration = Field(60.0, ge=1, description="How often stuck jobs are sought.")
     retry_backoff: Duration = Field(30.0, ge=0, description="Wait before retrying a failed try.")
+    notify_retry: Duration = Field(
+        60.0,
+        ge=1,
+        description="A finished job not yet told to people is notified again after this; after "
+        "a failed notification the wait doubles each time, up to notify_retry_max.",
+    )
+    notify_retry_max: Duration = Field(
+        3600.0, ge=1, description="The longest wait between two failed notifications."
+    )
 
     @model_validator(mode="after")
     def _limits(self) -> WorkersSettings:

@@ -218,6 +218,13 @@ def _verdict_view(report: Any) -> Table:
             f"fine-tune {usd(report.monthly_cost_finetune)} (with upkeep), candidate "
             f"{usd(report.monthly_cost_candidate)}; savings {usd(report.monthly_savings_usd)}",
         )
+        where = [
+            f"{side} on {report.details[side]['scored_on']}"
+            for side in ("finetune", "candidate")
+            if isinstance(report.details.get(side), dict) and "scored_on" in report.details[side]
+        ]
+        if where:
+            table.add_row("scored", "; ".join(where).replace("finetune", "fine-tune"))
     table.add_row("ROI", report.summary)
     if report.hint:
         table.add_row("hint", report.hint)
@@ -239,6 +246,14 @@ def compare(
     ],
     limit: LimitOption = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Re-run both sides.")] = False,
+    stored: Annotated[
+        bool,
+        typer.Option(
+            "--stored",
+            help="Judge the results the pipeline's newest benchmark of the candidate stored (no "
+            "Hub, no model), with the current verdict settings.",
+        ),
+    ] = False,
     as_json: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
@@ -249,15 +264,20 @@ def compare(
 
     try:
         settings = load_settings(config)
-        with _RichProgress(enabled=not as_json and err.is_terminal) as progress:
-            report = run_compare(
-                settings,
-                finetune,
-                candidate,
-                limit=limit,
-                use_cache=not no_cache,
-                progress=progress,
-            )
+        if stored:
+            from workers.manual import stored_verdict
+
+            report = stored_verdict(settings, finetune, candidate)
+        else:
+            with _RichProgress(enabled=not as_json and err.is_terminal) as progress:
+                report = run_compare(
+                    settings,
+                    finetune,
+                    candidate,
+                    limit=limit,
+                    use_cache=not no_cache,
+                    progress=progress,
+                )
     except SupersedeError as exc:
         raise fail(exc) from None
     if as_json:

@@ -60,6 +60,13 @@ class JobRow(JobBase):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     lease_owner: Mapped[str | None] = mapped_column(String(256), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: 1 when the last message sent for this job was refused (broker down): the reconciler
+    #: sends it again at its next pass.
+    unsent: Mapped[int] = mapped_column(Integer, default=0)
+    #: Failed notifications so far, the last one's reason, and when to try again.
+    notify_tries: Mapped[int] = mapped_column(Integer, default=0)
+    notify_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    notify_due: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,10 @@ class Job:
     finished_at: datetime | None
     lease_owner: str | None
     lease_until: datetime | None
+    unsent: bool = False
+    notify_tries: int = 0
+    notify_error: str | None = None
+    notify_due: datetime | None = None
 
     @classmethod
     def of(cls, row: JobRow) -> Job:
@@ -104,6 +115,10 @@ class Job:
             finished_at=utc(row.finished_at),
             lease_owner=row.lease_owner,
             lease_until=utc(row.lease_until),
+            unsent=bool(row.unsent),
+            notify_tries=row.notify_tries or 0,
+            notify_error=row.notify_error,
+            notify_due=utc(row.notify_due),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -146,7 +161,7 @@ class JobStore:
 
     def add(self, **fields: Any) -> bool:
         """Insert a job; False when one with the same key exists (it is left as it is)."""
-        values = {"attempts": 0, "created_at": now(), **fields}
+        values = {"attempts": 0, "unsent": 0, "notify_tries": 0, "created_at": now(), **fields}
         if values.get("state") == "queued":
             values.setdefault("queued_at", now())
         with self._session() as session:
@@ -294,7 +309,10 @@ class JobStore:
 
     def mark_notified(self, key: str) -> bool:
         """``done``/``failed``/``skipped`` -> ``notified``; False when already notified."""
-        return self._set(key, JobRow.state.in_(("done", "failed", "skipped")), state="notified")
+        return self._set(
+            key, JobRow.state.in_(("done", "failed", "skipped")), state="notified",
+            notify_error=None, notify_due=None,
+        )  # fmt: skip
 
     def requeue(
         self,
@@ -315,13 +333,15 @@ class JobStore:
         return self._set(key, JobRow.state != "running", **values)
 
     def stuck(self, queued_timeout_s: float) -> list[Job]:
-        """Queued too long without starting, or running under an expired lease."""
+        """Queued too long without starting, queued but never sent (the broker refused the
+        message), or running under an expired lease."""
         moment = now()
         with Session(self.engine) as session:
             rows = session.scalars(
                 select(JobRow).where(
                     ((JobRow.state == "queued")
-                     & (JobRow.queued_at < moment - timedelta(seconds=queued_timeout_s)))
+                     & ((JobRow.queued_at < moment - timedelta(seconds=queued_timeout_s))
+                        | (JobRow.unsent == 1)))
                     | ((JobRow.state == "running") & (JobRow.lease_until < moment))
                 )
             ).all()  # fmt: skip
@@ -329,18 +349,76 @@ class JobStore:
 
     def touch(self, key: str) -> None:
         """A queued job was just sent again: restart its queued clock."""
-        self._set(key, JobRow.state == "queued", queued_at=now())
+        self._set(key, JobRow.state == "queued", queued_at=now(), unsent=0)
+
+    def mark_unsent(self, key: str) -> None:
+        """The task message of queued job ``key`` could not be sent: the reconciler's next pass
+        sends it again."""
+        self._set(key, JobRow.state == "queued", unsent=1)
+
+    def notify_later(self, key: str, seconds: float) -> None:
+        """The finished job ``key`` is due a notification in ``seconds`` (0: at the reconciler's
+        next pass)."""
+        self._set(
+            key,
+            JobRow.state.in_(("done", "failed", "skipped")),
+            notify_due=now() + timedelta(seconds=seconds),
+        )
+
+    def notify_failed(self, key: str, reason: str, retry_in_s: float) -> int:
+        """A notification failed: keep the reason, try again in ``retry_in_s``; returns how many
+        notifications of ``key`` have failed so far (this one included)."""
+        with self._session() as session:
+            session.execute(
+                update(JobRow)
+                .where(JobRow.key == key, JobRow.state.in_(("done", "failed", "skipped")))
+                .values(
+                    notify_tries=JobRow.notify_tries + 1,
+                    notify_error=reason[:2000],
+                    notify_due=now() + timedelta(seconds=retry_in_s),
+                )
+            )
+            row = session.get(JobRow, key)
+            return (row.notify_tries or 0) if row is not None else 0
 
     def unnotified(self, older_than_s: float) -> list[Job]:
-        """Finished jobs whose notification has not been confirmed for a while."""
-        cutoff = now() - timedelta(seconds=older_than_s)
+        """Finished jobs due a notification: never confirmed for ``older_than_s`` (a lost
+        message), or whose failed notification's back-off has run out."""
+        moment = now()
+        cutoff = moment - timedelta(seconds=older_than_s)
         with Session(self.engine) as session:
             rows = session.scalars(
                 select(JobRow).where(
                     JobRow.state.in_(("done", "failed", "skipped")),
                     JobRow.kind != "benchmark",
-                    JobRow.finished_at < cutoff,
+                    ((JobRow.notify_due.is_(None)) & (JobRow.finished_at < cutoff))
+                    | (JobRow.notify_due <= moment),
                 )
+            ).all()
+            return [Job.of(row) for row in rows]
+
+    def wait_again(self, key: str, owner: str, reason: str) -> bool:
+        """Our running job goes back to ``waiting`` for its parent (which is being run again);
+        False when the lease was lost."""
+        return self._set(
+            key,
+            (JobRow.state == "running") & (JobRow.lease_owner == owner),
+            state="waiting", reason=reason[:4000], lease_owner=None, lease_until=None,
+        )  # fmt: skip
+
+    def benchmarks(self, candidate: str) -> list[Job]:
+        """The benchmark jobs of ``candidate`` (exactly, pinned ``candidate@sha``, or
+        ``api:candidate``), the newest finished first."""
+        wanted = (
+            (JobRow.candidate == candidate)
+            | (JobRow.candidate == f"api:{candidate}")
+            | JobRow.candidate.startswith(candidate + "@", autoescape=True)
+        )
+        with Session(self.engine) as session:
+            rows = session.scalars(
+                select(JobRow)
+                .where(JobRow.kind == "benchmark", wanted)
+                .order_by(JobRow.finished_at.desc())
             ).all()
             return [Job.of(row) for row in rows]
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from benchmarks.verdict import VerdictReport
 from config.errors import ConfigError
+from config.settings import Settings
 from config.settings import finetune as configured_finetune
 from watcher.events import ApiModel, ModelReleased
 from watcher.state import now
@@ -54,3 +56,32 @@ def rerun(
     event = candidate_event(pipeline, candidate)
     chosen = (finetune,) if finetune else None
     return pipeline.plan(event, finetunes=chosen, queue=queue, rerun=True)
+
+
+def stored_verdict(settings: Settings, finetune: str, candidate: str) -> VerdictReport:
+    """The verdict on ``candidate`` (a Hub id[@revision], folder or API model name) against
+    ``finetune`` from the results the newest finished benchmark job recorded, judged with the
+    current verdict settings: no Hub request, no model (``supersede compare --stored``)."""
+    from benchmarks.cache import ResultStore
+    from benchmarks.compare import api_candidate, judge_stored
+    from benchmarks.sides import BenchmarkScores
+    from workers.jobs import JobStore
+    from workers.pipeline import api_candidate as event_api
+
+    ft = configured_finetune(settings, finetune)
+    for job in JobStore(settings.store.url).benchmarks(candidate):
+        if job.state not in ("done", "notified") or not job.result:
+            continue
+        try:
+            pairs = BenchmarkScores.model_validate(job.result).pairs
+        except ValueError:
+            continue  # recorded by an earlier version
+        if finetune not in pairs:
+            continue
+        event = ModelReleased.model_validate(job.payload["event"])
+        api = api_candidate(settings, candidate) or event_api(event)
+        return judge_stored(settings, ft, pairs[finetune], ResultStore(settings.store.url), api=api)
+    raise ConfigError(
+        f"no finished benchmark of {candidate} against {finetune} in the store; run "
+        f"`supersede rerun {candidate} --finetune {finetune}`, or compare without --stored"
+    )

@@ -1,12 +1,24 @@
 """The job graph, without Celery: plan a release's jobs, run one, reconcile the stuck ones.
 
 A ``ModelReleased`` event becomes one **benchmark** job (on the GPU queue that fits the model; an
-API model on the default queue) that scores the candidate on every fine-tune's task and the
-fine-tunes' own baselines (both kept in the result store, so a baseline is computed once per
-fine-tune and engine version), and one **verdict** job per fine-tune that waits for it. When the
-benchmark is done the store releases the verdict jobs (no chord: the store knows what is done);
-each verdict, failure or skip is then notified once. Celery tasks (``workers/tasks.py``) only call
-these functions; ``send(task_name, key, queue)`` is how they enqueue.
+API model on the default queue) and one **verdict** job per fine-tune that waits for it.
+
+* The benchmark job scores, where it runs, the candidate and every fine-tune on the fine-tune's
+  task (a fine-tune's result is reused from the result store when it was scored before on the
+  same queue, dtype and device type, so both costs were measured on the same hardware). It
+  writes the results to the result store and records on the job, per fine-tune, the two result
+  keys and how each side was scored (:class:`benchmarks.sides.BenchmarkScores`).
+* When it is done the store releases the verdict jobs (no chord: the store knows what is done).
+  A verdict job reads the two results back by key and judges them
+  (:func:`benchmarks.compare.judge_stored`): no Hub request, no download, no model, no torch.
+  If a result is gone (store wiped), the verdict waits again and the benchmark job is sent back
+  to its queue; the verdict is never computed on the default queue.
+* Each verdict, failure or skip is then notified once; a failed notification is recorded on the
+  job and tried again by the reconciler with back-off.
+
+Celery tasks (``workers/tasks.py``) only call these functions; ``send(task_name, key, queue)`` is
+how they enqueue. A send the broker refuses marks the job, and the reconciler's next pass sends it
+again.
 """
 
 from __future__ import annotations
@@ -19,9 +31,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from benchmarks.cache import ResultStore
+from benchmarks.sides import BenchmarkScores, PairScores
 from config.constants import DEFAULT_QUEUE, TASK_BENCHMARK, TASK_NOTIFY, TASK_VERDICT
 from config.errors import FatalError, ModelRefused, RetryableError
-from config.settings import ApiCandidate, FineTune, Settings, task_path
+from config.settings import ApiCandidate, FineTune, Settings, finetune, task_path
 from watcher.events import Announcement, ModelReleased
 from workers.jobs import Job, JobStore, job_key
 from workers.notify import Notifier
@@ -71,8 +84,34 @@ class Pipeline:
         self.settings = settings
         self.workers = settings.workers
         self.jobs = jobs
-        self.send = send
+        self._send = send
         self.notifier = notifier
+        self._results: ResultStore | None = None
+        self._results_lock = threading.Lock()
+
+    @property
+    def results(self) -> ResultStore:
+        """The result store, opened once per pipeline (not once per job)."""
+        with self._results_lock:
+            if self._results is None:
+                self._results = ResultStore(self.settings.store.url)
+            return self._results
+
+    def send(self, task: str, key: str, queue: str) -> bool:
+        """Enqueue ``task`` for job ``key``; False when the broker refused it, in which case the
+        job is marked and the reconciler sends it again at its next pass (not after
+        ``queued_timeout``)."""
+        try:
+            self._send(task, key, queue)
+            return True
+        except Exception as exc:  # the broker is down or refused it: the store remembers
+            log.warning("could not send %s for job %s (%s: %s); the reconciler sends it again",
+                        task, key[:12], type(exc).__name__, exc)  # fmt: skip
+            if task == TASK_NOTIFY:
+                self.jobs.notify_later(key, 0)
+            else:
+                self.jobs.mark_unsent(key)
+            return False
 
     # ------------------------------------------------------------------ planning
 
@@ -204,7 +243,7 @@ class Pipeline:
         event = ModelReleased.model_validate(job.payload["event"])
         try:
             with self._leased(key, owner):
-                summary = self._score(event, job.payload["finetunes"])
+                summary = self._score(event, job.payload["finetunes"], job.queue)
         except (FatalError, RetryableError) as exc:
             return self._failed_try(key, owner, exc)
         except Exception as exc:  # a time limit or a bug: recorded, then retried up to the cap
@@ -222,54 +261,83 @@ class Pipeline:
                 self.send(TASK_VERDICT, child.key, DEFAULT_QUEUE)
         return Step("done")
 
-    def _score(self, event: ModelReleased, names: list[str]) -> dict[str, Any]:
-        from benchmarks.bench import bench
-        from benchmarks.compare import api_result
+    def _score(self, event: ModelReleased, names: list[str], queue: str) -> dict[str, Any]:
+        """Score both sides of every fine-tune here, on ``queue``'s hardware; the job's result
+        is their keys (:class:`BenchmarkScores`)."""
+        from benchmarks.compare import score_candidate, score_finetune
 
-        store = ResultStore(self.settings.store.url)
         api = api_candidate(event)
-        scores: dict[str, Any] = {}
+        pairs: dict[str, PairScores] = {}
         for ft in [f for f in self.settings.finetunes if f.name in names]:
-            task_file = task_path(self.settings, ft.task)
             try:
-                baseline = bench(
-                    self.settings, ft.model_ref, task_file, adapter=ft.adapter,
-                    prompt=ft.prompt, store=store,
-                ).result  # fmt: skip
+                baseline = score_finetune(self.settings, ft, hardware=queue, store=self.results)
             except FatalError as exc:
                 raise FatalError(f"the fine-tune {ft.name} could not be scored: {exc}") from None
-            if api is not None:
-                result = api_result(self.settings, api, task_file, None, store)
-            else:
-                result = bench(
-                    self.settings, candidate_ref(event), task_file,
-                    prompt=self.settings.candidates.prompt, store=store,
-                ).result  # fmt: skip
-            scores[ft.name] = {
-                "task": result.task, "metric": result.metric,
-                "finetune": baseline.score, "candidate": result.score, "n": result.n,
-            }  # fmt: skip
-        return scores
+            scored = score_candidate(
+                self.settings, ft, candidate_ref(event), api=api, hardware=queue,
+                store=self.results,
+            )  # fmt: skip
+            pairs[ft.name] = PairScores(
+                task=scored.result.task, metric=scored.result.metric, n=scored.result.n,
+                finetune=baseline.side, candidate=scored.side,
+            )  # fmt: skip
+        return BenchmarkScores(pairs=pairs).model_dump(mode="json")
 
     def run_verdict(self, key: str, owner: str) -> Step:
-        """Decide one fine-tune against the candidate, from the stored scores; then notify."""
-        from benchmarks.compare import compare
+        """Judge one fine-tune against the candidate from the results its benchmark job stored;
+        then notify. Reads the store only."""
+        from benchmarks.compare import MissingResult, judge_stored
 
         job, step = self._claim(key, owner)
         if step is not None:
             return step
-        assert job is not None and job.finetune is not None
+        assert job is not None and job.finetune is not None and job.parent is not None
         event = ModelReleased.model_validate(job.payload["event"])
+        parent = self.jobs.get(job.parent)
         try:
-            with self._leased(key, owner):
-                report = compare(
-                    self.settings, job.finetune, candidate_ref(event), api=api_candidate(event)
-                )
+            pair = self._pair(parent, job.finetune)
+            ft = finetune(self.settings, job.finetune)
+            report = judge_stored(self.settings, ft, pair, self.results, api=api_candidate(event))
+        except MissingResult as exc:
+            return self._benchmark_again(job, owner, str(exc))
         except (FatalError, RetryableError) as exc:
             return self._failed_try(key, owner, exc)
         if self.jobs.finish(key, owner, report.to_dict()):
             self.send(TASK_NOTIFY, key, DEFAULT_QUEUE)
         return Step("done")
+
+    @staticmethod
+    def _pair(parent: Job | None, name: str) -> PairScores:
+        """The pair the benchmark job recorded for fine-tune ``name``."""
+        from benchmarks.compare import MissingResult
+
+        if parent is None or parent.state not in ("done", "notified") or not parent.result:
+            raise MissingResult("its benchmark job has no recorded results")
+        try:
+            scores = BenchmarkScores.model_validate(parent.result)
+        except ValueError:  # recorded by an earlier version: score again
+            raise MissingResult("its benchmark job's results are in an older format") from None
+        if name not in scores.pairs:
+            raise MissingResult(f"its benchmark job did not score the fine-tune {name}")
+        return scores.pairs[name]
+
+    def _benchmark_again(self, job: Job, owner: str, reason: str) -> Step:
+        """A result the verdict needs is gone: the verdict waits again, and its benchmark job
+        goes back to its own queue (never run here, on the default queue)."""
+        assert job.parent is not None
+        if job.attempts >= self.workers.max_attempts:
+            return self._failed_try(job.key, owner, FatalError(f"{reason}, again"))
+        if not self.jobs.wait_again(job.key, owner, f"waiting for the benchmark again: {reason}"):
+            return Step("finished", reason="lease lost: another worker recorded it")
+        parent = self.jobs.get(job.parent)
+        log.warning("verdict job %s: %s; sending benchmark job %s back to %s", job.key[:12],
+                    reason, job.parent[:12], parent.queue if parent else "?")  # fmt: skip
+        # A parent already queued was sent by whoever queued it (a lost message is the
+        # reconciler's); a running one will release this verdict when it is done.
+        if parent is not None and parent.state in ("done", "failed", "skipped", "notified"):
+            self.jobs.requeue(parent.key)
+            self.send(TASK_BENCHMARK, parent.key, parent.queue)
+        return Step("done", reason=reason)
 
     def _end(self, key: str, state: Literal["skipped", "failed"], reason: str, *,
              already: bool = False) -> None:  # fmt: skip
@@ -283,7 +351,12 @@ class Pipeline:
     # ------------------------------------------------------------------ notifying
 
     def notify(self, key: str) -> bool:
-        """Tell the humans about a finished verdict, failure, skip or announcement, once."""
+        """Tell the humans about a finished verdict, failure, skip or announcement, once.
+
+        A failed notification (Slack down, a channel archived since start-up) is recorded on the
+        job with its reason (``supersede status`` shows it), logged once with the message it
+        carried, and tried again by the reconciler after a wait that doubles each time.
+        """
         job = self.jobs.get(key)
         if job is None or job.state not in ("done", "failed", "skipped"):
             return False
@@ -292,31 +365,45 @@ class Pipeline:
         if self.notifier is not None:
             try:
                 self.notifier.send(job)
-            except FatalError as exc:
-                # A misconfigured channel or token: kept un-notified (the reconciler tries again)
-                # so the verdict reaches people once the configuration is fixed.
-                log.error("notifying %s job %s failed: %s", job.kind, key[:12], exc)
+            except (FatalError, RetryableError) as exc:
+                self._notify_failed(job, exc)
                 return False
         return self.jobs.mark_notified(key)
 
+    def _notify_failed(self, job: Job, exc: FatalError | RetryableError) -> None:
+        reason = str(exc) or type(exc).__name__
+        backoff = self.workers.notify_retry * 2 ** min(job.notify_tries, 16)
+        wait = min(max(backoff, getattr(exc, "retry_after_s", None) or 0.0),
+                   self.workers.notify_retry_max)  # fmt: skip
+        tries = self.jobs.notify_failed(job.key, reason, wait)
+        if tries == 1 or reason != job.notify_error:
+            from workers.notify import blocks
+            from workers.notify.console import render
+
+            text = render(blocks.for_job(job, self.settings.hub.endpoint))
+            log.error("could not notify %s job %s: %s; trying again in %.0f s. The message:\n%s",
+                      job.kind, job.key[:12], reason, wait, text)  # fmt: skip
+        else:
+            log.warning("could not notify %s job %s (try %d): %s; trying again in %.0f s",
+                        job.kind, job.key[:12], tries, reason, wait)  # fmt: skip
+
     # ------------------------------------------------------------------ reconciling
 
-    def reconcile(self, notify_after_s: float = 60.0) -> dict[str, int]:
-        """Send again what a lost message, a killed worker or a Redis restart left behind."""
+    def reconcile(self) -> dict[str, int]:
+        """Send again what a lost message, a refused send, a killed worker or a Redis restart
+        left behind; notify again what is due."""
         counts = {"resent": 0, "released": 0, "ended": 0, "renotified": 0}
         for job in self.jobs.stuck(self.workers.queued_timeout):
             task = TASK_BENCHMARK if job.kind == "benchmark" else TASK_VERDICT
             log.warning("%s job %s %s too long: sending it again", job.kind, job.key[:12],
                         job.state)  # fmt: skip
             self.jobs.touch(job.key)
-            self.send(task, job.key, job.queue)
-            counts["resent"] += 1
+            counts["resent"] += self.send(task, job.key, job.queue)
         for parent in self.jobs.waiting_parents():
             if parent.state == "done":
                 for child in self.jobs.release_waiting(parent.key):
                     if child.state == "queued":
-                        self.send(TASK_VERDICT, child.key, DEFAULT_QUEUE)
-                        counts["released"] += 1
+                        counts["released"] += self.send(TASK_VERDICT, child.key, DEFAULT_QUEUE)
             elif parent.state in ("failed", "skipped"):
                 reason = parent.reason or parent.state
                 state: Literal["skipped", "failed"] = (
@@ -324,7 +411,8 @@ class Pipeline:
                 )
                 self._end(parent.key, state, reason, already=True)
                 counts["ended"] += 1
-        for job in self.jobs.unnotified(notify_after_s):
-            self.send(TASK_NOTIFY, job.key, DEFAULT_QUEUE)
-            counts["renotified"] += 1
+        for job in self.jobs.unnotified(self.workers.notify_retry):
+            # Not due again before the message sent now has had time to be handled.
+            self.jobs.notify_later(job.key, self.workers.notify_retry)
+            counts["renotified"] += self.send(TASK_NOTIFY, job.key, DEFAULT_QUEUE)
         return counts

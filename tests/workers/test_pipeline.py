@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks.sides import BenchmarkScores
 from config.constants import DEFAULT_QUEUE, TASK_BENCHMARK, TASK_NOTIFY, TASK_VERDICT
 from config.settings import FineTune, HubSettings, RuntimeSettings, Settings, StoreSettings
 from config.workers import WorkersSettings
@@ -102,8 +103,15 @@ def test_the_job_graph_runs_to_notified_verdicts(
     assert pipeline.run_benchmark(key, "w1").outcome == "done"
     bench = pipeline.jobs.get(key)
     assert bench is not None and bench.state == "done" and bench.attempts == 1
-    assert bench.result is not None and set(bench.result) == {"reviews", "reviews-2"}
-    assert bench.result["reviews"]["candidate"] > bench.result["reviews"]["finetune"]
+    assert bench.result is not None
+    pairs = BenchmarkScores.model_validate(bench.result).pairs
+    assert set(pairs) == {"reviews", "reviews-2"}
+    assert pairs["reviews"].candidate.score > pairs["reviews"].finetune.score
+    # Both sides scored here, on the job's queue: the costs compare like with like.
+    for side in (pairs["reviews"].finetune, pairs["reviews"].candidate):
+        assert (side.hardware, side.device, side.dtype) == ("gpu-24g", "cpu", "float32")
+    # The second fine-tune is the same model on the same task: its baseline is a stored result.
+    assert pairs["reviews-2"].finetune.key == pairs["reviews"].finetune.key
     verdicts = [k for name, k, _ in sent.sent if name == TASK_VERDICT]
     assert len(verdicts) == 2
     # A duplicated benchmark message afterwards does nothing.
@@ -246,3 +254,132 @@ def test_a_verdict_from_the_pipeline_reaches_slack_once(
         assert all(r["text"].startswith("SUPERSEDED:") for r in replies)
         assert {pipeline.jobs.get(k).state for k in notify} == {"notified"}  # type: ignore[union-attr]
         assert slack.errors == []
+
+
+def test_a_verdict_whose_results_are_gone_sends_the_benchmark_back(
+    planned: tuple[Pipeline, Recorder, Notes, str],
+) -> None:
+    """The store's result rows are deleted between benchmark and verdict: the verdict does not
+    score anything itself; it waits again, the benchmark job goes back to its own queue, and
+    the second benchmark releases it."""
+    from sqlalchemy import delete
+
+    from benchmarks.cache import BenchmarkResult
+
+    pipeline, sent, notes, key = planned
+    pipeline.run_benchmark(key, "w1")
+    verdicts = [k for name, k, _ in sent.sent if name == TASK_VERDICT]
+    with pipeline.results.engine.begin() as connection:
+        connection.execute(delete(BenchmarkResult))
+    sent.sent.clear()
+    step = pipeline.run_verdict(verdicts[0], "d1")
+    assert step.outcome == "done" and "is gone" in str(step.reason)
+    verdict = pipeline.jobs.get(verdicts[0])
+    assert verdict is not None and verdict.state == "waiting" and verdict.result is None
+    assert sent.sent == [(TASK_BENCHMARK, key, "gpu-24g")]
+    # The other verdict meets the same: its benchmark is already queued, nothing more is sent.
+    assert pipeline.run_verdict(verdicts[1], "d1").outcome == "done"
+    assert sent.sent == [(TASK_BENCHMARK, key, "gpu-24g")]
+    assert pipeline.run_benchmark(key, "w2").outcome == "done"
+    again = [k for name, k, _ in sent.sent if name == TASK_VERDICT]
+    assert sorted(again) == sorted(verdicts)
+    for verdict_key in again:
+        assert pipeline.run_verdict(verdict_key, "d2").outcome == "done"
+    for verdict_key in [k for name, k, _ in sent.sent if name == TASK_NOTIFY] * 2:
+        pipeline.notify(verdict_key)
+    assert sorted(j.key for j in notes.jobs) == sorted(verdicts)  # one message each
+
+
+def test_a_verdict_job_reads_the_store_only(
+    planned: tuple[Pipeline, Recorder, Notes, str], tmp_path: Path
+) -> None:
+    """Judged on a pipeline whose Hub is unreachable and whose runtime differs from the
+    benchmark's (a default worker): the same verdict as ``judge_stored`` on the same results."""
+    from benchmarks.compare import judge_stored
+
+    pipeline, sent, _, key = planned
+    pipeline.run_benchmark(key, "w1")
+    default = Pipeline(
+        pipeline.settings.model_copy(update={"runtime": RuntimeSettings(device="cpu",
+                                                                        dtype="bfloat16")}),
+        pipeline.jobs, sent, None,
+    )  # fmt: skip
+    (verdict_key, *_) = [k for name, k, _ in sent.sent if name == TASK_VERDICT]
+    assert default.run_verdict(verdict_key, "d1").outcome == "done"
+    verdict = default.jobs.get(verdict_key)
+    assert verdict is not None and verdict.result is not None
+    bench = pipeline.jobs.get(key)
+    assert bench is not None and bench.result is not None
+    pair = BenchmarkScores.model_validate(bench.result).pairs[str(verdict.finetune)]
+    ft = next(f for f in pipeline.settings.finetunes if f.name == verdict.finetune)
+    assert verdict.result == judge_stored(pipeline.settings, ft, pair, pipeline.results).to_dict()
+    for side in ("finetune", "candidate"):
+        details = verdict.result["details"][side]
+        assert (details["device"], details["dtype"], details["hardware"]) == (
+            "cpu", "float32", "gpu-24g",
+        )  # fmt: skip
+        assert details["scored_on"] == "gpu-24g: cpu, float32"
+
+
+def test_a_send_the_broker_refused_is_sent_again_at_the_next_pass(
+    tmp_path: Path, zoo: Zoo
+) -> None:
+    refused: list[str] = []
+
+    def broker_down(name: str, key: str, queue: str) -> None:
+        refused.append(key)
+        raise ConnectionError("Redis is down")
+
+    pipeline, sent, _ = make(tmp_path, zoo, queued_timeout=900)
+    recorder = pipeline._send
+    pipeline._send = broker_down
+    (key,) = pipeline.plan(release(zoo.weaker))  # planned and kept; the send failed
+    job = pipeline.jobs.get(key)
+    assert refused == [key] and job is not None and job.state == "queued" and job.unsent
+    assert pipeline.reconcile()["resent"] == 0  # still down: still marked
+    assert pipeline.jobs.get(key).unsent  # type: ignore[union-attr]
+    pipeline._send = recorder
+    assert pipeline.reconcile()["resent"] == 1  # long before queued_timeout
+    assert sent.sent == [(TASK_BENCHMARK, key, "gpu-24g")]
+    assert not pipeline.jobs.get(key).unsent  # type: ignore[union-attr]
+    assert pipeline.reconcile()["resent"] == 0
+
+
+def test_a_failed_notification_is_recorded_and_retried_with_back_off(
+    planned: tuple[Pipeline, Recorder, Notes, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    from config.errors import FatalError
+
+    pipeline, sent, notes, key = planned
+    pipeline.run_benchmark(key, "w1")
+    (verdict_key, *_) = [k for name, k, _ in sent.sent if name == TASK_VERDICT]
+    pipeline.run_verdict(verdict_key, "w1")
+
+    class Archived:
+        def send(self, job: Job) -> None:
+            raise FatalError("Slack refused chat_postMessage: is_archived")
+
+    pipeline.notifier = Archived()
+    pipeline.settings = pipeline.settings.model_copy(
+        update={"workers": WorkersSettings(notify_retry=30, notify_retry_max=100)}
+    )
+    pipeline.workers = pipeline.settings.workers
+    with caplog.at_level("WARNING"):
+        for _ in range(3):
+            assert not pipeline.notify(verdict_key)
+    job = pipeline.jobs.get(verdict_key)
+    assert job is not None and job.state == "done"
+    assert (job.notify_tries, job.notify_error) == (3, "Slack refused chat_postMessage: is_archived")
+    assert job.notify_due is not None
+    wait = (job.notify_due - now()).total_seconds()
+    assert 100 - 5 < wait <= 100  # 30, 60, then 120 capped at 100
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "SUPERSEDED" in errors[0].getMessage()  # the message, once
+    # Not due yet: the reconciler does not send it again.
+    sent.sent.clear()
+    assert pipeline.reconcile()["renotified"] == 0 and sent.sent == []
+    # Fixed: the next try delivers it, and the reason is cleared.
+    pipeline.notifier = notes
+    assert pipeline.notify(verdict_key)
+    job = pipeline.jobs.get(verdict_key)
+    assert job is not None and job.state == "notified" and job.notify_error is None

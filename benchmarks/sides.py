@@ -1,0 +1,62 @@
+"""The two sides of a comparison as the benchmark job records them and the verdict job reads them.
+
+The benchmark job scores the fine-tune and the candidate where it runs (one process: one device,
+one dtype, one queue) and records, per fine-tune, each side's result key in the store and how it
+was scored. The verdict job reads both results back by key: it never resolves, downloads or
+loads a model, and a Hub outage cannot fail it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ScoredSide(BaseModel):
+    """One side's result, by reference: where it is stored and how it was obtained."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: str = Field(description="The result's key in the result store.")
+    kind: Literal["self-hosted", "api"]
+    model: str = Field(description="The model as shown: the Hub id (+ adapter), or the API model.")
+    model_revision: str | None = None
+    adapter_revision: str | None = None
+    device: str | None = Field(None, description="Where it was scored (cuda:0, cpu); None: API.")
+    dtype: str | None = Field(None, description="The weights' dtype when scored; None: API.")
+    hardware: str | None = Field(
+        None, description="The queue (hardware class) it was scored on; `local` from the CLI."
+    )
+    endpoint: str | None = Field(None, description="The API endpoint (API candidates).")
+    cached: bool = Field(False, description="Answered from the store rather than run.")
+    score: float
+    stderr: float
+
+    @property
+    def scored_on(self) -> str:
+        """``gpu-24g: cuda:0, bfloat16``, or ``API`` (for messages and the verdict JSON)."""
+        if self.kind == "api":
+            return f"API ({self.endpoint})" if self.endpoint else "API"
+        where = f"{self.device}, {self.dtype}"
+        return f"{self.hardware}: {where}" if self.hardware else where
+
+
+class PairScores(BaseModel):
+    """A fine-tune and the candidate, scored on the fine-tune's task in one benchmark job."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    task: str
+    metric: str
+    n: int
+    finetune: ScoredSide
+    candidate: ScoredSide
+
+
+class BenchmarkScores(BaseModel):
+    """The result of a benchmark job: one pair per fine-tune, by name."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pairs: dict[str, PairScores]
