@@ -19,6 +19,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# At module level on purpose: scipy.stats takes about a second to import. A worker's parent
+# process pays it once before forking its pool, so a verdict job (which judges in milliseconds)
+# never does.
+from scipy.stats import binomtest, norm, wilcoxon
+
 #: Below this many paired examples no verdict claims non-inferiority or superiority.
 MIN_EXAMPLES = 20
 #: Resamples drawn per chunk when each example's difference is resampled directly.
@@ -80,8 +85,6 @@ def paired_bootstrap_ci(
 
 def mcnemar_exact(finetune_only: int, candidate_only: int) -> float:
     """Two-sided exact McNemar p-value: a binomial test on the discordant pairs."""
-    from scipy.stats import binomtest
-
     discordant = finetune_only + candidate_only
     if discordant == 0:
         return 1.0
@@ -89,8 +92,6 @@ def mcnemar_exact(finetune_only: int, candidate_only: int) -> float:
 
 
 def _wilcoxon(differences: np.ndarray) -> float:
-    from scipy.stats import wilcoxon
-
     if not np.any(differences != 0):
         return 1.0
     return float(wilcoxon(differences, zero_method="wilcox").pvalue)
@@ -98,8 +99,6 @@ def _wilcoxon(differences: np.ndarray) -> float:
 
 def needed_examples(differences: np.ndarray, margin: float, confidence: float) -> int:
     """Paired examples for a normal-approximation interval half-width of at most ``margin``."""
-    from scipy.stats import norm
-
     n = differences.size
     if n < 2:
         return MIN_EXAMPLES

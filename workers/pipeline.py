@@ -31,6 +31,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from benchmarks.cache import ResultStore
+
+# Imported here, not in the verdict job: a worker's parent process loads it once before it forks
+# its pool (it pulls in numpy, never torch), so a verdict job spends no time importing.
+from benchmarks.compare import MissingResult, judge_stored, score_candidate, score_finetune
 from benchmarks.sides import BenchmarkScores, PairScores
 from config.constants import DEFAULT_QUEUE, TASK_BENCHMARK, TASK_NOTIFY, TASK_VERDICT
 from config.errors import FatalError, ModelRefused, RetryableError
@@ -264,8 +268,6 @@ class Pipeline:
     def _score(self, event: ModelReleased, names: list[str], queue: str) -> dict[str, Any]:
         """Score both sides of every fine-tune here, on ``queue``'s hardware; the job's result
         is their keys (:class:`BenchmarkScores`)."""
-        from benchmarks.compare import score_candidate, score_finetune
-
         api = api_candidate(event)
         pairs: dict[str, PairScores] = {}
         for ft in [f for f in self.settings.finetunes if f.name in names]:
@@ -286,8 +288,6 @@ class Pipeline:
     def run_verdict(self, key: str, owner: str) -> Step:
         """Judge one fine-tune against the candidate from the results its benchmark job stored;
         then notify. Reads the store only."""
-        from benchmarks.compare import MissingResult, judge_stored
-
         job, step = self._claim(key, owner)
         if step is not None:
             return step
@@ -309,8 +309,6 @@ class Pipeline:
     @staticmethod
     def _pair(parent: Job | None, name: str) -> PairScores:
         """The pair the benchmark job recorded for fine-tune ``name``."""
-        from benchmarks.compare import MissingResult
-
         if parent is None or parent.state not in ("done", "notified") or not parent.result:
             raise MissingResult("its benchmark job has no recorded results")
         try:

@@ -183,8 +183,16 @@ class CeleryWorker:
     its output goes to ``log`` (read it with :meth:`output`)."""
 
     def __init__(
-        self, config: Path, queues: str, log: Path, *, concurrency: int = 1, name: str = "w"
+        self,
+        config: Path,
+        queues: str,
+        log: Path,
+        *,
+        concurrency: int = 1,
+        name: str = "w",
+        env: dict[str, str] | None = None,
     ) -> None:
+        self.env = env or {}
         self.config = config
         self.queues = queues
         self.log = log
@@ -223,7 +231,9 @@ class CeleryWorker:
                 "--without-gossip",
             ],
             cwd=self.log.parent,
-            env=process_env({"SUPERSEDE_CONFIG": str(self.config), "PYTHONUNBUFFERED": "1"}),
+            env=process_env(
+                {"SUPERSEDE_CONFIG": str(self.config), "PYTHONUNBUFFERED": "1", **self.env}
+            ),
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
@@ -302,12 +312,17 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., CeleryWorker]]:
     started: list[CeleryWorker] = []
 
     def start(
-        config: Path, queues: str = "default,gpu-24g", *, concurrency: int = 1
+        config: Path,
+        queues: str = "default,gpu-24g",
+        *,
+        concurrency: int = 1,
+        env: dict[str, str] | None = None,
     ) -> CeleryWorker:
         name = f"w{len(started) + 1}"
         worker = CeleryWorker(
-            config, queues, tmp_path / f"worker-{name}.log", concurrency=concurrency, name=name
-        )
+            config, queues, tmp_path / f"worker-{name}.log", concurrency=concurrency, name=name,
+            env=env,
+        )  # fmt: skip
         started.append(worker)
         return worker.start()
 
