@@ -122,21 +122,24 @@ def run_demo(
     from watcher.state import WatchState
     from workers.app import broker_url
     from workers.jobs import JobStore
+    from workers.preflight import preflight
     from workers.publish import QueuePublisher
 
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     _fresh(workdir)
-    started = time.monotonic()
-    say("Building the tiny model zoo (reused after the first run)...")
-    zoo = build_zoo(workdir / "zoo", read_jsonl(TASK_DIR / "train.jsonl"))
-    say(f"  ready in {time.monotonic() - started:.0f} s")
     with HubServer() as hub, FeedServer() as feeds:
-        hub.add_repo(BASE, zoo.base, extra={"pipeline_tag": "text-generation"})
-        hub.add_repo(ADAPTER, zoo.adapter, extra={"tags": [f"base_model:adapter:{BASE}"]})
         feed_url = feeds.publish(FEED_PATH, _feed([]))
         config = write_config(workdir, hub.url, feed_url, broker)
         settings = load_settings(config)
+        # The demo is `supersede run`: the same checks, before the zoo takes its minute.
+        preflight(settings, "run")
+        started = time.monotonic()
+        say("Building the tiny model zoo (reused after the first run)...")
+        zoo = build_zoo(workdir / "zoo", read_jsonl(TASK_DIR / "train.jsonl"))
+        say(f"  ready in {time.monotonic() - started:.0f} s")
+        hub.add_repo(BASE, zoo.base, extra={"pipeline_tag": "text-generation"})
+        hub.add_repo(ADAPTER, zoo.adapter, extra={"tags": [f"base_model:adapter:{BASE}"]})
         app, pipeline = build_pipeline(settings)
         check_broker(app, broker_url(settings))
         state = WatchState(settings.store.url)

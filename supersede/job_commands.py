@@ -69,6 +69,7 @@ def run(
     from watcher.discovery import Discovery
     from watcher.state import WatchState
     from workers.app import broker_url
+    from workers.preflight import preflight
     from workers.publish import QueuePublisher
 
     quiet_libraries()
@@ -76,6 +77,7 @@ def run(
     try:
         settings = load_settings(config)
         configure_logging(settings, verbose)
+        preflight(settings, "run")  # every setting it will need, before any work
         app, pipeline = build_pipeline(settings)
         check_broker(app, broker_url(settings))
         state = WatchState(settings.store.url)
@@ -113,9 +115,11 @@ def rerun(
     from config.settings import load_settings
     from workers.app import broker_url
     from workers.manual import rerun as plan_rerun
+    from workers.preflight import preflight
 
     try:
         settings = load_settings(config)
+        preflight(settings, "rerun")
         app, pipeline = build_pipeline(settings)
         check_broker(app, broker_url(settings))
         keys = plan_rerun(pipeline, candidate, finetune=finetune, queue=queue)

@@ -58,12 +58,16 @@ def poll(
     from watcher.discovery import Discovery
     from watcher.publish import Collect, JsonLines, Publisher
     from watcher.state import WatchState
+    from workers.preflight import preflight
 
     quiet_libraries()
     setup_logging(verbose)
     try:
         settings = load_settings(config)
         configure_logging(settings, verbose)
+        # Discovery only: poll plans, benchmarks and notifies nothing, so it needs no Slack
+        # channel or task file; the daemon serves the webhook, so it needs its secret.
+        preflight(settings, "poll-once" if once else "poll")
         state = WatchState(settings.store.url)
         if once:
             collected = Collect()

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from supersede.zoo import Zoo
 from tests.support.cli import supersede
-from tests.support.tasks import shipped_task_copy
+from tests.support.tasks import REVIEW_DIR, shipped_task_copy
 
 REQUIRED = {
     "model",
@@ -135,3 +137,64 @@ def test_help_does_not_import_torch(tmp_path: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path
     )
     assert done.stdout.strip() == "False", done.stderr
+
+
+# ---------------------------------------------------------------------- start-up checks
+
+SHIPPED_TASK = REVIEW_DIR / "review_sentiment.yaml"
+SLACK_WITHOUT_CHANNEL = {"SLACK_BOT_TOKEN": "xoxb-start-up-check"}
+
+
+def assert_refused_at_start(done: subprocess.CompletedProcess[str], elapsed: float) -> None:
+    """Exit 2 within the 5 s the product promises, one line naming the key and its variable."""
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert elapsed < 5, f"took {elapsed:.1f} s"
+    flat = done.stderr.replace("\n", "")
+    assert "notify.slack.channel" in flat and "SUPERSEDE_NOTIFY__SLACK__CHANNEL" in flat
+    assert "Traceback" not in done.stderr and "xoxb-start-up-check" not in done.stderr
+
+
+def test_demo_with_a_slack_token_and_no_channel_stops_before_any_work(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    started = time.monotonic()
+    done = supersede(
+        "demo", "--workdir", str(workdir), cwd=tmp_path, env=SLACK_WITHOUT_CHANNEL, timeout=20
+    )
+    assert_refused_at_start(done, time.monotonic() - started)
+    assert not (workdir / "zoo").exists()  # no model was built
+
+
+def test_run_with_a_slack_token_and_no_channel_stops_before_any_work(tmp_path: Path) -> None:
+    store = tmp_path / "store" / "supersede.db"
+    config = tmp_path / "supersede.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "store": {"url": f"sqlite:///{store}"},
+                "hub": {"endpoint": "http://127.0.0.1:9"},
+                "finetunes": [
+                    {"name": "reviews", "task": str(SHIPPED_TASK), "base": "a/b", "adapter": "a/c"}
+                ],
+                "observability": {"metrics_port": 0},
+            }
+        )
+    )
+    started = time.monotonic()
+    done = supersede("run", "-c", str(config), cwd=tmp_path, env=SLACK_WITHOUT_CHANNEL, timeout=20)
+    assert_refused_at_start(done, time.monotonic() - started)
+    assert not store.parent.exists()  # no store, no queue: nothing was started
+
+
+def test_poll_needs_no_slack_channel(tmp_path: Path) -> None:
+    config = tmp_path / "supersede.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "store": {"url": f"sqlite:///{tmp_path / 'supersede.db'}"},
+                "watch": {"hub": {"authors": []}},
+            }
+        )
+    )
+    done = supersede("poll", "--once", "-c", str(config), cwd=tmp_path, env=SLACK_WITHOUT_CHANNEL)
+    assert done.returncode == 0, done.stderr
+    assert "nothing new" in done.stdout

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from config.constants import ENV_NESTED_DELIMITER, ENV_PREFIX
 from config.errors import AlreadyRunning, ConfigError
 from config.settings import Settings, secret
 from watcher.discovery import Discovery, feed_source
@@ -82,13 +83,27 @@ class WatchDaemon:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self, *, wait_for_lock: bool = False) -> None:
-        """Take the lease, publish any leftover outbox, start the jobs and the webhook server."""
+        """Take the lease, start the webhook server, publish any leftover outbox, start the jobs.
+
+        Raises :class:`ConfigError` (the webhook's secret unset, its port taken) before the first
+        poll, and :class:`AlreadyRunning` when another scheduler holds the lease.
+        """
+        webhook_handler = self._webhook_handler()  # config errors before anything starts
+        self.acquire(wait=wait_for_lock)
+        if webhook_handler is not None:
+            # Bound before the first poll: a port in use stops the start, not a running daemon.
+            self._serve_webhook(webhook_handler)
+        try:
+            self._start_jobs()
+        except BaseException:
+            self.stop(grace_s=0)
+            raise
+
+    def _start_jobs(self) -> None:
         from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.schedulers.background import BackgroundScheduler
         from apscheduler.triggers.interval import IntervalTrigger
 
-        webhook_handler = self._webhook_handler()  # config errors before anything starts
-        self.acquire(wait=wait_for_lock)
         self.discovery.flush()
         feeds = self.watch.feeds
         scheduler = BackgroundScheduler(
@@ -136,14 +151,25 @@ class WatchDaemon:
             )
         scheduler.start()
         self._scheduler = scheduler
-        if webhook_handler is not None:
-            self.webhook = WebhookServer(webhook_handler)
-            self._webhook_thread = threading.Thread(
-                target=self.webhook.serve_forever, name="webhook", daemon=True
-            )
-            self._webhook_thread.start()
-            log.info("webhook endpoint listening on %s", self.webhook.url)
         log.info("watching: %s", ", ".join(job.id for job in scheduler.get_jobs()))
+
+    def _serve_webhook(self, handler: WebhookHandler) -> None:
+        hook = self.watch.webhook
+        try:
+            self.webhook = WebhookServer(handler)
+        except OSError as exc:
+            self.state.release_lock(LOCK_NAME, self.owner)
+            variable = f"{ENV_PREFIX}WATCH{ENV_NESTED_DELIMITER}WEBHOOK{ENV_NESTED_DELIMITER}PORT"
+            raise ConfigError(
+                f"watch.webhook: cannot listen on {hook.host}:{hook.port} "
+                f"({exc.strerror or exc}): stop what uses that port, or set watch.webhook.port "
+                f"(or {variable}) to a free one"
+            ) from None
+        self._webhook_thread = threading.Thread(
+            target=self.webhook.serve_forever, name="webhook", daemon=True
+        )
+        self._webhook_thread.start()
+        log.info("webhook endpoint listening on %s", self.webhook.url)
 
     def stop(self, grace_s: float = 10.0) -> bool:
         """Stop scheduling, wait up to ``grace_s`` for running polls, release the lease.

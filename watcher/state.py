@@ -14,7 +14,9 @@ same release record it once and exactly one of them publishes it.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psutil
 from pydantic import TypeAdapter
 from sqlalchemy import (
     JSON,
@@ -40,6 +43,11 @@ from benchmarks.cache import create_tables, insert_once, make_engine
 from watcher.events import Announcement, Event, ModelReleased
 
 _EVENT = TypeAdapter[ModelReleased | Announcement](Event)
+
+log = logging.getLogger(__name__)
+
+#: ``<host> pid <pid>`` (a scheduler, :func:`lock_owner`), optionally ``task <id>`` (a job).
+_OWNER = re.compile(r"^(?P<host>\S+) pid (?P<pid>\d+)(?: task \S+)?$")
 
 #: Kinds of seen rows. Only the first two are published.
 RELEASED, ANNOUNCED, BASELINE, UPDATE, LINKED = (
@@ -288,7 +296,12 @@ class WatchState:
     # ------------------------------------------------------------------ the scheduler lease
 
     def acquire_lock(self, name: str, owner: str, ttl_s: float) -> str | None:
-        """Take or renew the lease ``name``; None on success, else a description of the holder."""
+        """Take or renew the lease ``name``; None on success, else a description of the holder.
+
+        A lease is free when its heartbeat is older than ``ttl_s``, or at once when its holder
+        is a process of this host that is no longer running (killed with -9, say): waiting for
+        its heartbeat to age would only delay the restart.
+        """
         stale = now() - timedelta(seconds=ttl_s)
         with self._session() as session:
             insert_once(session, LockRow, {"name": name, "owner": owner, "heartbeat_at": now()})
@@ -303,6 +316,19 @@ class WatchState:
             row = session.get(LockRow, name)
             if row is None:  # released in between: try again next time
                 return "a scheduler that was just stopping"
+            holder = row.owner
+            if holder_is_dead(holder):
+                # Conditional on the dead holder's name: of two restarts racing for it, the
+                # store lets exactly one change the row.
+                taken = session.execute(
+                    update(LockRow)
+                    .where(LockRow.name == name, LockRow.owner == holder)
+                    .values(owner=owner, heartbeat_at=now())
+                ).rowcount  # type: ignore[attr-defined]
+                if taken:
+                    log.warning("took over the %s lease of %s: that process is gone", name, holder)
+                    return None
+                session.refresh(row)
             age = (now() - (utc(row.heartbeat_at) or now())).total_seconds()
             return f"{row.owner} (last heartbeat {age:.0f} s ago)"
 
@@ -314,3 +340,27 @@ class WatchState:
 def lock_owner() -> str:
     """This process, as the lock table names it."""
     return f"{socket.gethostname()} pid {os.getpid()}"
+
+
+def holder_is_dead(owner: str) -> bool:
+    """True only when ``owner`` (``<host> pid <pid>``, optionally followed by ``task <id>``)
+    names this host and a process that is not running.
+
+    Anything else counts as alive: another host (its processes cannot be seen from here), an
+    owner string of another shape, a process this user may not signal, or a PID reused by a
+    new process (the lease then expires by its heartbeat, as before). A zombie (killed, not yet
+    reaped by its parent) is dead: it can never renew the lease. Hosts are told apart by name,
+    so two hosts (or containers) must not share one while sharing a store.
+    """
+    match = _OWNER.match(owner)
+    if match is None or match["host"] != socket.gethostname():
+        return False
+    pid = int(match["pid"])
+    if pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:  # access denied and the like: it exists
+        return False

@@ -132,6 +132,17 @@ def _gpu_workers_recycle_children(sender: Any = None, conf: Any = None, **kwargs
         conf.worker_max_tasks_per_child = 1
 
 
+@celeryd_init.connect
+def _preflight(sender: Any = None, conf: Any = None, **kwargs: Any) -> None:
+    """``celery -A workers worker`` checks every setting it will need before it consumes
+    anything: a bad one ends it with exit code 2 and one line naming the key."""
+    from workers.preflight import preflight_or_exit
+
+    settings = getattr(conf, "supersede_settings", None)
+    if settings is not None:
+        preflight_or_exit(settings, "worker")
+
+
 @worker_process_init.connect
 def _fresh_connections(**kwargs: Any) -> None:
     # Database connections must not cross a fork.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -16,19 +17,21 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import IO, Any
 
+import psutil
 import pytest
 import yaml
+from sqlalchemy.orm import Session
 
-from config.errors import AlreadyRunning
+from config.errors import AlreadyRunning, ConfigError
 from config.settings import Settings
-from config.watch import FeedWatch
+from config.watch import FeedWatch, WebhookWatch
 from tests.support.feed_server import FeedServer
 from tests.support.hub_server import HubServer
 from watcher.discovery import Discovery
 from watcher.events import Announcement, ModelReleased
 from watcher.publish import Collect
 from watcher.scheduler import LOCK_NAME, WatchDaemon
-from watcher.state import RELEASED, WatchState
+from watcher.state import RELEASED, LockRow, WatchState, holder_is_dead
 
 REPO_ID = "acme/Acme-7B"
 SOURCE_JOBS = ("source:hub", "source:feed:acme-blog")
@@ -256,9 +259,10 @@ def test_a_failing_hub_does_not_stop_the_feeds(
 
 
 class PollProcess:
-    """``supersede poll`` (no --once) in a subprocess; stdout and stderr go to files."""
+    """``supersede poll`` (no --once; or another ``command``, such as ``run``) in a subprocess;
+    stdout and stderr go to files."""
 
-    def __init__(self, config: Path, name: str, *args: str) -> None:
+    def __init__(self, config: Path, name: str, *args: str, command: str = "poll") -> None:
         folder = config.parent
         self.out_path = folder / f"{name}.stdout"
         self.err_path = folder / f"{name}.stderr"
@@ -266,9 +270,9 @@ class PollProcess:
         env.pop("HUGGING_FACE_HUB_TOKEN", None)
         env.update({"HF_HUB_DISABLE_TELEMETRY": "1", "HF_HOME": str(folder / "hf-home")})
         self._files: list[IO[bytes]] = [self.out_path.open("wb"), self.err_path.open("wb")]
-        command = [sys.executable, "-m", "supersede.cli", "poll", "--config", str(config), *args]
+        argv = [sys.executable, "-m", "supersede.cli", command, "--config", str(config), *args]
         self.process = subprocess.Popen(
-            command, cwd=folder, env=env, stdout=self._files[0], stderr=self._files[1]
+            argv, cwd=folder, env=env, stdout=self._files[0], stderr=self._files[1]
         )
         self.pid = self.process.pid
 
@@ -301,8 +305,8 @@ def spawn() -> Iterator[Callable[..., PollProcess]]:
     """Start ``supersede poll`` processes; any still running at the end is killed."""
     started: list[PollProcess] = []
 
-    def start(config: Path, name: str, *args: str) -> PollProcess:
-        process = PollProcess(config, name, *args)
+    def start(config: Path, name: str, *args: str, command: str = "poll") -> PollProcess:
+        process = PollProcess(config, name, *args, command=command)
         started.append(process)
         return process
 
@@ -421,3 +425,151 @@ def test_sigint_stops_like_sigterm(
     assert "stopped" in daemon.stderr
     assert "Traceback" not in daemon.stderr
     assert state.acquire_lock(LOCK_NAME, "x", 60) is None
+
+
+# ---------------------------------------------------------------------- a holder that died
+
+
+HOST = socket.gethostname()
+
+
+def dead_pid() -> int:
+    """The PID of a process that ran, exited and was reaped."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def lease_owner(state: WatchState) -> str | None:
+    with Session(state.engine) as session:
+        row = session.get(LockRow, LOCK_NAME)
+        return row.owner if row is not None else None
+
+
+def test_a_holder_is_dead_only_on_this_host_with_no_such_process() -> None:
+    gone = dead_pid()
+    assert holder_is_dead(f"{HOST} pid {gone}")
+    assert holder_is_dead(f"{HOST} pid {gone} task 3f2a-77")  # a job lease's owner
+    assert not holder_is_dead(f"other-host pid {gone}")  # cannot be seen from here
+    assert not holder_is_dead(f"{HOST} pid {os.getpid()}")
+    assert not holder_is_dead(f"{HOST} pid 1")  # init: alive
+    for odd in ("someone else", f"{HOST} pid", f"{HOST} pid x", f"{HOST} pid {gone} extra"):
+        assert not holder_is_dead(odd), odd
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert not holder_is_dead(f"{HOST} pid {sleeper.pid}")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_a_killed_but_unreaped_holder_is_dead() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:  # not waited for: it stays a zombie, which can never renew a lease
+        zombie = psutil.STATUS_ZOMBIE
+        assert wait_until(lambda: psutil.Process(child.pid).status() == zombie, timeout=20)
+        assert holder_is_dead(f"{HOST} pid {child.pid}")
+    finally:
+        child.wait()
+
+
+def test_the_lease_of_a_dead_holder_on_this_host_is_taken_at_once(tmp_path: Path) -> None:
+    state = WatchState(f"sqlite:///{tmp_path / 'store.db'}")
+    dead = f"{HOST} pid {dead_pid()}"
+    assert state.acquire_lock(LOCK_NAME, dead, 60) is None
+    assert state.acquire_lock(LOCK_NAME, f"{HOST} pid {os.getpid()}", 60) is None
+    assert lease_owner(state) == f"{HOST} pid {os.getpid()}"
+
+
+def test_the_lease_of_a_live_holder_or_another_host_is_not_taken(tmp_path: Path) -> None:
+    state = WatchState(f"sqlite:///{tmp_path / 'store.db'}")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        for holder in (f"{HOST} pid {sleeper.pid}", f"other-host pid {dead_pid()}"):
+            state.release_lock(LOCK_NAME, lease_owner(state) or "")
+            assert state.acquire_lock(LOCK_NAME, holder, 60) is None
+            refused = state.acquire_lock(LOCK_NAME, f"{HOST} pid {os.getpid()}", 60)
+            assert refused is not None and holder in refused
+            assert lease_owner(state) == holder
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_restarts_racing_for_a_dead_holder_take_it_once(tmp_path: Path) -> None:
+    state = WatchState(f"sqlite:///{tmp_path / 'store.db'}")
+    dead = f"{HOST} pid {dead_pid()}"
+    assert state.acquire_lock(LOCK_NAME, dead, 60) is None
+    # Owners of another host: only the dead holder's name is on this one, so each of them
+    # sees it dead and tries the conditional takeover.
+    owners = [f"restart-{i} pid {i + 1}" for i in range(8)]
+    barrier = threading.Barrier(len(owners))
+    results: dict[str, str | None] = {}
+
+    def restart(owner: str) -> None:
+        barrier.wait(timeout=30)
+        results[owner] = state.acquire_lock(LOCK_NAME, owner, 60)
+
+    threads = [threading.Thread(target=restart, args=(owner,)) for owner in owners]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    winners = [owner for owner, holder in results.items() if holder is None]
+    assert len(results) == len(owners) and len(winners) == 1, results
+    assert lease_owner(state) == winners[0]
+    assert all(winners[0] in str(h) for o, h in results.items() if o not in winners)
+
+
+def test_a_taken_webhook_port_stops_the_start_before_any_poll(
+    acme_hub: HubServer,
+    watch_settings: Callable[..., Settings],
+    daemons: list[WatchDaemon],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SUPERSEDE_WEBHOOK_SECRET", "whsec-test")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        hook = WebhookWatch(enabled=True, port=port)
+        settings = watch_settings(acme_hub, webhook=hook, jitter_s=0)
+        daemon, _ = new_daemon(settings)
+        daemons.append(daemon)
+        with pytest.raises(ConfigError) as caught:
+            daemon.start()
+    message = str(caught.value)
+    assert f"127.0.0.1:{port}" in message and "watch.webhook.port" in message
+    assert "SUPERSEDE_WATCH__WEBHOOK__PORT" in message
+    assert daemon._scheduler is None and listing_requests(acme_hub) == 0
+    assert lease_owner(daemon.state) is None  # the lease was given back
+
+
+def test_run_killed_with_sigkill_restarts_at_once(
+    tmp_path: Path, acme_hub: HubServer, spawn: Callable[..., PollProcess]
+) -> None:
+    config = tmp_path / "supersede.yaml"
+    document = {
+        "store": {"url": f"sqlite:///{tmp_path / 'store.db'}"},
+        "hub": {"endpoint": acme_hub.url, "cache_dir": str(tmp_path / "hf-cache")},
+        "watch": {"hub": {"authors": ["acme"]}, "jitter_s": 0, "lock_ttl_s": 60},
+        "notify": {"console_dir": str(tmp_path / "notifications")},
+        "observability": {"metrics_port": 0},
+    }
+    config.write_text(yaml.safe_dump(document), encoding="utf-8")
+    state = WatchState(f"sqlite:///{tmp_path / 'store.db'}")
+
+    first = spawn(config, "run1", command="run")
+    first_owner = f"{HOST} pid {first.pid}"
+    assert wait_until(lambda: lease_owner(state) == first_owner, timeout=60), first.stderr
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait(timeout=10)
+    assert lease_owner(state) == first_owner  # left behind, its heartbeat still fresh
+
+    second = spawn(config, "run2", command="run")
+    second_owner = f"{HOST} pid {second.pid}"
+    # Well inside the 60 s lease: the dead holder's lease is not waited out.
+    assert wait_until(lambda: lease_owner(state) == second_owner, timeout=30), second.stderr
+    assert second.process.poll() is None, second.stderr
+    assert f"took over the scheduler lease of {first_owner}" in second.stderr
+    assert second.signal_and_wait(signal.SIGTERM) == 0

@@ -1,0 +1,313 @@
+"""Start-up checks: every setting a process will need, checked before it does any work.
+
+Several settings are read only when first used: the Slack channel when the first verdict is
+posted, a fine-tune's task file when the first release is planned, the store when the first row
+is written. A mistake there used to surface minutes or hours later, as a log line repeated on
+every retry. :func:`preflight` reads them all up front and raises :class:`ConfigError` with one
+line naming the key (and the environment variable that sets it) and what to do.
+
+What each role checks (a process checks only what it will use):
+
+=========  =====  =====  =====  ==============  ======  ========  =======
+role       store  tasks  Slack  console, cache  models  API keys  webhook
+=========  =====  =====  =====  ==============  ======  ========  =======
+run        yes    yes    yes    yes*            yes*    yes*      yes
+worker     yes    yes    yes    yes             yes     yes       -
+rerun      yes    yes    -      -               -       -         -
+poll       yes    -      -      -               -       -         yes
+poll-once  yes    -      -      -               -       -         -
+=========  =====  =====  =====  ==============  ======  ========  =======
+
+"tasks": each fine-tune's task file and the prompts applied to it; "models": each fine-tune's
+model and adapter references; "console, cache": the folders written when notifying and
+downloading. ``run`` is the daemon (and ``supersede demo``): it plans jobs, so it needs the task
+files; * with the embedded default (no ``workers.broker_url``) it is its own worker, and checks
+what a worker does. Slack is checked by ``run`` even on Redis: the daemon and its workers share
+one configuration, and a token without a channel is wrong wherever it is seen; an API key a
+daemon on Redis never uses is not asked of it (it may live on the worker hosts only). ``poll``
+only discovers and prints: it plans, benchmarks and notifies nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal, NoReturn
+
+from benchmarks.models import ModelRef
+from benchmarks.tasks import Task, load_task
+from config.constants import ENV_NESTED_DELIMITER, ENV_PREFIX
+from config.errors import ConfigError, SupersedeError
+from config.settings import FineTune, PromptSettings, Settings, secret, task_path
+
+Role = Literal["run", "worker", "rerun", "poll", "poll-once"]
+Check = Callable[[Settings], None]
+
+#: Files a tokenizer's chat template may live in, besides ``tokenizer_config.json``.
+_CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
+
+
+def preflight(settings: Settings, role: Role) -> None:
+    """Check every setting ``role`` will need; raise :class:`ConfigError` on the first problem.
+
+    Creates the store's tables and the notification and download folders (as their first use
+    would); writes nothing else.
+    """
+    for check in checks(settings, role):
+        check(settings)
+
+
+def preflight_or_exit(settings: Settings, role: Role) -> None:
+    """:func:`preflight` for a process with no CLI of its own (``celery -A workers worker``): on
+    a problem, print it as one line on stderr and exit with code 2, before any work."""
+    try:
+        preflight(settings, role)
+    except SupersedeError as exc:
+        exit_fatal(exc)
+
+
+def exit_fatal(exc: SupersedeError) -> NoReturn:
+    """Print ``exc`` as one line (no traceback) and exit with code 2: fix the input, then
+    start again. ``SystemExit`` passes through Celery's signal dispatch, which catches and
+    only logs every ``Exception`` a handler raises."""
+    sys.stderr.write(f"error: {exc}\n")
+    sys.stderr.flush()
+    raise SystemExit(2)
+
+
+def checks(settings: Settings, role: Role) -> tuple[Check, ...]:
+    """The checks ``role`` runs, environment first (no side effects), then files, then the store."""
+    if role == "poll-once":
+        return (check_store,)
+    if role == "poll":
+        return (check_webhook, check_store)
+    if role == "rerun":
+        return (check_tasks, check_store)
+    works = role == "worker" or settings.workers.broker_url is None
+    chosen: list[Check] = [check_slack]
+    if role == "run":
+        chosen.append(check_webhook)
+    if works:
+        chosen += [check_api_keys, check_finetune_models]
+    chosen.append(check_tasks)
+    if works:
+        chosen += [check_console_dir, check_cache_dir]
+    chosen.append(check_store)
+    return tuple(chosen)
+
+
+def env_name(*keys: str) -> str:
+    """The environment variable that sets a config key: ``notify.slack.channel`` is set by
+    ``SUPERSEDE_NOTIFY__SLACK__CHANNEL``."""
+    return ENV_PREFIX + ENV_NESTED_DELIMITER.join(key.upper() for key in keys)
+
+
+# ---------------------------------------------------------------------------------- secrets
+
+
+def check_slack(settings: Settings) -> None:
+    """With a Slack token, every message must have a channel to go to.
+
+    A verdict goes to its fine-tune's ``slack_channel``, else ``notify.slack.channel``; a feed's
+    announcement has no fine-tune, so it needs ``notify.slack.channel``.
+    """
+    slack = settings.notify.slack
+    if slack.channel or not secret(slack.token_env):
+        return
+    without = [ft.name for ft in settings.finetunes if not ft.slack_channel]
+    if not without and not settings.watch.feeds:
+        return
+    who = (
+        f"verdicts of {', '.join(without)} would have nowhere to go"
+        if without
+        else "announcements from watch.feeds would have nowhere to go"
+    )
+    raise ConfigError(
+        f"notify.slack.channel is not set but {slack.token_env} is, so {who}: set "
+        f"notify.slack.channel in the config or {env_name('notify', 'slack', 'channel')}=C0123... "
+        f"in the environment (a fine-tune's slack_channel overrides it), or unset "
+        f"{slack.token_env} to print verdicts on the console"
+    )
+
+
+def check_webhook(settings: Settings) -> None:
+    """An enabled webhook needs its secret: without it no delivery could be verified."""
+    hook = settings.watch.webhook
+    if hook.enabled and not secret(hook.secret_env):
+        raise ConfigError(
+            f"watch.webhook.enabled is true but {hook.secret_env} is not set: put the secret "
+            f"from the Hub's webhook settings in that environment variable, or set "
+            f"{env_name('watch', 'webhook', 'enabled')}=false"
+        )
+
+
+def check_api_keys(settings: Settings) -> None:
+    """An API candidate (or a feed's API model rule) that names a key variable needs it set:
+    without it every request would be refused, release after release."""
+    named = [(f"api_candidates '{a.name}'", a.api_key_env) for a in settings.api_candidates]
+    for feed in settings.watch.feeds:
+        named += [(f"watch.feeds '{feed.name}' api_models", r.api_key_env) for r in feed.api_models]
+    for where, variable in named:
+        if variable and not secret(variable):
+            raise ConfigError(
+                f"{where}: api_key_env names {variable}, which is not set: put the endpoint's "
+                "API key in that environment variable, or remove api_key_env if it needs none"
+            )
+
+
+# ---------------------------------------------------------------------------------- fine-tunes
+
+
+def check_tasks(settings: Settings) -> None:
+    """Each fine-tune's task file exists and parses, and both prompts (the fine-tune's own and
+    ``candidates.prompt``) can be applied to it."""
+    for index, ft in enumerate(settings.finetunes):
+        path = task_path(settings, ft.task)
+        try:
+            task = load_task(path)
+        except SupersedeError as exc:
+            hint = (
+                ""
+                if path.is_file()
+                else f"; fix finetunes[{index}].task (a relative path is read from the config "
+                "file's folder)"
+            )
+            raise ConfigError(f"fine-tune '{ft.name}': {exc}{hint}") from None
+        _check_prompt(task, ft.prompt, f"finetunes[{index}].prompt", None)
+        _check_prompt(task, settings.candidates.prompt, "candidates.prompt", ft)
+        if ft.prompt.system_prompt and ft.prompt.chat_template == "off":
+            raise ConfigError(
+                f"fine-tune '{ft.name}': finetunes[{index}].prompt.system_prompt is set but "
+                "chat_template is 'off', and a system prompt is only sent inside a chat "
+                "template: set chat_template to 'on' or 'auto', or remove system_prompt"
+            )
+
+
+def _check_prompt(task: Task, prompt: PromptSettings, key: str, ft: FineTune | None) -> None:
+    if prompt.num_fewshot is None:
+        return
+    try:
+        task.with_num_fewshot(prompt.num_fewshot)
+    except SupersedeError as exc:
+        variable = f" ({env_name('candidates', 'prompt', 'num_fewshot')})" if ft else ""
+        on = f", for fine-tune '{ft.name}'" if ft else ""
+        raise ConfigError(
+            f"{key}.num_fewshot{variable}{on}: {exc}; lower {key}.num_fewshot, or add documents "
+            "to the task's few-shot split"
+        ) from None
+
+
+def check_finetune_models(settings: Settings) -> None:
+    """Each fine-tune's model and adapter is a Hub id or an existing folder; a local model asked
+    to use its chat template has one. (Hub models are checked when they are fetched.)"""
+    for index, ft in enumerate(settings.finetunes):
+        refs = [("model" if ft.model else "base", ft.model_ref)]
+        if ft.adapter:
+            refs.append(("adapter", ft.adapter))
+        for key, text in refs:
+            try:
+                ref = ModelRef.parse(text)
+            except SupersedeError as exc:
+                raise ConfigError(
+                    f"fine-tune '{ft.name}' (finetunes[{index}].{key}): {exc}"
+                ) from None
+            if ref.path is not None and not ref.path.is_dir():
+                raise ConfigError(
+                    f"fine-tune '{ft.name}' (finetunes[{index}].{key}): {text} is not a folder; "
+                    "fix the path (relative paths resolve against the working directory) or "
+                    "give a Hub id like org/name"
+                )
+        base = ModelRef.parse(ft.model_ref).path
+        if ft.prompt.chat_template == "on" and base is not None and not _has_chat_template(base):
+            raise ConfigError(
+                f"fine-tune '{ft.name}': finetunes[{index}].prompt.chat_template is 'on' but "
+                f"{ft.model_ref} has no chat template: set chat_template to 'off' (or 'auto')"
+            )
+
+
+def _has_chat_template(folder: Path) -> bool:
+    if any((folder / name).is_file() for name in _CHAT_TEMPLATE_FILES):
+        return True
+    try:
+        config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and bool(config.get("chat_template"))
+
+
+# ---------------------------------------------------------------------------------- files
+
+
+def check_console_dir(settings: Settings) -> None:
+    """Without a Slack token, messages are written to ``notify.console_dir``: it must be
+    writable, or every notification would fail and be retried forever."""
+    if secret(settings.notify.slack.token_env):
+        return
+    _writable_folder(settings.notify.console_dir, "notify.console_dir", ("notify", "console_dir"))
+
+
+def check_cache_dir(settings: Settings) -> None:
+    """Models are downloaded to ``hub.cache_dir`` (when set): it must be writable."""
+    if settings.hub.cache_dir:
+        _writable_folder(settings.hub.cache_dir, "hub.cache_dir", ("hub", "cache_dir"))
+
+
+def _writable_folder(folder: str, key: str, env_keys: tuple[str, ...]) -> None:
+    path = Path(folder).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path, prefix=".supersede-preflight-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"{key} {folder!r} cannot be written ({exc.strerror or exc}): make it writable by "
+            f"this user, or point {key} (or {env_name(*env_keys)}) at a writable folder"
+        ) from None
+
+
+def check_store(settings: Settings) -> None:
+    """The store opens, its tables exist (created on first use) and it takes a write."""
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.orm import Session
+
+    from benchmarks.cache import Base, BenchmarkResult, create_tables, make_engine, safe_url
+
+    url = settings.store.url
+    fix = (
+        f"fix store.url (or {env_name('store', 'url')}): a database that answers, or a SQLite "
+        "file in a folder this user can write"
+    )
+    try:
+        engine = make_engine(url)  # a bad URL, a missing driver, an unusable folder
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}; {fix}") from None
+    try:
+        try:
+            create_tables(Base.metadata, engine, url)  # cannot be opened or created
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}; {fix}") from None
+        # A store in a read-only folder (or a read-only file) opens and reads fine; only the
+        # first write fails. Write a row and roll it back.
+        with Session(engine) as session:
+            probe = BenchmarkResult(
+                key="preflight", created_at=datetime(1970, 1, 1, tzinfo=UTC), model="",
+                model_revision="", task="", metric="", score=0.0, n=0, engine_version="",
+                identity={}, result={},
+            )  # fmt: skip
+            session.add(probe)
+            try:
+                session.flush()
+            except DBAPIError as exc:
+                if "locked" in str(exc.orig):  # another process is writing: it is writable
+                    return
+                raise ConfigError(
+                    f"store.url {safe_url(url)!r} cannot be written ({exc.orig}); {fix}"
+                ) from None
+            finally:
+                session.rollback()
+    finally:
+        engine.dispose()
