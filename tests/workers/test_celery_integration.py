@@ -116,8 +116,8 @@ def test_a_release_flows_to_a_stored_verdict(
     assert benchmark.key == keys[0] == verdict.parent
     assert (benchmark.state, benchmark.queue, benchmark.attempts) == ("done", "gpu-24g", 1)
     assert benchmark.result is not None
-    scores = benchmark.result["reviews"]
-    assert scores["candidate"] > scores["finetune"], scores
+    pair = benchmark.result["pairs"]["reviews"]
+    assert pair["candidate"]["score"] > pair["finetune"]["score"], pair
     assert worker.succeeded(TASK_BENCHMARK) == ["'done'"]
     assert worker.succeeded(TASK_VERDICT) == ["'done'"]
 

@@ -321,9 +321,7 @@ def test_a_verdict_job_reads_the_store_only(
         assert details["scored_on"] == "gpu-24g: cpu, float32"
 
 
-def test_a_send_the_broker_refused_is_sent_again_at_the_next_pass(
-    tmp_path: Path, zoo: Zoo
-) -> None:
+def test_a_send_the_broker_refused_is_sent_again_at_the_next_pass(tmp_path: Path, zoo: Zoo) -> None:
     refused: list[str] = []
 
     def broker_down(name: str, key: str, queue: str) -> None:
@@ -369,7 +367,10 @@ def test_a_failed_notification_is_recorded_and_retried_with_back_off(
             assert not pipeline.notify(verdict_key)
     job = pipeline.jobs.get(verdict_key)
     assert job is not None and job.state == "done"
-    assert (job.notify_tries, job.notify_error) == (3, "Slack refused chat_postMessage: is_archived")
+    assert (job.notify_tries, job.notify_error) == (
+        3,
+        "Slack refused chat_postMessage: is_archived",
+    )
     assert job.notify_due is not None
     wait = (job.notify_due - now()).total_seconds()
     assert 100 - 5 < wait <= 100  # 30, 60, then 120 capped at 100
