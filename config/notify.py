@@ -22,14 +22,14 @@ class SlackSettings(_Section):
     )
     timeout_s: float = Field(30.0, gt=0, description="Timeout of one Web API call.")
     rate_limit_retries: int = Field(
-        5, ge=0, le=20, description="429s waited out (Retry-After) per call."
+        5, ge=0, le=20, description="Unused: 429s now count against max_attempts. Still read."
     )
     max_attempts: int = Field(
         4,
         ge=1,
         le=20,
-        description="Posts tried on 5xx or a lost connection, each after "
-        "checking the channel for the message (so a lost reply never posts twice).",
+        description="Tries of every Slack call (429 with Retry-After, 5xx, lost connection); a "
+        "post whose reply was lost is tried again only after checking the channel for it.",
     )
 
 

@@ -172,6 +172,8 @@ def status(
         note = job.reason or ""
         if job.result and job.kind == "verdict":
             note = f"{job.result.get('verdict')}: {job.result.get('summary')}"
+        if job.notify_error:
+            note += f" [not yet notified, {job.notify_tries} tries: {job.notify_error}]"
         table.add_row(
             job.key[:12], job.kind, job.candidate, job.finetune or "-", job.queue, job.state,
             str(job.attempts), _when(job.queued_at), _took(job), note,

@@ -36,6 +36,7 @@ C, K, M = (
     "tests/benchmarks/test_models.py",
 )
 A, ST = "tests/benchmarks/test_api.py", "tests/watcher/test_state.py"
+T = "tests/workers/test_topology.py"
 
 FAULTS: tuple[Fault, ...] = (
     # ---------------------------------------------------------------- malicious or broken models
@@ -164,6 +165,67 @@ FAULTS: tuple[Fault, ...] = (
     Fault("process", "a crash between Slack's reply and the record",
           "after restart the marker is found in the channel", "one message",
           (f"{K}::test_a_crash_between_the_post_and_the_record_does_not_post_twice_after_restart",)),
+    Fault("process", "`supersede run` killed with -9, then restarted",
+          "the restart takes the dead holder's lease at once (same host, PID gone); a live or "
+          "other-host holder is still refused", "one scheduler at a time; racing restarts take it once",
+          (f"{S}::test_run_killed_with_sigkill_restarts_at_once",
+           f"{S}::test_the_lease_of_a_dead_holder_on_this_host_is_taken_at_once",
+           f"{S}::test_the_lease_of_a_live_holder_or_another_host_is_not_taken",
+           f"{S}::test_restarts_racing_for_a_dead_holder_take_it_once")),
+    # ---------------------------------------------------------------- topology and stored results
+    Fault("topology", "the Hub down (or stopped) after the benchmark job finished",
+          "the verdict job reads both results from the store by key: no Hub request, no download, "
+          "no model (the default worker cannot even import torch)", "the verdict, notified once",
+          (f"{T}::test_a_verdict_arrives_with_the_hub_stopped_after_the_benchmark",
+           f"{T}::test_verdicts_are_judged_from_stored_results_on_the_default_worker",
+           f"{P}::test_a_verdict_job_reads_the_store_only")),
+    Fault("topology", "the result rows wiped between benchmark and verdict",
+          "the verdict waits again and the benchmark job goes back to its own GPU queue; never "
+          "scored on the default queue", "one verdict per fine-tune, one Slack message each",
+          (f"{T}::test_results_wiped_before_the_verdict_send_the_benchmark_back",
+           f"{P}::test_a_verdict_whose_results_are_gone_sends_the_benchmark_back")),
+    Fault("topology", "a message the broker refused (Redis down at send time)",
+          "the job is marked; the reconciler's next pass sends it again once the broker answers",
+          "the job, queued, never waiting out `queued_timeout`",
+          (f"{P}::test_a_send_the_broker_refused_is_sent_again_at_the_next_pass",)),
+    # ---------------------------------------------------------------- Slack
+    Fault("slack", "two verdicts of one release notified at once by two processes, first post 429",
+          "the release message is claimed in the outbox (compare-and-set with a lease); only the "
+          "holder posts, the other waits for its `ts`",
+          "one parent message per release, one reply per fine-tune under it (20 races in a row)",
+          ("tests/workers/test_slack_race.py",
+           f"{K}::test_two_verdicts_of_one_release_at_once_make_one_parent")),
+    Fault("slack", "Slack unreachable, 5xx on lookups, `Retry-After` beyond the cap",
+          "one retry loop over posts, updates and lookups: `max_attempts` tries, one warning per "
+          "retry, `Retry-After` waited up to 30 s, then retried later by the reconciler",
+          "no post while a lookup cannot answer; never a duplicate",
+          (f"{K}::test_slack_unreachable_is_tried_max_attempts_times_then_retryable",
+           f"{K}::test_a_failing_lookup_is_retried_inside_the_loop",
+           f"{K}::test_a_retry_after_beyond_the_cap_ends_the_delivery_with_it")),
+    Fault("slack", "worker killed while holding a message's claim",
+          "the claim runs out after one lease; the next delivery looks in the channel first",
+          "the message once", (f"{K}::test_a_claim_left_by_a_killed_worker_runs_out_and_the_next_looks_first",)),
+    Fault("slack", "a channel archived (or a token revoked) after start-up",
+          "recorded on the job with its reason (`supersede status`), logged once with the "
+          "message, retried by the reconciler with a doubling wait (`workers.notify_retry`)",
+          "the verdict, notified once it can be",
+          (f"{P}::test_a_failed_notification_is_recorded_and_retried_with_back_off",)),
+    # ---------------------------------------------------------------- configuration
+    Fault("config", "Slack token set, no channel",
+          "`supersede run`, `demo` and every worker exit 2 before any work, one line naming "
+          "`notify.slack.channel` / `SUPERSEDE_NOTIFY__SLACK__CHANNEL`", "nothing started",
+          ("tests/test_cli.py::test_demo_with_a_slack_token_and_no_channel_stops_before_any_work",
+           "tests/test_cli.py::test_run_with_a_slack_token_and_no_channel_stops_before_any_work",
+           "tests/workers/test_preflight.py::test_a_slack_token_without_a_channel_names_the_key_and_its_variable")),
+    Fault("config", "a fine-tune's task file missing or broken, a prompt option the task cannot take",
+          "`run`, `rerun` and every worker exit 2 with one line naming the fine-tune and the file",
+          "the queued message stays in the broker",
+          ("tests/workers/test_preflight.py::test_a_worker_with_a_missing_task_file_exits_2_before_consuming",
+           "tests/workers/test_preflight.py::test_a_missing_task_file_names_the_fine_tune_and_the_file",
+           "tests/workers/test_preflight.py::test_more_shots_than_the_task_has_is_refused_at_start")),
+    Fault("config", "a store in a read-only folder",
+          "every command and worker exits 2 with one line naming `store.url`", "the store unchanged",
+          ("tests/workers/test_preflight.py::test_a_store_in_a_read_only_folder_is_one_line",)),
     # ---------------------------------------------------------------- bad input
     Fault("input", "fuzzed config files and environment values (hypothesis)",
           "loaded, or one `ConfigError` line naming file and key", "-",

@@ -39,5 +39,14 @@ def test_the_readme_table_is_the_catalogue() -> None:
 
 def test_the_catalogue_covers_each_kind_of_fault() -> None:
     groups = {fault.group for fault in FAULTS}
-    assert groups == {"model", "outage", "process", "input", "secrets"}
+    assert groups == {
+        "model",
+        "outage",
+        "process",
+        "topology",
+        "slack",
+        "config",
+        "input",
+        "secrets",
+    }
     assert len(FAULTS) >= 30
