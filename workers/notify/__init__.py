@@ -28,4 +28,3 @@ def make_notifier(settings: Settings) -> Notifier:
     from workers.notify.console import ConsoleNotifier
 
     return ConsoleNotifier(settings)
-
