@@ -29,7 +29,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from benchmarks.cache import create_tables, insert_once, make_engine
 from config.constants import ENGINE_VERSION
-from watcher.state import now, utc
+from watcher.state import holder_is_dead, now, utc
 
 State = Literal["waiting", "queued", "running", "done", "failed", "skipped", "notified"]
 FINISHED = ("done", "failed", "skipped", "notified")
@@ -183,6 +183,12 @@ class JobStore:
         runnable = (JobRow.state == "queued") | (
             (JobRow.state == "running") & (JobRow.lease_until < moment)
         )
+        # A holder on this host whose process is gone (a pool child killed with -9) can never
+        # renew its lease: its job is taken over at once, not when the lease runs out.
+        held = self.get(key)
+        owner_of = held.lease_owner if held is not None and held.state == "running" else None
+        if owner_of and holder_is_dead(owner_of):
+            runnable = runnable | ((JobRow.state == "running") & (JobRow.lease_owner == owner_of))
         with self._session() as session:
             # The claim and its read-back are one transaction: if either fails, neither happened.
             claimed = session.execute(

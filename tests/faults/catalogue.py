@@ -130,10 +130,12 @@ FAULTS: tuple[Fault, ...] = (
           ("tests/faults/test_store_faults.py",)),
     # ---------------------------------------------------------------- process faults
     Fault("process", "kill -9 of a worker's pool child, or of the worker, mid-benchmark",
-          "the message is redelivered (acks late, reject on worker lost) or reconciled after "
+          "the message is redelivered (acks late, reject on worker lost) or reconciled; the job "
+          "is taken over at once when its holder's process is gone from this host, else after "
           "the lease expires", "one benchmark result, one verdict, one notification",
           (f"{C}::test_a_worker_killed_mid_benchmark_leaves_one_benchmark_and_one_verdict",
-           f"{J}::test_an_expired_lease_is_taken_over_and_the_old_owner_records_nothing")),
+           f"{J}::test_an_expired_lease_is_taken_over_and_the_old_owner_records_nothing",
+           f"{J}::test_a_lease_held_by_a_dead_process_on_this_host_is_taken_at_once")),
     Fault("process", "the same release planned or sent many times, duplicate deliveries",
           "a deterministic job key; a duplicate finds the job running or done",
           "one benchmark, one verdict per fine-tune",

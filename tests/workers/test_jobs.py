@@ -185,3 +185,29 @@ def test_status_rows_are_json_safe(jobs: JobStore) -> None:
     (row,) = [job.to_dict() for job in jobs.list()]
     assert row["state"] == "queued" and isinstance(row["created_at"], str)
     assert "payload" not in row
+
+
+def test_a_lease_held_by_a_dead_process_on_this_host_is_taken_at_once(jobs: JobStore) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    host = socket.gethostname()
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()  # reaped: its PID names no process
+    dead = f"{host} pid {finished.pid} task t1"
+    key = add(jobs)
+    assert jobs.claim(key, dead, lease_s=600, max_attempts=3).outcome == "run"
+    taken = jobs.claim(key, "alive", lease_s=60, max_attempts=3)
+    assert taken.outcome == "run" and taken.job is not None and taken.job.attempts == 2
+    assert not jobs.finish(key, dead, {"from": "dead"})
+    # A live process on this host, or any process on another host, keeps its lease.
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as live:
+        try:
+            holders = (f"{host} pid {live.pid} task t2", f"elsewhere pid {finished.pid} task t3")
+            for n, holder in enumerate(holders):
+                other = add(jobs, key=f"k-{n}")
+                assert jobs.claim(other, holder, lease_s=600, max_attempts=3).outcome == "run"
+                assert jobs.claim(other, "alive", lease_s=60, max_attempts=3).outcome == "busy"
+        finally:
+            live.kill()
