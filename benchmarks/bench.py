@@ -16,6 +16,9 @@ from benchmarks.runner import RunResult, run_task
 from benchmarks.tasks import load_task
 from config.settings import PromptSettings, Settings
 
+#: The hardware class of a run from the command line rather than on a worker's queue.
+LOCAL = "local"
+
 
 class ProgressSink(Protocol):
     """Where a long run reports progress (a rich bar in the CLI, nothing in a worker)."""
@@ -55,7 +58,7 @@ def bench(
     prompt: PromptSettings | None = None,
     progress: ProgressSink | None = None,
     store: ResultStore | None = None,
-    hardware: str = "local",
+    hardware: str = LOCAL,
 ) -> BenchOutcome:
     """Score ``model`` (+ ``adapter``) on the task file; reuse a stored result when allowed.
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from benchmarks import cost
-from benchmarks.bench import ProgressSink, bench
+from benchmarks.bench import LOCAL, ProgressSink, bench
 from benchmarks.cache import ResultStore, result_key
 from benchmarks.runner import RunResult
 from benchmarks.sides import PairScores, ScoredSide
@@ -27,9 +27,6 @@ from benchmarks.tasks import load_task
 from benchmarks.verdict import VerdictReport, decide
 from config.errors import FatalError
 from config.settings import ApiCandidate, FineTune, Settings, api_key, finetune, task_path
-
-#: The hardware class of a side scored from the command line rather than on a worker's queue.
-LOCAL = "local"
 
 
 @dataclass(frozen=True)

@@ -63,24 +63,20 @@ def stored_verdict(settings: Settings, finetune: str, candidate: str) -> Verdict
     ``finetune`` from the results the newest finished benchmark job recorded, judged with the
     current verdict settings: no Hub request, no model (``supersede compare --stored``)."""
     from benchmarks.cache import ResultStore
-    from benchmarks.compare import api_candidate, judge_stored
-    from benchmarks.sides import BenchmarkScores
+    from benchmarks.compare import MissingResult, api_candidate, judge_stored
     from workers.jobs import JobStore
     from workers.pipeline import api_candidate as event_api
+    from workers.pipeline import recorded_pair
 
     ft = configured_finetune(settings, finetune)
     for job in JobStore(settings.store.url).benchmarks(candidate):
-        if job.state not in ("done", "notified") or not job.result:
-            continue
         try:
-            pairs = BenchmarkScores.model_validate(job.result).pairs
-        except ValueError:
-            continue  # recorded by an earlier version
-        if finetune not in pairs:
+            pair = recorded_pair(job, finetune)
+        except MissingResult:
             continue
         event = ModelReleased.model_validate(job.payload["event"])
         api = api_candidate(settings, candidate) or event_api(event)
-        return judge_stored(settings, ft, pairs[finetune], ResultStore(settings.store.url), api=api)
+        return judge_stored(settings, ft, pair, ResultStore(settings.store.url), api=api)
     raise ConfigError(
         f"no finished benchmark of {candidate} against {finetune} in the store; run "
         f"`supersede rerun {candidate} --finetune {finetune}`, or compare without --stored"

@@ -79,6 +79,20 @@ def api_candidate(event: ModelReleased) -> ApiCandidate | None:
     )
 
 
+def recorded_pair(benchmark: Job | None, name: str) -> PairScores:
+    """The pair a finished benchmark job recorded for fine-tune ``name``; :class:`MissingResult`
+    when there is none (not finished, not scored, or recorded by an earlier version)."""
+    if benchmark is None or benchmark.state not in ("done", "notified") or not benchmark.result:
+        raise MissingResult("its benchmark job has no recorded results")
+    try:
+        scores = BenchmarkScores.model_validate(benchmark.result)
+    except ValueError:  # recorded by an earlier version: score again
+        raise MissingResult("its benchmark job's results are in an older format") from None
+    if name not in scores.pairs:
+        raise MissingResult(f"its benchmark job did not score the fine-tune {name}")
+    return scores.pairs[name]
+
+
 class Pipeline:
     """Plans and runs jobs against one store; thread-safe."""
 
@@ -295,7 +309,7 @@ class Pipeline:
         event = ModelReleased.model_validate(job.payload["event"])
         parent = self.jobs.get(job.parent)
         try:
-            pair = self._pair(parent, job.finetune)
+            pair = recorded_pair(parent, job.finetune)
             ft = finetune(self.settings, job.finetune)
             report = judge_stored(self.settings, ft, pair, self.results, api=api_candidate(event))
         except MissingResult as exc:
@@ -305,19 +319,6 @@ class Pipeline:
         if self.jobs.finish(key, owner, report.to_dict()):
             self.send(TASK_NOTIFY, key, DEFAULT_QUEUE)
         return Step("done")
-
-    @staticmethod
-    def _pair(parent: Job | None, name: str) -> PairScores:
-        """The pair the benchmark job recorded for fine-tune ``name``."""
-        if parent is None or parent.state not in ("done", "notified") or not parent.result:
-            raise MissingResult("its benchmark job has no recorded results")
-        try:
-            scores = BenchmarkScores.model_validate(parent.result)
-        except ValueError:  # recorded by an earlier version: score again
-            raise MissingResult("its benchmark job's results are in an older format") from None
-        if name not in scores.pairs:
-            raise MissingResult(f"its benchmark job did not score the fine-tune {name}")
-        return scores.pairs[name]
 
     def _benchmark_again(self, job: Job, owner: str, reason: str) -> Step:
         """A result the verdict needs is gone: the verdict waits again, and its benchmark job
