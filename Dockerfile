@@ -4,6 +4,7 @@ ARG TORCH_SPEC=torch
 WORKDIR /app
 ENV PYTHONUNBUFFERED=1 HF_HUB_DISABLE_PROGRESS_BARS=1
 COPY pyproject.toml README.md ./
+COPY core ./core
 COPY config ./config
 COPY benchmarks ./benchmarks
 COPY watcher ./watcher

@@ -3,7 +3,7 @@
 multiple_choice, ``multiple_choice: logprobs``
     The user message is the rendered context, sent with ``max_tokens: 1, logprobs: true,
     top_logprobs: 20`` (the first document alone first: if that reply carries no log-probs the
-    run stops with :class:`~config.errors.EndpointRefused`; configure ``auto`` or ``choice``).
+    run stops with :class:`~core.errors.EndpointRefused`; configure ``auto`` or ``choice``).
     Each of the first generated token's top alternatives is attributed to at most one choice by
     comparing the token, stripped of whitespace, with each choice, stripped of whitespace, under
     these rules in order:

@@ -32,8 +32,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from benchmarks.runner import RunResult, RunStats
-from config.constants import ENGINE_VERSION
-from config.errors import ConfigError
+from core.constants import ENGINE_VERSION
+from core.errors import ConfigError
 
 
 class Base(DeclarativeBase):

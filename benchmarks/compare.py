@@ -25,7 +25,7 @@ from benchmarks.sides import PairScores, ScoredSide
 from benchmarks.stats import compare_paired
 from benchmarks.tasks import load_task
 from benchmarks.verdict import VerdictReport, decide
-from config.errors import FatalError
+from core.errors import FatalError
 from config.settings import ApiCandidate, FineTune, Settings, api_key, finetune, task_path
 
 

@@ -7,8 +7,8 @@ Reliability
     asks for in ``Retry-After`` (seconds or an HTTP date; or ``retry-after-ms``), at most 60 s,
     and otherwise a random delay in ``[0, min(30, 0.5 * 2**(k - 1))]`` s (exponential backoff
     with full jitter). When the retries are spent the run fails with
-    :class:`~config.errors.EndpointUnavailable`. Any other 4xx (and any other status) fails at
-    once with :class:`~config.errors.EndpointRefused`, naming the candidate, the status and the
+    :class:`~core.errors.EndpointUnavailable`. Any other 4xx (and any other status) fails at
+    once with :class:`~core.errors.EndpointRefused`, naming the candidate, the status and the
     endpoint's own message. The API key never appears in an error, a log line or a result.
 
 Costs and statistics
@@ -34,9 +34,9 @@ from typing import Any
 
 import httpx
 
-from benchmarks.http import full_jitter, retry_after
+from core.http import full_jitter, retry_after
 from benchmarks.runner import RunStats
-from config.errors import EndpointRefused, EndpointUnavailable
+from core.errors import EndpointRefused, EndpointUnavailable
 from config.settings import ApiCandidate
 
 log = logging.getLogger(__name__)

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from benchmarks.http import retry_after
-from config.constants import (
+from core.http import retry_after
+from core.constants import (
     MODEL_FILE_PATTERNS,
     PICKLE_WEIGHT_SUFFIXES,
     REMOTE_CODE_PATTERNS,
 )
-from config.errors import (
+from core.errors import (
     GatedModelError,
     HubUnavailable,
     ModelBroken,

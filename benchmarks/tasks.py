@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import yaml
 
-from config.errors import TaskFileError
+from core.errors import TaskFileError
 
 OutputType = Literal["multiple_choice", "generate_until"]
 

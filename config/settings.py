@@ -22,8 +22,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from config.constants import CONFIG_ENV, ENV_NESTED_DELIMITER, ENV_PREFIX
-from config.errors import ConfigError
+from core.constants import CONFIG_ENV, ENV_NESTED_DELIMITER, ENV_PREFIX
+from core.errors import ConfigError
 from config.notify import NotifySettings
 from config.observability import ObservabilitySettings
 from config.watch import WatchSettings

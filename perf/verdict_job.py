@@ -121,7 +121,7 @@ def release(sha: str) -> Any:
 
 
 def embedded(configs: dict[str, Path], sha: str) -> list[Any]:
-    from config.constants import TASK_BENCHMARK, TASK_VERDICT
+    from core.constants import TASK_BENCHMARK, TASK_VERDICT
     from config.settings import load_settings
     from workers.jobs import JobStore
     from workers.pipeline import Pipeline

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from config.errors import SupersedeError
+from core.errors import SupersedeError
 from supersede import demo_command, job_commands, report_command, watch_commands
 from supersede.console import (
     ConfigOption,

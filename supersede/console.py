@@ -11,8 +11,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from config.errors import RetryableError, SupersedeError
-from config.logs import JsonFormatter, Redact
+from core.errors import RetryableError, SupersedeError
+from core.logs import JsonFormatter, Redact
 
 err = Console(stderr=True)
 out = Console()

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from config.constants import DEFAULT_QUEUE
+from core.constants import DEFAULT_QUEUE
 
 TASK_DIR = Path(__file__).resolve().parent.parent / "config" / "tasks" / "review_sentiment"
 FINETUNE = "review-sentiment"

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from config.errors import SupersedeError
+from core.errors import SupersedeError
 from supersede.console import err, fail, out, quiet_libraries, setup_logging
 
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from config.errors import BrokerUnavailable, SupersedeError
+from core.errors import BrokerUnavailable, SupersedeError
 from supersede.console import (
     ConfigOption,
     JsonOption,
@@ -63,7 +63,7 @@ def run(
 ) -> None:
     """The daemon: the watcher's scheduler and webhook endpoint, the job reconciler and, on the
     embedded default (no broker_url), the worker itself. Stops cleanly on SIGTERM/SIGINT."""
-    from config.constants import DEFAULT_QUEUE
+    from core.constants import DEFAULT_QUEUE
     from config.settings import load_settings
     from supersede.watch_commands import run_daemon
     from watcher.discovery import Discovery

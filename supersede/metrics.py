@@ -44,7 +44,7 @@ class StoreCollector:
             "1 while a source waits out a back-off.",
             labels=["source"],
         )
-        from watcher.state import now
+        from core.clock import now
 
         for source in self.state.sources_with_counts():
             polls.add_metric([source["name"]], source["polls"])

@@ -22,9 +22,9 @@ from urllib.parse import urlsplit
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from config.errors import FatalError
+from core.errors import FatalError
 from config.settings import Settings
-from watcher.state import now
+from core.clock import now
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -134,8 +134,8 @@ def build_report(settings: Settings, out_dir: Path, *, max_jobs: int = DEFAULT_M
 
     Reads the newest ``max_jobs`` jobs. Writes ``out_dir/index.html`` and one history figure and
     one quality-versus-cost figure per fine-tune with scored verdicts under ``out_dir/figures``.
-    Raises :class:`config.errors.ConfigError` when the store cannot be opened and
-    :class:`config.errors.FatalError` when ``out_dir`` cannot be written.
+    Raises :class:`core.errors.ConfigError` when the store cannot be opened and
+    :class:`core.errors.FatalError` when ``out_dir`` cannot be written.
     """
     from workers.jobs import JobStore
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from config.errors import SupersedeError
+from core.errors import SupersedeError
 from supersede import console
 from supersede.console import ConfigOption, fail
 

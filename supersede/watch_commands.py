@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from config.errors import SupersedeError
+from core.errors import SupersedeError
 from supersede.console import (
     EXIT_RETRYABLE,
     ConfigOption,

@@ -13,7 +13,7 @@ import pytest
 
 from benchmarks.compare import compare
 from benchmarks.verdict import Verdict
-from config.errors import ConfigError
+from core.errors import ConfigError
 from config.settings import Settings, load_settings
 from supersede.zoo import Zoo
 from tests.conftest import SHIPPED_TASK, copy_model

@@ -14,7 +14,8 @@ import pytest
 from supersede.console import setup_logging
 from supersede.metrics import serve
 from watcher.events import ModelReleased
-from watcher.state import WatchState, now
+from watcher.state import WatchState
+from core.clock import now
 from workers.jobs import JobStore
 from workers.notify.outbox import Outbox
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from config.errors import FatalError
+from core.errors import FatalError
 from config.settings import Settings, StoreSettings
 from supersede.report import build_report
 from tests.support.cli import supersede

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 from urllib.parse import urlsplit
 
-from config.errors import FatalError, ModelNotFound, RetryableError, SupersedeError
+from core.errors import FatalError, ModelNotFound, RetryableError, SupersedeError
 from config.settings import Settings
 from config.watch import FeedWatch
 from watcher.events import Announcement, ModelReleased
@@ -25,7 +25,8 @@ from watcher.filters import RepoFacts, decide
 from watcher.publish import Publisher
 from watcher.sources import feeds
 from watcher.sources.hub import HubClient
-from watcher.state import ANNOUNCED, BASELINE, RELEASED, NewRow, WatchState, now
+from watcher.state import ANNOUNCED, BASELINE, RELEASED, NewRow, WatchState
+from core.clock import now
 
 log = logging.getLogger(__name__)
 

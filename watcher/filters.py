@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from config.constants import PICKLE_WEIGHT_SUFFIXES
+from core.constants import PICKLE_WEIGHT_SUFFIXES
 from config.watch import HubWatch
 
 _RELATIONS = ("finetune", "adapter", "quantized", "merge")

@@ -40,14 +40,13 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from benchmarks.cache import create_tables, insert_once, make_engine
+from core.clock import now, utc
+from core.lease import holder_is_dead
 from watcher.events import Announcement, Event, ModelReleased
 
 _EVENT = TypeAdapter[ModelReleased | Announcement](Event)
 
 log = logging.getLogger(__name__)
-
-#: ``<host> pid <pid>`` (a scheduler, :func:`lock_owner`), optionally ``task <id>`` (a job).
-_OWNER = re.compile(r"^(?P<host>\S+) pid (?P<pid>\d+)(?: task \S+)?$")
 
 #: Kinds of seen rows. Only the first two are published.
 RELEASED, ANNOUNCED, BASELINE, UPDATE, LINKED = (
@@ -99,17 +98,6 @@ class LockRow(WatchBase):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     owner: Mapped[str] = mapped_column(String(256))
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-
-
-def utc(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes: they were stored as UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -337,30 +325,3 @@ class WatchState:
             session.execute(delete(LockRow).where(LockRow.name == name, LockRow.owner == owner))
 
 
-def lock_owner() -> str:
-    """This process, as the lock table names it."""
-    return f"{socket.gethostname()} pid {os.getpid()}"
-
-
-def holder_is_dead(owner: str) -> bool:
-    """True only when ``owner`` (``<host> pid <pid>``, optionally followed by ``task <id>``)
-    names this host and a process that is not running.
-
-    Anything else counts as alive: another host (its processes cannot be seen from here), an
-    owner string of another shape, a process this user may not signal, or a PID reused by a
-    new process (the lease then expires by its heartbeat, as before). A zombie (killed, not yet
-    reaped by its parent) is dead: it can never renew the lease. Hosts are told apart by name,
-    so two hosts (or containers) must not share one while sharing a store.
-    """
-    match = _OWNER.match(owner)
-    if match is None or match["host"] != socket.gethostname():
-        return False
-    pid = int(match["pid"])
-    if pid <= 0 or pid == os.getpid():
-        return False
-    try:
-        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return True
-    except psutil.Error:  # access denied and the like: it exists
-        return False

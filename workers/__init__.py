@@ -18,7 +18,7 @@ __all__ = ["app"]
 
 def __getattr__(name: str) -> Any:
     if name in ("app", "celery"):
-        from config.errors import ConfigError
+        from core.errors import ConfigError
         from config.settings import load_settings
         from workers.app import make_app
         from workers.preflight import exit_fatal

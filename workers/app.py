@@ -13,7 +13,7 @@ from typing import Any
 from celery import Celery
 from kombu.entity import Queue
 
-from config.constants import DEFAULT_QUEUE
+from core.constants import DEFAULT_QUEUE
 from config.settings import Settings
 
 

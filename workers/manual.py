@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmarks.verdict import VerdictReport
-from config.errors import ConfigError
+from core.errors import ConfigError
 from config.settings import Settings
 from config.settings import finetune as configured_finetune
 from watcher.events import ApiModel, ModelReleased
-from watcher.state import now
+from core.clock import now
 from workers.pipeline import Pipeline
 
 MANUAL = "manual"

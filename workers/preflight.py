@@ -40,8 +40,8 @@ from typing import Literal, NoReturn
 
 from benchmarks.models import ModelRef
 from benchmarks.tasks import Task, load_task
-from config.constants import ENV_NESTED_DELIMITER, ENV_PREFIX
-from config.errors import ConfigError, SupersedeError
+from core.constants import ENV_NESTED_DELIMITER, ENV_PREFIX
+from core.errors import ConfigError, SupersedeError
 from config.settings import FineTune, PromptSettings, Settings, secret, task_path
 
 Role = Literal["run", "worker", "rerun", "poll", "poll-once"]

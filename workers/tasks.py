@@ -18,7 +18,7 @@ from celery.signals import (
     worker_process_init,
 )
 
-from config.constants import (
+from core.constants import (
     TASK_BENCHMARK,
     TASK_NOTIFY,
     TASK_REBENCHMARK,
@@ -154,7 +154,7 @@ def _fresh_connections(**kwargs: Any) -> None:
 def redact_worker_logs(logger: logging.Logger | None = None, **kwargs: Any) -> None:
     """Celery sets up the worker's own log handlers: every configured secret (tokens, API keys,
     the webhook secret) is replaced by ``***`` in them too, tracebacks included."""
-    from config.logs import Redact
+    from core.logs import Redact
     from config.settings import load_settings, secret_values
 
     try:

@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
-from benchmarks import endpoint, http
+from benchmarks import endpoint
+from core import http
 from benchmarks.api import match_choice, pick_by_logprobs, run_api_task
 from benchmarks.tasks import Task, load_task
-from config.errors import EndpointRefused, EndpointUnavailable
+from core.errors import EndpointRefused, EndpointUnavailable
 from config.settings import ApiCandidate, PromptSettings
 from tests.conftest import SHIPPED_TASK
 from tests.support.openai_server import OpenAIServer, sentiment_answer, sentiment_of

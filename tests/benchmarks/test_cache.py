@@ -11,7 +11,7 @@ import pytest
 from benchmarks import bench as bench_module
 from benchmarks.bench import bench
 from benchmarks.cache import ResultStore, result_key
-from config.errors import ConfigError
+from core.errors import ConfigError
 from config.settings import Settings
 from supersede.zoo import Zoo
 from tests.conftest import copy_model

@@ -13,7 +13,7 @@ from benchmarks import models
 from benchmarks.models import ModelRef, ModelResolver, adapter_name, load_model
 from benchmarks.runner import run_task
 from benchmarks.tasks import load_task
-from config.errors import (
+from core.errors import (
     GatedModelError,
     HubUnavailable,
     ModelNotFound,

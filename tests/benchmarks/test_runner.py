@@ -183,7 +183,7 @@ def test_chat_template_wraps_the_prompt_and_drops_the_delimiter(
 
 
 def test_prompt_num_fewshot_overrides_the_task_file(tasks: dict[str, Any]) -> None:
-    from config.errors import TaskFileError
+    from core.errors import TaskFileError
 
     task = tasks["single"]
     two = task.with_num_fewshot(2)

@@ -23,7 +23,7 @@ from benchmarks.tasks import (
     Task,
     load_task,
 )
-from config.errors import TaskFileError
+from core.errors import TaskFileError
 
 SHIPPED = (
     Path(__file__).resolve().parents[2]

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import config.settings as settings_module
-from config.constants import CONFIG_ENV
-from config.errors import ConfigError
+from core.constants import CONFIG_ENV
+from core.errors import ConfigError
 from config.notify import NotifySettings
 from config.observability import ObservabilitySettings
 from config.settings import PACKAGED_CONFIG, Settings, load_settings, resolve_config_path

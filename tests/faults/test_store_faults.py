@@ -21,7 +21,8 @@ from benchmarks.cache import ResultStore
 from benchmarks.runner import RunResult, RunStats
 from tests.support.postgres import ADMIN_DSN, temporary_database
 from watcher.events import ModelReleased
-from watcher.state import LINKED, RELEASED, UPDATE, WatchState, now
+from watcher.state import LINKED, RELEASED, UPDATE, WatchState
+from core.clock import now
 from workers.jobs import JobStore
 
 SHA_A = "a" * 40

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from config.errors import ConfigError, FeedInvalid, FeedUnavailable
+from core.errors import ConfigError, FeedInvalid, FeedUnavailable
 from config.settings import Settings, load_settings
 from config.watch import ApiModelRule, FeedWatch, WatchSettings
 from tests.support.feed_server import FeedServer

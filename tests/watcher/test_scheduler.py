@@ -22,7 +22,7 @@ import pytest
 import yaml
 from sqlalchemy.orm import Session
 
-from config.errors import AlreadyRunning, ConfigError
+from core.errors import AlreadyRunning, ConfigError
 from config.settings import Settings
 from config.watch import FeedWatch, WebhookWatch
 from tests.support.feed_server import FeedServer
@@ -31,7 +31,8 @@ from watcher.discovery import Discovery
 from watcher.events import Announcement, ModelReleased
 from watcher.publish import Collect
 from watcher.scheduler import LOCK_NAME, WatchDaemon
-from watcher.state import RELEASED, LockRow, WatchState, holder_is_dead
+from watcher.state import RELEASED, LockRow, WatchState
+from core.lease import holder_is_dead
 
 REPO_ID = "acme/Acme-7B"
 SOURCE_JOBS = ("source:hub", "source:feed:acme-blog")

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from config.errors import ConfigError
+from core.errors import ConfigError
 from config.settings import Settings
 from tests.support.postgres import temporary_database
 from watcher.discovery import Discovery

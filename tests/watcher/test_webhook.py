@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from config.errors import ConfigError
+from core.errors import ConfigError
 from config.settings import Settings
 from config.watch import WebhookWatch
 from tests.support.hub_server import HubServer

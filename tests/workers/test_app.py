@@ -11,8 +11,8 @@ import pytest
 import typer
 import yaml
 
-from config.constants import DEFAULT_QUEUE
-from config.errors import ConfigError
+from core.constants import DEFAULT_QUEUE
+from core.errors import ConfigError
 from config.settings import Settings, StoreSettings, load_settings
 from config.workers import WorkersSettings
 from supersede.cli import app as cli_app

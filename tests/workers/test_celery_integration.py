@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.cache import ResultStore
-from config.constants import TASK_BENCHMARK, TASK_VERDICT
+from core.constants import TASK_BENCHMARK, TASK_VERDICT
 from config.settings import load_settings
 from supersede.zoo import Zoo
 from tests.support.cli import supersede

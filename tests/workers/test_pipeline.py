@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 
 from benchmarks.sides import BenchmarkScores
-from config.constants import DEFAULT_QUEUE, TASK_BENCHMARK, TASK_NOTIFY, TASK_VERDICT
+from core.constants import DEFAULT_QUEUE, TASK_BENCHMARK, TASK_NOTIFY, TASK_VERDICT
 from config.settings import FineTune, HubSettings, RuntimeSettings, Settings, StoreSettings
 from config.workers import WorkersSettings
 from supersede.zoo import Zoo
 from tests.conftest import SHIPPED_TASK, copy_model
 from watcher.events import Announcement, ApiModel, ModelReleased
-from watcher.state import now
+from core.clock import now
 from workers.jobs import Job, JobStore
 from workers.pipeline import Pipeline
 
@@ -346,7 +346,7 @@ def test_a_send_the_broker_refused_is_sent_again_at_the_next_pass(tmp_path: Path
 def test_a_failed_notification_is_recorded_and_retried_with_back_off(
     planned: tuple[Pipeline, Recorder, Notes, str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    from config.errors import FatalError
+    from core.errors import FatalError
 
     pipeline, sent, notes, key = planned
     pipeline.run_benchmark(key, "w1")

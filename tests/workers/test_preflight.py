@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from config.errors import ConfigError
+from core.errors import ConfigError
 from config.settings import Settings, load_settings
 from config.workers import WorkersSettings
 from tests.support.tasks import shipped_task_copy

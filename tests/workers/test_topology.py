@@ -17,7 +17,7 @@ from sqlalchemy import delete
 
 from benchmarks.cache import BenchmarkResult, ResultStore
 from benchmarks.sides import BenchmarkScores
-from config.constants import TASK_BENCHMARK
+from core.constants import TASK_BENCHMARK
 from supersede.zoo import Zoo
 from tests.support.cli import supersede
 from tests.support.hub_server import HubServer

@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from benchmarks.http import retry_after
-from config.errors import FeedInvalid, FeedUnavailable
+from core.http import retry_after
+from core.errors import FeedInvalid, FeedUnavailable
 from config.watch import FeedWatch, WatchSettings
 from watcher.events import ApiModel
 

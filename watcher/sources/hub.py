@@ -17,9 +17,9 @@ import logging
 import threading
 from typing import Any
 
-from benchmarks.http import retry_after
+from core.http import retry_after
 from benchmarks.models import hub_errors
-from config.errors import HubUnavailable
+from core.errors import HubUnavailable
 from config.settings import Settings
 from config.watch import WatchSettings
 from watcher.filters import RepoFacts

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from config.errors import FatalError, RetryableError
+from core.errors import FatalError, RetryableError
 from config.watch import WebhookWatch
 from watcher.discovery import Discovery
 

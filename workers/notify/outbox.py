@@ -25,7 +25,7 @@ from sqlalchemy import DateTime, Integer, String, select, true, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from benchmarks.cache import create_tables, insert_once, make_engine
-from watcher.state import now, utc
+from core.clock import now, utc
 
 
 class OutboxBase(DeclarativeBase):
