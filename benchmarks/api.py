@@ -37,8 +37,8 @@ from benchmarks.answers import match_choice, pick_by_logprobs
 from benchmarks.endpoint import Aborted, Endpoint, Rejected, Reply
 from benchmarks.runner import RunResult, build_result, score_choices, score_texts
 from benchmarks.tasks import Request, Task
-from core.errors import EndpointRefused
 from config.settings import ApiCandidate, PromptSettings
+from core.errors import EndpointRefused
 
 __all__ = ["match_choice", "pick_by_logprobs", "run_api_task"]
 

@@ -25,8 +25,8 @@ from benchmarks.sides import PairScores, ScoredSide
 from benchmarks.stats import compare_paired
 from benchmarks.tasks import load_task
 from benchmarks.verdict import VerdictReport, decide
-from core.errors import FatalError
 from config.settings import ApiCandidate, FineTune, Settings, api_key, finetune, task_path
+from core.errors import FatalError
 
 
 @dataclass(frozen=True)

@@ -34,10 +34,10 @@ from typing import Any
 
 import httpx
 
-from core.http import full_jitter, retry_after
 from benchmarks.runner import RunStats
-from core.errors import EndpointRefused, EndpointUnavailable
 from config.settings import ApiCandidate
+from core.errors import EndpointRefused, EndpointUnavailable
+from core.http import full_jitter, retry_after
 
 log = logging.getLogger(__name__)
 

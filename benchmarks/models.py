@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from core.http import retry_after
+from config.settings import HubSettings, RuntimeSettings
 from core.constants import (
     MODEL_FILE_PATTERNS,
     PICKLE_WEIGHT_SUFFIXES,
@@ -34,7 +34,7 @@ from core.errors import (
     RemoteCodeRefused,
     SupersedeError,
 )
-from config.settings import HubSettings, RuntimeSettings
+from core.http import retry_after
 
 Kind = Literal["model", "adapter"]
 

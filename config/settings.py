@@ -22,12 +22,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from core.constants import CONFIG_ENV, ENV_NESTED_DELIMITER, ENV_PREFIX
-from core.errors import ConfigError
 from config.notify import NotifySettings
 from config.observability import ObservabilitySettings
 from config.watch import WatchSettings
 from config.workers import WorkersSettings
+from core.constants import CONFIG_ENV, ENV_NESTED_DELIMITER, ENV_PREFIX
+from core.errors import ConfigError
 
 #: The shipped config, used when no other file is named and ``config/supersede.yaml`` is absent.
 PACKAGED_CONFIG = Path(__file__).with_name("supersede.yaml")

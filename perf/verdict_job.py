@@ -121,8 +121,8 @@ def release(sha: str) -> Any:
 
 
 def embedded(configs: dict[str, Path], sha: str) -> list[Any]:
-    from core.constants import TASK_BENCHMARK, TASK_VERDICT
     from config.settings import load_settings
+    from core.constants import TASK_BENCHMARK, TASK_VERDICT
     from workers.jobs import JobStore
     from workers.pipeline import Pipeline
 

@@ -63,8 +63,8 @@ def run(
 ) -> None:
     """The daemon: the watcher's scheduler and webhook endpoint, the job reconciler and, on the
     embedded default (no broker_url), the worker itself. Stops cleanly on SIGTERM/SIGINT."""
-    from core.constants import DEFAULT_QUEUE
     from config.settings import load_settings
+    from core.constants import DEFAULT_QUEUE
     from supersede.watch_commands import run_daemon
     from watcher.discovery import Discovery
     from watcher.state import WatchState

@@ -22,9 +22,9 @@ from urllib.parse import urlsplit
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from core.errors import FatalError
 from config.settings import Settings
 from core.clock import now
+from core.errors import FatalError
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

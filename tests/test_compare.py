@@ -13,8 +13,8 @@ import pytest
 
 from benchmarks.compare import compare
 from benchmarks.verdict import Verdict
-from core.errors import ConfigError
 from config.settings import Settings, load_settings
+from core.errors import ConfigError
 from supersede.zoo import Zoo
 from tests.conftest import SHIPPED_TASK, copy_model
 

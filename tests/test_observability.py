@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from core.clock import now
 from supersede.console import setup_logging
 from supersede.metrics import serve
 from watcher.events import ModelReleased
 from watcher.state import WatchState
-from core.clock import now
 from workers.jobs import JobStore
 from workers.notify.outbox import Outbox
 

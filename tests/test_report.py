@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from core.errors import FatalError
 from config.settings import Settings, StoreSettings
+from core.errors import FatalError
 from supersede.report import build_report
 from tests.support.cli import supersede
 from workers.jobs import JobStore

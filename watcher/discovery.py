@@ -17,16 +17,16 @@ from datetime import datetime, timedelta
 from typing import Literal
 from urllib.parse import urlsplit
 
-from core.errors import FatalError, ModelNotFound, RetryableError, SupersedeError
 from config.settings import Settings
 from config.watch import FeedWatch
+from core.clock import now
+from core.errors import FatalError, ModelNotFound, RetryableError, SupersedeError
 from watcher.events import Announcement, ModelReleased
 from watcher.filters import RepoFacts, decide
 from watcher.publish import Publisher
 from watcher.sources import feeds
 from watcher.sources.hub import HubClient
 from watcher.state import ANNOUNCED, BASELINE, RELEASED, NewRow, WatchState
-from core.clock import now
 
 log = logging.getLogger(__name__)
 

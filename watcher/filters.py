@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from core.constants import PICKLE_WEIGHT_SUFFIXES
 from config.watch import HubWatch
+from core.constants import PICKLE_WEIGHT_SUFFIXES
 
 _RELATIONS = ("finetune", "adapter", "quantized", "merge")
 #: Tags of quantized copies (set by the Hub from the quantization config or the files).

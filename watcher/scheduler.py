@@ -16,13 +16,13 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from config.settings import Settings, secret
 from core.constants import ENV_NESTED_DELIMITER, ENV_PREFIX
 from core.errors import AlreadyRunning, ConfigError
-from config.settings import Settings, secret
+from core.lease import lock_owner
 from watcher.discovery import Discovery, feed_source
 from watcher.sources.webhook import WebhookHandler, WebhookServer
 from watcher.state import WatchState
-from core.lease import lock_owner
 
 log = logging.getLogger(__name__)
 

@@ -15,16 +15,12 @@ same release record it once and exactly one of them publishes it.
 from __future__ import annotations
 
 import logging
-import os
-import re
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-import psutil
 from pydantic import TypeAdapter
 from sqlalchemy import (
     JSON,
@@ -39,8 +35,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from benchmarks.cache import create_tables, insert_once, make_engine
 from core.clock import now, utc
+from core.db import create_tables, insert_once, make_engine
 from core.lease import holder_is_dead
 from watcher.events import Announcement, Event, ModelReleased
 
@@ -323,5 +319,3 @@ class WatchState:
     def release_lock(self, name: str, owner: str) -> None:
         with self._session() as session:
             session.execute(delete(LockRow).where(LockRow.name == name, LockRow.owner == owner))
-
-

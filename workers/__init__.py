@@ -18,8 +18,8 @@ __all__ = ["app"]
 
 def __getattr__(name: str) -> Any:
     if name in ("app", "celery"):
-        from core.errors import ConfigError
         from config.settings import load_settings
+        from core.errors import ConfigError
         from workers.app import make_app
         from workers.preflight import exit_fatal
 

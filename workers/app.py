@@ -13,8 +13,8 @@ from typing import Any
 from celery import Celery
 from kombu.entity import Queue
 
-from core.constants import DEFAULT_QUEUE
 from config.settings import Settings
+from core.constants import DEFAULT_QUEUE
 
 
 def embedded_broker(store_url: str) -> str:

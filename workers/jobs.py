@@ -27,10 +27,10 @@ from typing import Any, Literal
 from sqlalchemy import JSON, DateTime, Integer, String, Text, select, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from benchmarks.cache import create_tables, insert_once, make_engine
-from core.constants import ENGINE_VERSION
-from core.lease import holder_is_dead
 from core.clock import now, utc
+from core.constants import ENGINE_VERSION
+from core.db import create_tables, insert_once, make_engine
+from core.lease import holder_is_dead
 
 State = Literal["waiting", "queued", "running", "done", "failed", "skipped", "notified"]
 FINISHED = ("done", "failed", "skipped", "notified")

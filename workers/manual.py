@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmarks.verdict import VerdictReport
-from core.errors import ConfigError
 from config.settings import Settings
 from config.settings import finetune as configured_finetune
-from watcher.events import ApiModel, ModelReleased
 from core.clock import now
+from core.errors import ConfigError
+from watcher.events import ApiModel, ModelReleased
 from workers.pipeline import Pipeline
 
 MANUAL = "manual"

@@ -36,9 +36,9 @@ from benchmarks.cache import ResultStore
 # its pool (it pulls in numpy, never torch), so a verdict job spends no time importing.
 from benchmarks.compare import MissingResult, judge_stored, score_candidate, score_finetune
 from benchmarks.sides import BenchmarkScores, PairScores
+from config.settings import ApiCandidate, FineTune, Settings, finetune, task_path
 from core.constants import DEFAULT_QUEUE, TASK_BENCHMARK, TASK_NOTIFY, TASK_VERDICT
 from core.errors import FatalError, ModelRefused, RetryableError
-from config.settings import ApiCandidate, FineTune, Settings, finetune, task_path
 from watcher.events import Announcement, ModelReleased
 from workers.jobs import Job, JobStore, job_key
 from workers.notify import Notifier

@@ -40,9 +40,9 @@ from typing import Literal, NoReturn
 
 from benchmarks.models import ModelRef
 from benchmarks.tasks import Task, load_task
+from config.settings import FineTune, PromptSettings, Settings, secret, task_path
 from core.constants import ENV_NESTED_DELIMITER, ENV_PREFIX
 from core.errors import ConfigError, SupersedeError
-from config.settings import FineTune, PromptSettings, Settings, secret, task_path
 
 Role = Literal["run", "worker", "rerun", "poll", "poll-once"]
 Check = Callable[[Settings], None]
@@ -274,7 +274,8 @@ def check_store(settings: Settings) -> None:
     from sqlalchemy.exc import DBAPIError
     from sqlalchemy.orm import Session
 
-    from benchmarks.cache import Base, BenchmarkResult, create_tables, make_engine, safe_url
+    from benchmarks.cache import Base, BenchmarkResult
+    from core.db import create_tables, make_engine, safe_url
 
     url = settings.store.url
     fix = (

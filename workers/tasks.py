@@ -18,6 +18,7 @@ from celery.signals import (
     worker_process_init,
 )
 
+from config.settings import Settings
 from core.constants import (
     TASK_BENCHMARK,
     TASK_NOTIFY,
@@ -26,7 +27,6 @@ from core.constants import (
     TASK_RELEASE,
     TASK_VERDICT,
 )
-from config.settings import Settings
 from workers.pipeline import Pipeline, Step
 
 log = logging.getLogger(__name__)
@@ -154,8 +154,8 @@ def _fresh_connections(**kwargs: Any) -> None:
 def redact_worker_logs(logger: logging.Logger | None = None, **kwargs: Any) -> None:
     """Celery sets up the worker's own log handlers: every configured secret (tokens, API keys,
     the webhook secret) is replaced by ``***`` in them too, tracebacks included."""
-    from core.logs import Redact
     from config.settings import load_settings, secret_values
+    from core.logs import Redact
 
     try:
         secrets = secret_values(load_settings())

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from benchmarks import endpoint
-from core import http
 from benchmarks.api import match_choice, pick_by_logprobs, run_api_task
 from benchmarks.tasks import Task, load_task
-from core.errors import EndpointRefused, EndpointUnavailable
 from config.settings import ApiCandidate, PromptSettings
+from core import http
+from core.errors import EndpointRefused, EndpointUnavailable
 from tests.conftest import SHIPPED_TASK
 from tests.support.openai_server import OpenAIServer, sentiment_answer, sentiment_of
 from tests.support.tasks import GENERATE, REVIEW_DIR, write_task

@@ -11,8 +11,8 @@ import pytest
 from benchmarks import bench as bench_module
 from benchmarks.bench import bench
 from benchmarks.cache import ResultStore, result_key
-from core.errors import ConfigError
 from config.settings import Settings
+from core.errors import ConfigError
 from supersede.zoo import Zoo
 from tests.conftest import copy_model
 from tests.support.hub_server import HubServer

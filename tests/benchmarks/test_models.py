@@ -13,6 +13,7 @@ from benchmarks import models
 from benchmarks.models import ModelRef, ModelResolver, adapter_name, load_model
 from benchmarks.runner import run_task
 from benchmarks.tasks import load_task
+from config.settings import Settings
 from core.errors import (
     GatedModelError,
     HubUnavailable,
@@ -20,7 +21,6 @@ from core.errors import (
     PickleWeightsRefused,
     RemoteCodeRefused,
 )
-from config.settings import Settings
 from supersede.zoo import Zoo
 from tests.conftest import SHIPPED_TASK, copy_model
 from tests.support.hub_server import HubServer

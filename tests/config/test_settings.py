@@ -13,13 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import config.settings as settings_module
-from core.constants import CONFIG_ENV
-from core.errors import ConfigError
 from config.notify import NotifySettings
 from config.observability import ObservabilitySettings
 from config.settings import PACKAGED_CONFIG, Settings, load_settings, resolve_config_path
 from config.watch import WatchSettings
 from config.workers import WorkersSettings
+from core.constants import CONFIG_ENV
+from core.errors import ConfigError
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "supersede.yaml"
 

@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 
 from benchmarks.cache import ResultStore
-from core.constants import TASK_BENCHMARK, TASK_NOTIFY, TASK_VERDICT
 from config.settings import FineTune, HubSettings, RuntimeSettings, Settings, StoreSettings
 from config.workers import WorkersSettings
+from core.clock import now
+from core.constants import TASK_BENCHMARK, TASK_NOTIFY, TASK_VERDICT
 from supersede.zoo import Zoo
 from tests.conftest import SHIPPED_TASK, copy_model
 from tests.support.hub_server import HubServer
 from watcher.events import ModelReleased
-from core.clock import now
 from workers.jobs import Job, JobStore
 from workers.pipeline import Pipeline
 

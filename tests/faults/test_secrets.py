@@ -20,9 +20,9 @@ import yaml
 
 from benchmarks.api import run_api_task
 from benchmarks.tasks import load_task
+from config.settings import api_key, load_settings, secret
 from core.constants import TASK_NOTIFY
 from core.errors import EndpointRefused
-from config.settings import api_key, load_settings, secret
 from tests.conftest import SHIPPED_TASK
 from tests.support.cli import supersede
 from tests.support.hub_server import HubServer

@@ -19,10 +19,10 @@ from sqlalchemy.exc import DBAPIError
 
 from benchmarks.cache import ResultStore
 from benchmarks.runner import RunResult, RunStats
+from core.clock import now
 from tests.support.postgres import ADMIN_DSN, temporary_database
 from watcher.events import ModelReleased
 from watcher.state import LINKED, RELEASED, UPDATE, WatchState
-from core.clock import now
 from workers.jobs import JobStore
 
 SHA_A = "a" * 40

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.errors import ConfigError, FeedInvalid, FeedUnavailable
 from config.settings import Settings, load_settings
 from config.watch import ApiModelRule, FeedWatch, WatchSettings
+from core.errors import ConfigError, FeedInvalid, FeedUnavailable
 from tests.support.feed_server import FeedServer
 from tests.support.hub_server import HubServer
 from tests.watcher.fixtures import OLD_AGE, RECENT_AGE, load_fixture

@@ -22,9 +22,10 @@ import pytest
 import yaml
 from sqlalchemy.orm import Session
 
-from core.errors import AlreadyRunning, ConfigError
 from config.settings import Settings
 from config.watch import FeedWatch, WebhookWatch
+from core.errors import AlreadyRunning, ConfigError
+from core.lease import holder_is_dead
 from tests.support.feed_server import FeedServer
 from tests.support.hub_server import HubServer
 from watcher.discovery import Discovery
@@ -32,7 +33,6 @@ from watcher.events import Announcement, ModelReleased
 from watcher.publish import Collect
 from watcher.scheduler import LOCK_NAME, WatchDaemon
 from watcher.state import RELEASED, LockRow, WatchState
-from core.lease import holder_is_dead
 
 REPO_ID = "acme/Acme-7B"
 SOURCE_JOBS = ("source:hub", "source:feed:acme-blog")

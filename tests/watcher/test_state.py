@@ -19,8 +19,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.errors import ConfigError
 from config.settings import Settings
+from core.errors import ConfigError
 from tests.support.postgres import temporary_database
 from watcher.discovery import Discovery
 from watcher.events import Announcement, ModelReleased

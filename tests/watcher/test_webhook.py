@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from core.errors import ConfigError
 from config.settings import Settings
 from config.watch import WebhookWatch
+from core.errors import ConfigError
 from tests.support.hub_server import HubServer
 from tests.watcher.conftest import days_ago
 from watcher.discovery import Discovery

@@ -11,10 +11,10 @@ import pytest
 import typer
 import yaml
 
-from core.constants import DEFAULT_QUEUE
-from core.errors import ConfigError
 from config.settings import Settings, StoreSettings, load_settings
 from config.workers import WorkersSettings
+from core.constants import DEFAULT_QUEUE
+from core.errors import ConfigError
 from supersede.cli import app as cli_app
 from workers.app import celery_config, embedded_broker, make_app, safe_broker
 from workers.routing import route

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks.cache import ResultStore
-from core.constants import TASK_BENCHMARK, TASK_VERDICT
 from config.settings import load_settings
+from core.constants import TASK_BENCHMARK, TASK_VERDICT
 from supersede.zoo import Zoo
 from tests.support.cli import supersede
 from tests.support.hub_server import HubServer

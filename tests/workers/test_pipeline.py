@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 
 from benchmarks.sides import BenchmarkScores
-from core.constants import DEFAULT_QUEUE, TASK_BENCHMARK, TASK_NOTIFY, TASK_VERDICT
 from config.settings import FineTune, HubSettings, RuntimeSettings, Settings, StoreSettings
 from config.workers import WorkersSettings
+from core.clock import now
+from core.constants import DEFAULT_QUEUE, TASK_BENCHMARK, TASK_NOTIFY, TASK_VERDICT
 from supersede.zoo import Zoo
 from tests.conftest import SHIPPED_TASK, copy_model
 from watcher.events import Announcement, ApiModel, ModelReleased
-from core.clock import now
 from workers.jobs import Job, JobStore
 from workers.pipeline import Pipeline
 

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
-from core.errors import ConfigError
 from config.settings import Settings, load_settings
 from config.workers import WorkersSettings
+from core.errors import ConfigError
 from tests.support.tasks import shipped_task_copy
 from tests.workers.conftest import SHIPPED_TASK, process_env, queue_length
 from workers.preflight import Role, checks, env_name, preflight

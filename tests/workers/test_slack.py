@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from slack_sdk.models.blocks import Block
 
-from core.errors import FatalError, RetryableError
 from config.notify import NotifySettings, SlackSettings
 from config.settings import FineTune, Settings, StoreSettings
+from core.clock import now
+from core.errors import FatalError, RetryableError
 from tests.conftest import SHIPPED_TASK
 from tests.support.postgres import temporary_database
 from tests.support.slack_server import BOT_USER_ID, SlackServer
-from core.clock import now
 from workers.jobs import Job
 from workers.notify import make_notifier
 from workers.notify.blocks import MAX_BLOCKS, escape, for_job, link

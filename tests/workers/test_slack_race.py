@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
+from core.clock import now
 from core.constants import DEFAULT_QUEUE, TASK_NOTIFY
 from tests.support.hub_server import HubServer
 from tests.support.slack_server import SlackServer
 from tests.workers.conftest import SHIPPED_TASK, CeleryWorker, Client, wait_for
 from tests.workers.test_slack import REPORT
 from watcher.events import ModelReleased
-from core.clock import now
 from workers.jobs import job_key
 from workers.notify.outbox import delivery_key
 

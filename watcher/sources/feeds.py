@@ -20,9 +20,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from core.http import retry_after
-from core.errors import FeedInvalid, FeedUnavailable
 from config.watch import FeedWatch, WatchSettings
+from core.errors import FeedInvalid, FeedUnavailable
+from core.http import retry_after
 from watcher.events import ApiModel
 
 USER_AGENT = "supersede-watcher (+https://github.com/supersede)"

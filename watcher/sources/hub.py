@@ -17,11 +17,11 @@ import logging
 import threading
 from typing import Any
 
-from core.http import retry_after
 from benchmarks.models import hub_errors
-from core.errors import HubUnavailable
 from config.settings import Settings
 from config.watch import WatchSettings
+from core.errors import HubUnavailable
+from core.http import retry_after
 from watcher.filters import RepoFacts
 
 log = logging.getLogger(__name__)

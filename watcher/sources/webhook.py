@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from core.errors import FatalError, RetryableError
 from config.watch import WebhookWatch
+from core.errors import FatalError, RetryableError
 from watcher.discovery import Discovery
 
 log = logging.getLogger(__name__)

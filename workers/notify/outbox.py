@@ -24,8 +24,8 @@ from typing import Any
 from sqlalchemy import DateTime, Integer, String, select, true, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from benchmarks.cache import create_tables, insert_once, make_engine
 from core.clock import now, utc
+from core.db import create_tables, insert_once, make_engine
 
 
 class OutboxBase(DeclarativeBase):

@@ -29,10 +29,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from core.http import full_jitter
-from core.errors import ConfigError, FatalError, RetryableError
 from config.settings import Settings
 from core.clock import now
+from core.errors import ConfigError, FatalError, RetryableError
+from core.http import full_jitter
 from workers.jobs import Job
 from workers.notify import blocks
 from workers.notify.blocks import Message
