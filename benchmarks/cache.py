@@ -24,15 +24,11 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from benchmarks.runner import RunResult, RunStats
 from core.constants import ENGINE_VERSION
-from core.db import create_tables, make_engine
-
-
-class Base(DeclarativeBase):
-    """Declarative base of Supersede's tables."""
+from core.db import Base, open_store
 
 
 class BenchmarkResult(Base):
@@ -87,8 +83,7 @@ class ResultStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = make_engine(url)
-        create_tables(Base.metadata, self.engine, url)
+        self.engine = open_store(url)
 
     def get(self, key: str) -> tuple[RunResult, dict[str, Any]] | None:
         """The stored result and its identity, or None."""

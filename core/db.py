@@ -6,6 +6,8 @@ one metadata describes the whole store.
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,9 +15,44 @@ from typing import Any
 from sqlalchemy import MetaData, create_engine, inspect
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import DeclarativeBase, Session
 
 from core.errors import ConfigError
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table in the store."""
+
+
+_engines: dict[str, Engine] = {}
+_made: dict[str, set[str]] = {}  # per URL, the tables this process has made sure exist
+_lock = threading.Lock()
+
+
+def open_store(url: str) -> Engine:
+    """This process's engine for ``url``, with every table declared so far made sure to exist.
+
+    One engine per URL per process: a verdict job or ``compare()`` reuses the pool and skips
+    the schema inspection after the first call.
+    """
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _engines[url] = make_engine(url)
+        made = _made.setdefault(url, set())
+        if not set(Base.metadata.tables) <= made:
+            create_tables(Base.metadata, engine, url)
+            made.update(Base.metadata.tables)
+        return engine
+
+
+def _forget_pools_after_fork() -> None:
+    """A forked child (a Celery prefork worker) must not share its parent's connections."""
+    for engine in _engines.values():
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_pools_after_fork)
 
 
 def make_engine(url: str) -> Engine:

@@ -33,10 +33,10 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.clock import now, utc
-from core.db import create_tables, insert_once, make_engine
+from core.db import Base, insert_once, open_store
 from core.lease import holder_is_dead
 from watcher.events import Announcement, Event, ModelReleased
 
@@ -54,11 +54,7 @@ RELEASED, ANNOUNCED, BASELINE, UPDATE, LINKED = (
 )
 
 
-class WatchBase(DeclarativeBase):
-    """Declarative base of the watcher's tables."""
-
-
-class Seen(WatchBase):
+class Seen(Base):
     __tablename__ = "watch_seen"
     __table_args__ = (UniqueConstraint("repo_id", "revision", name="uq_watch_seen_repo_sha"),)
 
@@ -73,7 +69,7 @@ class Seen(WatchBase):
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
-class SourceRow(WatchBase):
+class SourceRow(Base):
     __tablename__ = "watch_sources"
 
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
@@ -88,7 +84,7 @@ class SourceRow(WatchBase):
     errors: Mapped[int] = mapped_column(Integer, default=0)
 
 
-class LockRow(WatchBase):
+class LockRow(Base):
     __tablename__ = "watch_locks"
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -131,8 +127,7 @@ class WatchState:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = make_engine(url)
-        create_tables(WatchBase.metadata, self.engine, url)
+        self.engine = open_store(url)
 
     @contextmanager
     def _session(self) -> Iterator[Session]:

@@ -25,11 +25,11 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import JSON, DateTime, Integer, String, Text, select, update
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.clock import now, utc
 from core.constants import ENGINE_VERSION
-from core.db import create_tables, insert_once, make_engine
+from core.db import Base, insert_once, open_store
 from core.lease import holder_is_dead
 
 State = Literal["waiting", "queued", "running", "done", "failed", "skipped", "notified"]
@@ -37,11 +37,7 @@ FINISHED = ("done", "failed", "skipped", "notified")
 Kind = Literal["benchmark", "verdict", "announcement"]
 
 
-class JobBase(DeclarativeBase):
-    """Declarative base of the job tables."""
-
-
-class JobRow(JobBase):
+class JobRow(Base):
     __tablename__ = "jobs"
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -152,8 +148,7 @@ class JobStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = make_engine(url)
-        create_tables(JobBase.metadata, self.engine, url)
+        self.engine = open_store(url)
 
     @contextmanager
     def _session(self) -> Iterator[Session]:

@@ -274,8 +274,8 @@ def check_store(settings: Settings) -> None:
     from sqlalchemy.exc import DBAPIError
     from sqlalchemy.orm import Session
 
-    from benchmarks.cache import Base, BenchmarkResult
-    from core.db import create_tables, make_engine, safe_url
+    from benchmarks.cache import BenchmarkResult
+    from core.db import Base, create_tables, make_engine, safe_url
 
     url = settings.store.url
     fix = (

@@ -19,7 +19,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+import core.db
 from config.settings import Settings
+from core.db import Base
 from core.errors import ConfigError
 from tests.support.postgres import temporary_database
 from watcher.discovery import Discovery
@@ -32,7 +34,6 @@ from watcher.state import (
     UPDATE,
     NewRow,
     Seen,
-    WatchBase,
     WatchState,
 )
 
@@ -215,12 +216,13 @@ def test_losing_the_race_to_create_the_tables_is_harmless(
     store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     WatchState(store_url).engine.dispose()  # the winner created the tables...
-    create_all = WatchBase.metadata.create_all
+    monkeypatch.setattr(core.db, "_made", {})  # the loser is another process
+    create_all = Base.metadata.create_all
 
     def checked_before_the_winner(bind: Any, **options: Any) -> None:
         create_all(bind, checkfirst=False)  # ...after the loser saw none
 
-    monkeypatch.setattr(WatchBase.metadata, "create_all", checked_before_the_winner)
+    monkeypatch.setattr(Base.metadata, "create_all", checked_before_the_winner)
     loser = WatchState(store_url)
     assert loser.record_repo("hub", "acme/A-7B", SHA1, release("acme/A-7B")) == RELEASED
 

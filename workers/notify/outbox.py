@@ -22,17 +22,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import DateTime, Integer, String, select, true, update
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.clock import now, utc
-from core.db import create_tables, insert_once, make_engine
+from core.db import Base, insert_once, open_store
 
 
-class OutboxBase(DeclarativeBase):
-    """Declarative base of the delivery outbox."""
-
-
-class DeliveryRow(OutboxBase):
+class DeliveryRow(Base):
     __tablename__ = "deliveries"
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -81,8 +77,7 @@ class Outbox:
     """The ``deliveries`` table on ``url``."""
 
     def __init__(self, url: str) -> None:
-        self.engine = make_engine(url)
-        create_tables(OutboxBase.metadata, self.engine, url)
+        self.engine = open_store(url)
 
     def _set(self, key: str, where: Any, **values: Any) -> bool:
         with Session(self.engine) as session, session.begin():
