@@ -136,7 +136,7 @@ def build_setup(workdir: Path, examples: int, multi_token: bool) -> Setup:
     """Build the tokenizer, the random model and the task folder under ``workdir``."""
     from transformers.utils import logging as hf_logging
 
-    from supersede.zoo import PROMPT, build_base, build_tokenizer, review_examples, write_jsonl
+    from supersede.demo.zoo import PROMPT, build_base, build_tokenizer, review_examples, write_jsonl
 
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     rows = review_examples(examples, seed=DATA_SEED)

@@ -50,8 +50,8 @@ def main() -> int:
 
 
 def run(tmp: Path, mode: str, redis_url: str, repo: Path) -> dict[str, Any]:
-    from supersede.localhub.hub import HubServer
-    from supersede.zoo import build_zoo, read_jsonl
+    from supersede.demo.localhub.hub import HubServer
+    from supersede.demo.zoo import build_zoo, read_jsonl
 
     task = repo / "config" / "tasks" / "review_sentiment" / "review_sentiment.yaml"
     zoo = build_zoo(tmp / "zoo", read_jsonl(task.parent / "train.jsonl"))

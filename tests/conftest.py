@@ -11,7 +11,7 @@ import huggingface_hub.constants
 import pytest
 
 from config.settings import HubSettings, RuntimeSettings, Settings, StoreSettings
-from supersede.zoo import Zoo, build_zoo, read_jsonl, train_full, train_lora
+from supersede.demo.zoo import Zoo, build_zoo, read_jsonl, train_full, train_lora
 from tests.support.hub_server import HubServer
 
 REPO = Path(__file__).resolve().parent.parent

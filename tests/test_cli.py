@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from supersede.zoo import Zoo
+from supersede.demo.zoo import Zoo
 from tests.support.cli import supersede
 from tests.support.tasks import REVIEW_DIR, shipped_task_copy
 

@@ -15,7 +15,7 @@ from benchmarks.compare import compare
 from benchmarks.verdict import Verdict
 from config.settings import Settings, load_settings
 from core.errors import ConfigError
-from supersede.zoo import Zoo
+from supersede.demo.zoo import Zoo
 from tests.conftest import SHIPPED_TASK, copy_model
 
 CONFIG = """

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from supersede.zoo import Zoo
+from supersede.demo.zoo import Zoo
 from tests.support.cli import supersede
 from tests.support.slack_server import SlackServer
 

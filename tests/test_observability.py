@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from core.clock import now
-from supersede.console import setup_logging
-from supersede.metrics import serve
+from supersede.cli.console import setup_logging
+from supersede.observability import serve
 from watcher.events import ModelReleased
 from watcher.state import WatchState
 from workers.jobs import JobStore

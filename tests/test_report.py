@@ -14,7 +14,7 @@ import pytest
 
 from config.settings import Settings, StoreSettings
 from core.errors import FatalError
-from supersede.report import build_report
+from supersede.report.build import build_report
 from tests.support.cli import supersede
 from workers.jobs import JobStore
 

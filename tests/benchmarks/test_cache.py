@@ -13,7 +13,7 @@ from benchmarks.bench import bench
 from benchmarks.cache import ResultStore, result_key
 from config.settings import Settings
 from core.errors import ConfigError
-from supersede.zoo import Zoo
+from supersede.demo.zoo import Zoo
 from tests.conftest import copy_model
 from tests.support.hub_server import HubServer
 from tests.support.postgres import temporary_database

@@ -12,7 +12,7 @@ from benchmarks.models import ModelResolver, load_model
 from benchmarks.runner import RunResult, run_task
 from benchmarks.tasks import load_task
 from config.settings import Settings
-from supersede.zoo import Zoo
+from supersede.demo.zoo import Zoo
 from tests.support.tasks import GENERATE, MULTI_TOKEN, shipped_task_copy, write_task
 
 pytestmark = [pytest.mark.lmeval, pytest.mark.slow]

@@ -21,7 +21,7 @@ from core.errors import (
     PickleWeightsRefused,
     RemoteCodeRefused,
 )
-from supersede.zoo import Zoo
+from supersede.demo.zoo import Zoo
 from tests.conftest import SHIPPED_TASK, copy_model
 from tests.support.hub_server import HubServer
 

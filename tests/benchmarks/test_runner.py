@@ -12,7 +12,7 @@ from benchmarks.models import LoadedModel, ModelResolver, load_model
 from benchmarks.runner import _Engine, run_task
 from benchmarks.tasks import load_task
 from config.settings import Settings
-from supersede.zoo import Zoo
+from supersede.demo.zoo import Zoo
 from tests.conftest import SHIPPED_TASK
 from tests.support.tasks import GENERATE, MULTI_TOKEN, write_task
 

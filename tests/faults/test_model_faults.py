@@ -20,7 +20,7 @@ from config.settings import FineTune, HubSettings, RuntimeSettings, Settings, St
 from config.workers import WorkersSettings
 from core.clock import now
 from core.constants import TASK_BENCHMARK, TASK_NOTIFY, TASK_VERDICT
-from supersede.zoo import Zoo
+from supersede.demo.zoo import Zoo
 from tests.conftest import SHIPPED_TASK, copy_model
 from tests.support.hub_server import HubServer
 from watcher.events import ModelReleased

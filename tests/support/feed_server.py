@@ -1,5 +1,5 @@
-"""The local feed server (it lives in ``supersede.localhub`` so the offline demo can use it)."""
+"""The local feed server (it lives in ``supersede.demo.localhub``; the demo uses it too)."""
 
-from supersede.localhub.feeds import CHUNK_SIZE, FeedServer, huge_rss
+from supersede.demo.localhub.feeds import CHUNK_SIZE, FeedServer, huge_rss
 
 __all__ = ["CHUNK_SIZE", "FeedServer", "huge_rss"]

@@ -1,5 +1,5 @@
-"""The local Hub server (it lives in ``supersede.localhub`` so the offline demo can use it)."""
+"""The local Hub server (it lives in ``supersede.demo.localhub`` so the offline demo can use it)."""
 
-from supersede.localhub.hub import LFS_SIZE_THRESHOLD, LFS_SUFFIXES, HubServer
+from supersede.demo.localhub.hub import LFS_SIZE_THRESHOLD, LFS_SUFFIXES, HubServer
 
 __all__ = ["LFS_SIZE_THRESHOLD", "LFS_SUFFIXES", "HubServer"]

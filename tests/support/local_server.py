@@ -1,5 +1,5 @@
-"""The local-server lifecycle base (it lives with the demo's servers in ``supersede.localhub``)."""
+"""The local-server lifecycle base (in ``supersede.demo.localhub``, with the demo servers)."""
 
-from supersede.localhub.server import LocalServer
+from supersede.demo.localhub.server import LocalServer
 
 __all__ = ["LocalServer"]

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from supersede.localhub.server import LocalServer
+from supersede.demo.localhub.server import LocalServer
 
 __all__ = ["POSITIVE_WORDS", "OpenAIServer", "RecordedRequest", "sentiment_answer", "sentiment_of"]
 

@@ -82,7 +82,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from supersede.localhub.server import LocalServer
+from supersede.demo.localhub.server import LocalServer
 
 __all__ = [
     "BOT_ID",

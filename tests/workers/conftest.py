@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from config.settings import Settings, load_settings
-from supersede.zoo import Zoo
+from supersede.demo.zoo import Zoo
 from tests.support.cli import cli_env
 from tests.support.hub_server import HubServer
 from tests.support.redis_server import RedisServer

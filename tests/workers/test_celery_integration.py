@@ -24,7 +24,7 @@ import pytest
 from benchmarks.cache import ResultStore
 from config.settings import load_settings
 from core.constants import TASK_BENCHMARK, TASK_VERDICT
-from supersede.zoo import Zoo
+from supersede.demo.zoo import Zoo
 from tests.support.cli import supersede
 from tests.support.hub_server import HubServer
 from tests.support.redis_server import RedisServer, free_port

@@ -13,7 +13,7 @@ from config.settings import FineTune, HubSettings, RuntimeSettings, Settings, St
 from config.workers import WorkersSettings
 from core.clock import now
 from core.constants import DEFAULT_QUEUE, TASK_BENCHMARK, TASK_NOTIFY, TASK_VERDICT
-from supersede.zoo import Zoo
+from supersede.demo.zoo import Zoo
 from tests.conftest import SHIPPED_TASK, copy_model
 from watcher.events import Announcement, ApiModel, ModelReleased
 from workers.jobs import Job, JobStore

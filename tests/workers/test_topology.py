@@ -18,7 +18,7 @@ from sqlalchemy import delete
 from benchmarks.cache import BenchmarkResult, ResultStore
 from benchmarks.sides import BenchmarkScores
 from core.constants import TASK_BENCHMARK
-from supersede.zoo import Zoo
+from supersede.demo.zoo import Zoo
 from tests.support.cli import supersede
 from tests.support.hub_server import HubServer
 from tests.support.slack_server import SlackServer

@@ -25,7 +25,7 @@ import yaml
 
 from core.constants import DEFAULT_QUEUE
 
-TASK_DIR = Path(__file__).resolve().parent.parent / "config" / "tasks" / "review_sentiment"
+TASK_DIR = Path(__file__).resolve().parents[2] / "config" / "tasks" / "review_sentiment"
 FINETUNE = "review-sentiment"
 WATCHED = "newlab"
 BASE, ADAPTER = "acme-retail/tiny-base", "acme-retail/reviews-lora"
@@ -113,10 +113,10 @@ def run_demo(
 ) -> tuple[list[Outcome], Path]:
     """Run the demo; returns each release's outcome and the config file written."""
     from config.settings import load_settings
-    from supersede.job_commands import build_pipeline, check_broker
-    from supersede.localhub.feeds import FeedServer
-    from supersede.localhub.hub import HubServer
-    from supersede.zoo import build_zoo, read_jsonl
+    from supersede.cli.jobs import build_pipeline, check_broker
+    from supersede.demo.localhub.feeds import FeedServer
+    from supersede.demo.localhub.hub import HubServer
+    from supersede.demo.zoo import build_zoo, read_jsonl
     from watcher.discovery import Discovery
     from watcher.scheduler import WatchDaemon
     from watcher.state import WatchState
@@ -189,7 +189,7 @@ def _worker_process(config: Path, queues: list[str], log: Path) -> subprocess.Po
                "-c", "1", "--loglevel", "INFO"]  # fmt: skip
     with log.open("wb") as sink:
         return subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT,
-                                cwd=Path(__file__).resolve().parent.parent)  # fmt: skip
+                                cwd=Path(__file__).resolve().parents[2])  # fmt: skip
 
 
 def _await(

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from core.errors import SupersedeError
-from supersede.console import err, fail, out, quiet_libraries, setup_logging
+from supersede.cli.console import err, fail, out, quiet_libraries, setup_logging
 
 
 def demo(
@@ -28,7 +28,7 @@ def demo(
 ) -> None:
     """Offline demo: a tiny fine-tune, two new releases (one better, one not), the real daemon
     path from discovery to verdict, and the HTML report."""
-    from supersede.demo import run_demo
+    from supersede.demo.run import run_demo
 
     quiet_libraries()
     setup_logging(log_format="text")
@@ -60,7 +60,7 @@ def demo(
 
 def _report(config: Path, workdir: Path) -> Path | None:
     try:
-        from supersede.report import build_report
+        from supersede.report.build import build_report
     except ImportError:
         return None
     from config.settings import load_settings

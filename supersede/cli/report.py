@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from core.errors import SupersedeError
-from supersede import console
-from supersede.console import ConfigOption, fail
+from supersede.cli import console
+from supersede.cli.console import ConfigOption, fail
 
 
 def report(
@@ -23,7 +23,7 @@ def report(
 ) -> None:
     """Write an HTML report: verdicts per fine-tune with figures, every verdict and every job."""
     from config.settings import load_settings
-    from supersede.report import build_report
+    from supersede.report.build import build_report
 
     try:
         index = build_report(load_settings(config), out)

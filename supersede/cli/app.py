@@ -12,8 +12,11 @@ import typer
 from rich.table import Table
 
 from core.errors import SupersedeError
-from supersede import demo_command, job_commands, report_command, watch_commands
-from supersede.console import (
+from supersede.cli import demo as demo_command
+from supersede.cli import jobs as job_commands
+from supersede.cli import report as report_command
+from supersede.cli import watch as watch_commands
+from supersede.cli.console import (
     ConfigOption,
     JsonOption,
     LimitOption,
@@ -29,7 +32,7 @@ app = typer.Typer(
     help="Supersede: notice the day a new foundation model makes your fine-tune obsolete.",
 )
 
-PACKAGED_TASKS = Path(__file__).resolve().parent.parent / "config" / "tasks"
+PACKAGED_TASKS = Path(__file__).resolve().parents[2] / "config" / "tasks"
 
 
 class _RichProgress:
@@ -312,7 +315,7 @@ def example(
     quiet_libraries()
     from benchmarks.compare import compare as run_compare
     from config.settings import load_settings
-    from supersede.zoo import build_zoo, read_jsonl
+    from supersede.demo.zoo import build_zoo, read_jsonl
 
     task_file = PACKAGED_TASKS / "review_sentiment" / "review_sentiment.yaml"
     root = workdir.resolve()
@@ -360,7 +363,3 @@ def main() -> None:
         app()
     finally:
         gc.freeze()
-
-
-if __name__ == "__main__":
-    main()

@@ -52,7 +52,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from supersede.localhub.server import LocalServer
+from supersede.demo.localhub.server import LocalServer
 
 __all__ = ["LFS_SIZE_THRESHOLD", "LFS_SUFFIXES", "HubServer"]
 

@@ -199,7 +199,7 @@ def _write(settings: Settings, jobs: Sequence[Job], out_dir: Path, max_jobs: int
 
 def _environment() -> Environment:
     return Environment(
-        loader=PackageLoader("supersede", "templates"),
+        loader=PackageLoader("supersede.report", "templates"),
         autoescape=True,
         undefined=StrictUndefined,
         trim_blocks=True,

@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from core.errors import SupersedeError
-from supersede.console import (
+from supersede.cli.console import (
     EXIT_RETRYABLE,
     ConfigOption,
     JsonOption,

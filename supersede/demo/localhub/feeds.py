@@ -37,7 +37,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import urlsplit
 
-from supersede.localhub.server import LocalServer
+from supersede.demo.localhub.server import LocalServer
 
 __all__ = ["CHUNK_SIZE", "FeedServer", "huge_rss"]
 

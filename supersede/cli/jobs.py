@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from core.errors import BrokerUnavailable, SupersedeError
-from supersede.console import (
+from supersede.cli.console import (
     ConfigOption,
     JsonOption,
     configure_logging,
@@ -65,7 +65,7 @@ def run(
     embedded default (no broker_url), the worker itself. Stops cleanly on SIGTERM/SIGINT."""
     from config.settings import load_settings
     from core.constants import DEFAULT_QUEUE
-    from supersede.watch_commands import run_daemon
+    from supersede.cli.watch import run_daemon
     from watcher.discovery import Discovery
     from watcher.state import WatchState
     from workers.app import broker_url
@@ -89,7 +89,7 @@ def run(
             worker = EmbeddedWorker(app, [DEFAULT_QUEUE, *sorted(settings.workers.gpu_queues)])
         metrics = settings.observability
         if metrics.metrics_port:
-            from supersede.metrics import serve
+            from supersede.observability import serve
 
             try:
                 serve(settings.store.url, metrics.metrics_host, metrics.metrics_port)

@@ -1,0 +1,1 @@
+"""The HTML report of every verdict in the store."""
