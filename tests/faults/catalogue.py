@@ -216,8 +216,8 @@ FAULTS: tuple[Fault, ...] = (
     Fault("config", "Slack token set, no channel",
           "`supersede run`, `demo` and every worker exit 2 before any work, one line naming "
           "`notify.slack.channel` / `SUPERSEDE_NOTIFY__SLACK__CHANNEL`", "nothing started",
-          ("tests/test_cli.py::test_demo_with_a_slack_token_and_no_channel_stops_before_any_work",
-           "tests/test_cli.py::test_run_with_a_slack_token_and_no_channel_stops_before_any_work",
+          ("tests/supersede/test_cli.py::test_demo_with_a_slack_token_and_no_channel_stops_before_any_work",
+           "tests/supersede/test_cli.py::test_run_with_a_slack_token_and_no_channel_stops_before_any_work",
            "tests/workers/test_preflight.py::test_a_slack_token_without_a_channel_names_the_key_and_its_variable")),
     Fault("config", "a fine-tune's task file missing or broken, a prompt option the task cannot take",
           "`run`, `rerun` and every worker exit 2 with one line naming the fine-tune and the file",
@@ -253,7 +253,7 @@ FAULTS: tuple[Fault, ...] = (
           (f"{F}::test_vendor_rss_first_pass_classifies_every_entry",
            f"{F}::test_latin1_feed_without_charset_decodes_titles",
            f"{K}::test_untrusted_text_is_escaped",
-           "tests/test_report.py::test_tables_summary_and_escaping")),
+           "tests/supersede/test_report.py::test_tables_summary_and_escaping")),
     Fault("input", "an API reply that names no choice, or is malformed",
           "counted wrong (and as invalid); malformed replies retried", "every example scored once",
           (f"{A}::test_invalid_answers_count_as_wrong",
@@ -266,7 +266,7 @@ FAULTS: tuple[Fault, ...] = (
           "redacted from logs (tracebacks included) and error messages; never in the store, "
           "reports or Slack messages", "-",
           ("tests/faults/test_secrets.py",
-           "tests/test_observability.py::test_json_lines_with_secrets_redacted",
+           "tests/supersede/test_observability.py::test_json_lines_with_secrets_redacted",
            f"{A}::test_wrong_key_is_refused_at_once_and_never_shown",
            f"{ST}::test_a_store_that_cannot_be_opened_is_a_config_error_without_the_password")),
 )  # fmt: skip
