@@ -34,8 +34,8 @@ from typing import Any
 
 import httpx
 
-from benchmarks.runner import RunStats
-from config.settings import ApiCandidate
+from benchmarks.scoring import RunStats
+from config.api import ApiCandidate
 from core.errors import EndpointRefused, EndpointUnavailable
 from core.http import full_jitter, retry_after
 

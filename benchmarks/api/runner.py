@@ -18,7 +18,7 @@ multiple_choice
     In logprobs mode, an example whose reply names no choice is asked again in choice mode
     (counted in ``extra["logprob_fallbacks"]``).
 
-Retries, timeouts, token accounting and costs are :mod:`benchmarks.endpoint`'s.
+Retries, timeouts, token accounting and costs are :mod:`benchmarks.api.endpoint`'s.
 """
 
 from __future__ import annotations
@@ -34,10 +34,12 @@ from typing import Any, TypeVar
 import httpx
 
 from benchmarks.answers import match_choice, pick_by_logprobs
-from benchmarks.endpoint import Aborted, Endpoint, Rejected, Reply
-from benchmarks.runner import RunResult, build_result, score_choices, score_texts
-from benchmarks.tasks import Request, Task
-from config.settings import ApiCandidate, PromptSettings
+from benchmarks.api.endpoint import Aborted, Endpoint, Rejected, Reply
+from benchmarks.scoring import RunResult, build_result, score_choices, score_texts
+from benchmarks.tasks.render import Request
+from benchmarks.tasks.task import Task
+from config.api import ApiCandidate
+from config.settings import PromptSettings
 from core.errors import EndpointRefused
 
 __all__ = ["match_choice", "pick_by_logprobs", "run_api_task"]
