@@ -14,6 +14,8 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from core.suggest import did_you_mean
+
 #: ``fn(prediction, references, options) -> score in [0, 1]`` for generated text.
 TextMetric = Callable[[str, Sequence[str], Mapping[str, Any]], float]
 
@@ -35,10 +37,7 @@ def text_metric(name: str) -> TextMetric:
     try:
         return _TEXT_METRICS[name]
     except KeyError:
-        import difflib
-
-        close = difflib.get_close_matches(name, list(_TEXT_METRICS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(name, _TEXT_METRICS)
         raise KeyError(
             f"unknown metric {name!r}{hint}; known: {', '.join(sorted(_TEXT_METRICS))}"
         ) from None

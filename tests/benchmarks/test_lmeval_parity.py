@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from benchmarks.models import ModelResolver, load_model
-from benchmarks.runner import RunResult, run_task
+from benchmarks.runner import run_task
+from benchmarks.scoring import RunResult
 from benchmarks.tasks import load_task
 from config.settings import Settings
 from supersede.demo.zoo import Zoo

@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 import torch
 
+from benchmarks.engine import Engine
 from benchmarks.models import LoadedModel, ModelResolver, load_model
-from benchmarks.runner import _Engine, run_task
-from benchmarks.tasks import load_task
+from benchmarks.runner import run_task
+from benchmarks.tasks.task import load_task
 from config.settings import Settings
 from supersede.demo.zoo import Zoo
 from tests.conftest import SHIPPED_TASK
@@ -42,7 +43,7 @@ def naive_loglikelihoods(
     loaded: LoadedModel, context: str, continuations: tuple[str, ...], max_length: int
 ) -> list[float]:
     """One sequence at a time, full logits, lm-eval's slicing: the reference to match."""
-    engine = _Engine(loaded, 1, max_length)
+    engine = Engine(loaded, 1, max_length)
     scores = []
     with torch.inference_mode(), loaded.scoring_model():
         for continuation in continuations:
@@ -72,7 +73,7 @@ def test_fast_path_equals_plain_computation(
 ) -> None:
     task = tasks[kind]
     requests = task.requests(12)
-    engine = _Engine(tuned, 5, max_length)
+    engine = Engine(tuned, 5, max_length)
     with torch.inference_mode(), tuned.scoring_model():
         fast = engine.loglikelihoods(requests, None)
     for request, got in zip(requests, fast, strict=True):
@@ -122,11 +123,11 @@ def test_generation_stops_at_stop_sequences(tuned: LoadedModel, tasks: dict[str,
 def test_single_token_choices_share_one_forward_pass(
     tuned: LoadedModel, tasks: dict[str, Any]
 ) -> None:
-    engine = _Engine(tuned, 64, None)
+    engine = Engine(tuned, 64, None)
     with torch.inference_mode(), tuned.scoring_model():
         engine.loglikelihoods(tasks["single"].requests(64), None)
     single_rows = engine.batch_times
-    engine_multi = _Engine(tuned, 64, None)
+    engine_multi = Engine(tuned, 64, None)
     with torch.inference_mode(), tuned.scoring_model():
         engine_multi.loglikelihoods(tasks["multi"].requests(64), None)
     # 64 documents x 2 one-token choices fit one 64-row batch; 64 x 3 multi-token rows need three.
@@ -137,7 +138,7 @@ def test_single_token_choices_share_one_forward_pass(
 def test_empty_context_scores_after_the_prefix_token(tuned: LoadedModel, tmp_path: Path) -> None:
     config = dict(MULTI_TOKEN, task="empty_ctx", doc_to_text="")
     task = load_task(write_task(tmp_path, config, test_rows=5))
-    engine = _Engine(tuned, 4, None)
+    engine = Engine(tuned, 4, None)
     with torch.inference_mode(), tuned.scoring_model():
         got = engine.loglikelihoods(task.requests(), None)
     prefix = tuned.tokenizer.bos_token_id

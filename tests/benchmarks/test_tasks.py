@@ -16,13 +16,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from benchmarks.tasks import (
-    DEFAULT_MAX_GEN_TOKS,
-    SUPPORTED_KEYS,
-    UNSUPPORTED_KEYS,
-    Task,
-    load_task,
-)
+from benchmarks.tasks.schema import DEFAULT_MAX_GEN_TOKS, SUPPORTED_KEYS, UNSUPPORTED_KEYS
+from benchmarks.tasks.task import Task, load_task
 from core.errors import TaskFileError
 
 SHIPPED = (

@@ -1,0 +1,233 @@
+"""Prompts: a task's documents rendered as lm-eval's ConfigurableTask renders them.
+
+Templates run in a sandboxed Jinja2 environment with lm-eval's settings, and few-shot examples
+are drawn with lm-eval 0.4's sampler, so the same task file gives the same prompts under both.
+"""
+
+from __future__ import annotations
+
+import ast
+import random
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from core.errors import TaskFileError
+
+if TYPE_CHECKING:
+    from benchmarks.tasks.task import Task
+
+#: lm-eval's default few-shot seed; shots are drawn exactly as lm-eval 0.4 draws them.
+FEWSHOT_SEED = 1234
+
+
+def strict_jinja() -> Any:
+    """A Jinja2 environment that renders as lm-eval's does, sandboxed."""
+    # lm-eval's environment: undefined names fail loudly, trailing newlines are kept.
+    # Sandboxed: renders ordinary templates exactly as lm-eval's plain Environment does, but a
+    # template cannot reach Python internals (e.g. cycler.__init__.__globals__.os).
+    from jinja2 import BaseLoader, StrictUndefined
+    from jinja2.sandbox import SandboxedEnvironment
+
+    env = SandboxedEnvironment(
+        loader=BaseLoader(), undefined=StrictUndefined, keep_trailing_newline=True
+    )
+    env.filters["regex_replace"] = lambda s, pattern, repl, count=0: re.sub(
+        pattern, repl, s, count=count
+    )
+    return env
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the runner scores for one document.
+
+    For ``multiple_choice``: ``continuations`` (target delimiter + choice) scored after
+    ``context``; ``gold`` is the index of the right choice. For ``generate_until``: text is
+    generated after ``context`` and compared with the ``gold`` string.
+    """
+
+    doc_id: int
+    context: str
+    continuations: tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()
+    gold: int | str | tuple[str, ...] = 0
+
+
+class Renderer:
+    """Renders templates the way lm-eval's ConfigurableTask does."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.env = strict_jinja()
+        self.features = set(task.docs[0]) if task.docs else set()
+        self.cfg = task.config
+        self._cache: dict[str, Any] = {}
+        self._rng = random.Random(FEWSHOT_SEED)
+
+    def _template(self, source: str) -> Any:
+        if source not in self._cache:
+            self._cache[source] = self.env.from_string(source)
+        return self._cache[source]
+
+    def _render(self, key: str, source: str, doc: Mapping[str, Any], doc_id: int) -> str:
+        try:
+            return str(self._template(source).render(**doc))
+        except Exception as exc:
+            raise TaskFileError(
+                f"{self.task.path}: key '{key}': template failed on document {doc_id}: {exc}"
+            ) from None
+
+    def text(self, doc: Mapping[str, Any], doc_id: int) -> str:
+        """The prompt for one document (``doc_to_text``)."""
+        source = self.cfg.get("doc_to_text", "")
+        if isinstance(source, int):
+            return str(source)
+        if source in self.features:
+            return str(doc[source])
+        return self._render("doc_to_text", source, doc, doc_id)
+
+    def choices(self, doc: Mapping[str, Any], doc_id: int) -> list[str]:
+        """The document's answer choices (``doc_to_choice``); empty when the task has none."""
+        source = self.cfg.get("doc_to_choice")
+        if source is None:
+            return []
+        if isinstance(source, list):
+            return [str(c) for c in source]
+        if isinstance(source, dict):
+            return [str(c) for c in source.values()]
+        if source in self.features:
+            value = doc[source]
+        else:
+            rendered = self._render("doc_to_choice", source, doc, doc_id)
+            try:
+                value = ast.literal_eval(rendered)
+            except (ValueError, SyntaxError):
+                raise TaskFileError(
+                    f"{self.task.path}: key 'doc_to_choice': document {doc_id} rendered "
+                    f"{rendered[:80]!r}, which is not a list literal"
+                ) from None
+        if not isinstance(value, list | tuple) or not value:
+            raise TaskFileError(
+                f"{self.task.path}: key 'doc_to_choice': document {doc_id} has no list of choices"
+            )
+        return [str(c) for c in value]
+
+    def target(self, doc: Mapping[str, Any], doc_id: int) -> Any:
+        """The document's target (``doc_to_target``): an index, a string or a list of strings."""
+        source = self.cfg.get("doc_to_target", "")
+        if isinstance(source, int | list):
+            return source
+        if source in self.features:
+            return doc[source]
+        rendered = self._render("doc_to_target", source, doc, doc_id)
+        if rendered.isdigit() and self.cfg.get("doc_to_choice") is not None:
+            return int(rendered)
+        if len(rendered) >= 2 and rendered[0] == "[" and rendered[-1] == "]":
+            try:
+                return ast.literal_eval(rendered)
+            except (SyntaxError, ValueError):
+                return rendered
+        return rendered
+
+    def _answer_text(self, doc: Mapping[str, Any], doc_id: int) -> str:
+        answer = self.target(doc, doc_id)
+        choices = self.choices(doc, doc_id)
+        if choices and isinstance(answer, int):
+            if not 0 <= answer < len(choices):
+                raise TaskFileError(
+                    f"{self.task.path}: key 'doc_to_target': few-shot document {doc_id} has "
+                    f"target {answer}, not an index into its {len(choices)} choices"
+                )
+            return choices[answer]
+        if isinstance(answer, list):
+            if not answer:
+                raise TaskFileError(
+                    f"{self.task.path}: key 'doc_to_target': few-shot document {doc_id} has an "
+                    "empty list of targets"
+                )
+            return str(answer[0])
+        return str(answer)
+
+    def context(self, doc: Mapping[str, Any], doc_id: int) -> str:
+        """Description, few-shot examples, then the document's prompt."""
+        cfg = self.cfg
+        parts = []
+        description = cfg.get("description") or ""
+        if description:
+            parts.append(self._render("description", description, doc, doc_id))
+        if self.task.num_fewshot:
+            target_delimiter = cfg.get("target_delimiter", " ")
+            fewshot_delimiter = cfg.get("fewshot_delimiter", "\n\n")
+            for j, shot in self._shots(doc):
+                parts.append(
+                    self.text(shot, j)
+                    + target_delimiter
+                    + self._answer_text(shot, j)
+                    + fewshot_delimiter
+                )
+        parts.append(self.text(doc, doc_id))
+        return "".join(parts)
+
+    def _shots(self, doc: Mapping[str, Any]) -> list[tuple[int, Mapping[str, Any]]]:
+        # lm-eval's ContextSampler: one Random(1234) drawn from in document order; when the
+        # few-shot split is the scored split, n + 1 are drawn and the document itself dropped.
+        n = self.task.num_fewshot
+        pool = list(enumerate(self.task.fewshot_docs))
+        scored = self.cfg.get("test_split") or self.cfg.get("validation_split")
+        if self.cfg.get("fewshot_split") != scored:
+            return self._rng.sample(pool, n)
+        shots = [s for s in self._rng.sample(pool, min(n + 1, len(pool))) if s[1] != doc][:n]
+        if len(shots) < n:
+            shots = self._rng.sample([s for s in pool if s[1] != doc], n)
+        return shots
+
+    def request(self, doc_id: int, doc: Mapping[str, Any]) -> Request:
+        """The fully rendered request for one document, its target checked."""
+        context = self.context(doc, doc_id)
+        if self.task.output_type == "multiple_choice":
+            choices = self.choices(doc, doc_id)
+            if not choices:
+                raise TaskFileError(
+                    f"{self.task.path}: key 'doc_to_choice': required for multiple_choice"
+                )
+            gold = self.target(doc, doc_id)
+            if isinstance(gold, str):
+                if gold not in choices:
+                    raise TaskFileError(
+                        f"{self.task.path}: key 'doc_to_target': document {doc_id} has target "
+                        f"{gold!r}, which is not one of its choices {choices}"
+                    )
+                gold = choices.index(gold)
+            if not isinstance(gold, int) or not 0 <= gold < len(choices):
+                raise TaskFileError(
+                    f"{self.task.path}: key 'doc_to_target': document {doc_id} has target "
+                    f"{gold!r}, not an index into its {len(choices)} choices"
+                )
+            delimiter = self.cfg.get("target_delimiter", " ")
+            return Request(
+                doc_id=doc_id,
+                context=context,
+                continuations=tuple(delimiter + c for c in choices),
+                choices=tuple(choices),
+                gold=gold,
+            )
+        target = self.target(doc, doc_id)
+        if self.cfg.get("doc_to_choice") is not None:
+            choices = self.choices(doc, doc_id)
+            if not isinstance(target, int) or not 0 <= target < len(choices):
+                raise TaskFileError(
+                    f"{self.task.path}: key 'doc_to_target': document {doc_id} has target "
+                    f"{target!r}; with doc_to_choice it must index one of {len(choices)} choices"
+                )
+            target = choices[target]
+        if isinstance(target, list) and not target:
+            raise TaskFileError(
+                f"{self.task.path}: key 'doc_to_target': document {doc_id} has an empty list "
+                "of targets"
+            )
+        answer: str | tuple[str, ...] = (
+            tuple(str(t) for t in target) if isinstance(target, list) else str(target)
+        )
+        return Request(doc_id=doc_id, context=context, gold=answer)
