@@ -12,8 +12,9 @@ from typing import Any, Protocol
 
 from benchmarks.cache import ResultStore, result_key
 from benchmarks.models import ModelResolver, load_model, pick_device, pick_dtype
-from benchmarks.runner import RunResult, run_task
-from benchmarks.tasks import load_task
+from benchmarks.runner import run_task
+from benchmarks.scoring import RunResult
+from benchmarks.tasks.task import load_task
 from config.settings import PromptSettings, Settings
 
 #: The hardware class of a run from the command line rather than on a worker's queue.

@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from benchmarks.runner import RunResult, RunStats
+from benchmarks.scoring import RunResult, RunStats
 from core.constants import ENGINE_VERSION
 from core.db import Base, open_store
 

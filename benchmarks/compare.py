@@ -20,12 +20,13 @@ from pathlib import Path
 from benchmarks import cost
 from benchmarks.bench import LOCAL, ProgressSink, bench
 from benchmarks.cache import ResultStore, result_key
-from benchmarks.runner import RunResult
+from benchmarks.scoring import RunResult
 from benchmarks.sides import PairScores, ScoredSide
 from benchmarks.stats import compare_paired
-from benchmarks.tasks import load_task
+from benchmarks.tasks.task import load_task
 from benchmarks.verdict import VerdictReport, decide
-from config.settings import ApiCandidate, FineTune, Settings, api_key, finetune, task_path
+from config.api import ApiCandidate
+from config.settings import FineTune, Settings, api_key, finetune, task_path
 from core.errors import FatalError
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from benchmarks.runner import RunResult
-from config.settings import ApiCandidate
+from benchmarks.scoring import RunResult
+from config.api import ApiCandidate
 
 
 @dataclass(frozen=True)

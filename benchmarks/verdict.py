@@ -17,13 +17,18 @@ interval" is the paired bootstrap confidence interval of candidate minus fine-tu
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from benchmarks.cost import ServingCost, monthly
-from benchmarks.stats import MIN_EXAMPLES, PairedComparison
-from config.settings import Economics, VerdictSettings
+from pydantic import TypeAdapter
+
+if TYPE_CHECKING:
+    # Only decide() needs these; a reader of a stored VerdictReport (the notifier, the report,
+    # ``supersede status``) should not pay for importing scipy.
+    from benchmarks.cost import ServingCost
+    from benchmarks.stats import PairedComparison
+    from config.settings import Economics, VerdictSettings
 
 
 class Verdict(StrEnum):
@@ -69,10 +74,12 @@ class VerdictReport:
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["verdict"] = str(self.verdict)
-        data["warnings"] = list(self.warnings)
-        return data
+        """The JSON form: what a verdict job stores and ``compare --json`` prints."""
+        return dict(REPORT_ADAPTER.dump_python(self, mode="json"))
+
+
+#: Validates and dumps a :class:`VerdictReport` (the store keeps it as :meth:`to_dict` writes it).
+REPORT_ADAPTER: TypeAdapter[VerdictReport] = TypeAdapter(VerdictReport)
 
 
 def _usd(value: float) -> str:
@@ -102,6 +109,9 @@ def decide(
     failure: str | None = None,
 ) -> VerdictReport:
     """Apply the verdict rules (module docstring) to a paired comparison and two costs."""
+    from benchmarks.cost import monthly
+    from benchmarks.stats import MIN_EXAMPLES
+
     margin = rules.margin
     base: dict[str, Any] = {
         "finetune": finetune,

@@ -13,7 +13,6 @@ so a token never lands in a file that gets committed.
 
 from __future__ import annotations
 
-import difflib
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -22,12 +21,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from config.api import ApiCandidate
 from config.notify import NotifySettings
 from config.observability import ObservabilitySettings
 from config.watch import WatchSettings
 from config.workers import WorkersSettings
 from core.constants import CONFIG_ENV, ENV_NESTED_DELIMITER, ENV_PREFIX
 from core.errors import ConfigError
+from core.suggest import did_you_mean
 
 #: The shipped config, used when no other file is named and ``config/supersede.yaml`` is absent.
 PACKAGED_CONFIG = Path(__file__).with_name("supersede.yaml")
@@ -119,26 +120,6 @@ class FineTune(_Section):
     def model_ref(self) -> str:
         """The model to load: the base of an adapter fine-tune, or the full model."""
         return self.model or str(self.base)
-
-
-class ApiCandidate(_Section):
-    """A model reachable only through an OpenAI-compatible chat-completions endpoint."""
-
-    name: str = Field(min_length=1, max_length=128, description="How verdicts name it.")
-    base_url: str = Field(pattern=r"^https?://", description="e.g. https://api.vendor.com/v1")
-    model: str = Field(min_length=1, description="The endpoint's model name.")
-    api_key_env: str | None = Field(
-        None, pattern=r"^[A-Z_][A-Z0-9_]*$", description="Environment variable holding the key."
-    )
-    input_usd_per_1m: float = Field(0.0, ge=0, description="Price per 1M input tokens.")
-    output_usd_per_1m: float = Field(0.0, ge=0, description="Price per 1M output tokens.")
-    timeout_s: float = Field(60.0, gt=0)
-    max_concurrency: int = Field(4, ge=1, le=256)
-    max_retries: int = Field(5, ge=0, le=20)
-    multiple_choice: Literal["auto", "logprobs", "choice"] = Field(
-        "auto", description="auto = logprobs when the endpoint returns them, else ask for a choice."
-    )
-    open_weights: bool = Field(False, description="True when its weights are published too.")
 
 
 class CandidateSettings(_Section):
@@ -276,8 +257,7 @@ def _reject_unknown_sections(document: dict[Any, Any], where: str) -> None:
     sections = [name for name in Settings.model_fields if name not in _INTERNAL_FIELDS]
     for key in document:
         if key not in sections:
-            close = difflib.get_close_matches(str(key), sections, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(sections)})"
+            hint = did_you_mean(str(key), sections, listing="known")
             raise ConfigError(f"{where}: invalid configuration: key '{key}': unknown key{hint}")
 
 
@@ -326,8 +306,7 @@ def _did_you_mean(loc: tuple[int | str, ...]) -> str:
             return ""
         model = annotation
     known = [name for name in model.model_fields if name not in _INTERNAL_FIELDS]
-    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
-    return f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(known)})"
+    return did_you_mean(str(loc[-1]), known, listing="known keys")
 
 
 def api_key(candidate: ApiCandidate) -> str | None:
@@ -363,8 +342,7 @@ def finetune(settings: Settings, name: str) -> FineTune:
         if entry.name == name:
             return entry
     known = [f.name for f in settings.finetunes]
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    hint = did_you_mean(name, known)
     listed = ", ".join(known) if known else "none: add one under 'finetunes:'"
     raise ConfigError(f"no fine-tune named '{name}' in the config{hint}; configured: {listed}")
 

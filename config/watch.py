@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from config.api import ApiEndpoint
+
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 
@@ -73,17 +75,14 @@ class HubWatch(_Section):
         return _check_patterns(patterns)
 
 
-class ApiModelRule(_Section):
-    """A feed entry naming a model matched by ``pattern`` becomes an API candidate release."""
+class ApiModelRule(ApiEndpoint):
+    """A feed entry naming a model matched by ``pattern`` becomes an API candidate release, served
+    by this endpoint at these prices."""
 
     pattern: str = Field(
         description="Regex searched in the entry's title, summary and link; group 1 (or the whole "
         "match) is the endpoint's model name."
     )
-    base_url: str = Field(pattern=r"^https?://", description="OpenAI-compatible base URL.")
-    api_key_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$")
-    input_usd_per_1m: float = Field(0.0, ge=0)
-    output_usd_per_1m: float = Field(0.0, ge=0)
 
     @field_validator("pattern")
     @classmethod

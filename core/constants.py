@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 #: Bumped whenever a change to the engine can change a score; part of every result-cache key.
 ENGINE_VERSION = "1"
 
@@ -36,3 +38,27 @@ TASK_REBENCHMARK = "supersede.rebenchmark"
 TASK_RECONCILE = "supersede.reconcile"
 #: The queue of everything that is not a GPU benchmark (verdicts, notifications, fan-out).
 DEFAULT_QUEUE = "default"
+
+
+class JobState(StrEnum):
+    """Where a job is in its life (``workers/jobs.py`` draws the transitions).
+
+    The values are what the store and ``supersede status --json`` hold; a member compares equal
+    to its value, so rows written before these were an enum read back unchanged.
+    """
+
+    WAITING = "waiting"
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    NOTIFIED = "notified"
+
+
+class JobKind(StrEnum):
+    """What a job does: score a release, judge one fine-tune against it, or tell of a post."""
+
+    BENCHMARK = "benchmark"
+    VERDICT = "verdict"
+    ANNOUNCEMENT = "announcement"

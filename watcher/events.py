@@ -7,24 +7,14 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from config.api import ApiModel
+
 
 class _Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     source: str = Field(description="Where it was found: 'hub', 'webhook' or 'feed:<name>'.")
     detected_at: datetime = Field(description="When the watcher saw it (UTC).")
-
-
-class ApiModel(BaseModel):
-    """A model served through an OpenAI-compatible endpoint, named by a vendor feed entry."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    model: str = Field(description="The endpoint's model name.")
-    base_url: str
-    api_key_env: str | None = None
-    input_usd_per_1m: float = 0.0
-    output_usd_per_1m: float = 0.0
 
 
 class ModelReleased(_Event):

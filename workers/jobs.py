@@ -18,113 +18,26 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Literal
 
-from sqlalchemy import JSON, DateTime, Integer, String, Text, select, update
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
-from core.clock import now, utc
-from core.constants import ENGINE_VERSION
-from core.db import Base, insert_once, open_store
+from benchmarks.sides import BenchmarkScores
+from benchmarks.verdict import VerdictReport
+from core.clock import now
+from core.constants import ENGINE_VERSION, JobState
+from core.db import insert_once, open_store
 from core.lease import holder_is_dead
+from workers.records import Job, JobRow, stored
 
-State = Literal["waiting", "queued", "running", "done", "failed", "skipped", "notified"]
-FINISHED = ("done", "failed", "skipped", "notified")
-Kind = Literal["benchmark", "verdict", "announcement"]
+__all__ = ["FINISHED", "Claim", "Job", "JobStore", "job_key"]
 
-
-class JobRow(Base):
-    __tablename__ = "jobs"
-
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16))
-    candidate: Mapped[str] = mapped_column(String(600), index=True)
-    finetune: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    parent: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
-    queue: Mapped[str] = mapped_column(String(64))
-    state: Mapped[str] = mapped_column(String(16), index=True)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
-    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
-    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    lease_owner: Mapped[str | None] = mapped_column(String(256), nullable=True)
-    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    #: 1 when the last message sent for this job was refused (broker down): the reconciler
-    #: sends it again at its next pass.
-    unsent: Mapped[int] = mapped_column(Integer, default=0)
-    #: Failed notifications so far, the last one's reason, and when to try again.
-    notify_tries: Mapped[int] = mapped_column(Integer, default=0)
-    notify_error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    notify_due: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-
-
-@dataclass(frozen=True)
-class Job:
-    """A job as read from the store."""
-
-    key: str
-    kind: str
-    candidate: str
-    finetune: str | None
-    parent: str | None
-    queue: str
-    state: str
-    attempts: int
-    reason: str | None
-    payload: dict[str, Any]
-    result: dict[str, Any] | None
-    created_at: datetime
-    queued_at: datetime | None
-    started_at: datetime | None
-    finished_at: datetime | None
-    lease_owner: str | None
-    lease_until: datetime | None
-    unsent: bool = False
-    notify_tries: int = 0
-    notify_error: str | None = None
-    notify_due: datetime | None = None
-
-    @classmethod
-    def of(cls, row: JobRow) -> Job:
-        return cls(
-            key=row.key,
-            kind=row.kind,
-            candidate=row.candidate,
-            finetune=row.finetune,
-            parent=row.parent,
-            queue=row.queue,
-            state=row.state,
-            attempts=row.attempts or 0,
-            reason=row.reason,
-            payload=dict(row.payload or {}),
-            result=dict(row.result) if row.result is not None else None,
-            created_at=utc(row.created_at) or now(),
-            queued_at=utc(row.queued_at),
-            started_at=utc(row.started_at),
-            finished_at=utc(row.finished_at),
-            lease_owner=row.lease_owner,
-            lease_until=utc(row.lease_until),
-            unsent=bool(row.unsent),
-            notify_tries=row.notify_tries or 0,
-            notify_error=row.notify_error,
-            notify_due=utc(row.notify_due),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form (``supersede status --json``)."""
-        data = {k: v for k, v in self.__dict__.items() if k not in ("payload", "result")}
-        for key, value in data.items():
-            if isinstance(value, datetime):
-                data[key] = value.isoformat()
-        return data
+FINISHED = (JobState.DONE, JobState.FAILED, JobState.SKIPPED, JobState.NOTIFIED)
 
 
 def job_key(kind: str, *parts: str) -> str:
@@ -222,13 +135,16 @@ class JobStore:
             lease_until=now() + timedelta(seconds=lease_s),
         )
 
-    def finish(self, key: str, owner: str, result: dict[str, Any]) -> bool:
-        """Record the result of our try; False (nothing recorded) when the lease was lost."""
+    def finish(
+        self, key: str, owner: str, result: BenchmarkScores | VerdictReport | Mapping[str, Any]
+    ) -> bool:
+        """Record the result of our try (see :func:`stored`); False (nothing recorded) when the
+        lease was lost."""
         return self._set(
             key,
             (JobRow.state == "running") & (JobRow.lease_owner == owner),
             state="done",
-            result=result,
+            result=stored(result),
             reason=None,
             finished_at=now(),
             lease_owner=None,
@@ -243,7 +159,7 @@ class JobStore:
         *,
         retry: bool,
         max_attempts: int,
-        final: State = "failed",
+        final: JobState = JobState.FAILED,
     ) -> str:
         """End our try with ``reason``: back to ``queued`` when ``retry`` and attempts remain,
         else ``final`` (``failed``, or ``skipped`` for a refused model). Returns the state set
@@ -252,7 +168,7 @@ class JobStore:
         if job is None:
             return "missing"
         again = retry and job.attempts < max_attempts
-        state = "queued" if again else final
+        state = JobState.QUEUED if again else final
         changed = self._set(
             key,
             (JobRow.state == "running") & (JobRow.lease_owner == owner),
@@ -265,7 +181,7 @@ class JobStore:
         )
         return state if changed else (self.get(key) or job).state
 
-    def finish_as(self, key: str, state: State, reason: str | None = None) -> bool:
+    def finish_as(self, key: str, state: JobState, reason: str | None = None) -> bool:
         """Move a job that is not running to a final state (``skipped``, ``failed``)."""
         return self._set(
             key,
@@ -285,7 +201,7 @@ class JobStore:
             )
         return self.children(parent)
 
-    def end_waiting(self, parent: str, state: State, reason: str) -> list[Job]:
+    def end_waiting(self, parent: str, state: JobState, reason: str) -> list[Job]:
         """The jobs that waited for a failed or skipped ``parent`` end with it."""
         with self._session() as session:
             session.execute(
@@ -321,7 +237,7 @@ class JobStore:
         key: str,
         *,
         reset_attempts: bool = False,
-        state: State = "queued",
+        state: JobState = JobState.QUEUED,
         queue: str | None = None,
     ) -> bool:
         """Put a job that is not running back in the queue (or back to ``waiting``), on

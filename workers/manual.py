@@ -9,7 +9,7 @@ from config.settings import Settings
 from config.settings import finetune as configured_finetune
 from core.clock import now
 from core.errors import ConfigError
-from watcher.events import ApiModel, ModelReleased
+from watcher.events import ModelReleased
 from workers.pipeline import Pipeline
 
 MANUAL = "manual"
@@ -21,17 +21,7 @@ def candidate_event(pipeline: Pipeline, candidate: str) -> ModelReleased:
     settings = pipeline.settings
     for api in settings.api_candidates:
         if api.name == candidate:
-            return ModelReleased(
-                source=MANUAL,
-                detected_at=now(),
-                api=ApiModel(
-                    model=api.model,
-                    base_url=api.base_url,
-                    api_key_env=api.api_key_env,
-                    input_usd_per_1m=api.input_usd_per_1m,
-                    output_usd_per_1m=api.output_usd_per_1m,
-                ),
-            )
+            return ModelReleased(source=MANUAL, detected_at=now(), api=api.released())
     if Path(candidate).expanduser().is_dir():
         return ModelReleased(source=MANUAL, detected_at=now(), repo_id=candidate)
     from watcher.discovery import release_of
@@ -74,7 +64,7 @@ def stored_verdict(settings: Settings, finetune: str, candidate: str) -> Verdict
             pair = recorded_pair(job, finetune)
         except MissingResult:
             continue
-        event = ModelReleased.model_validate(job.payload["event"])
+        event = job.release()
         api = api_candidate(settings, candidate) or event_api(event)
         return judge_stored(settings, ft, pair, ResultStore(settings.store.url), api=api)
     raise ConfigError(

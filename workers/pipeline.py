@@ -36,8 +36,9 @@ from benchmarks.cache import ResultStore
 # its pool (it pulls in numpy, never torch), so a verdict job spends no time importing.
 from benchmarks.compare import MissingResult, judge_stored, score_candidate, score_finetune
 from benchmarks.sides import BenchmarkScores, PairScores
-from config.settings import ApiCandidate, FineTune, Settings, finetune, task_path
-from core.constants import DEFAULT_QUEUE, TASK_BENCHMARK, TASK_NOTIFY, TASK_VERDICT
+from config.api import ApiCandidate
+from config.settings import FineTune, Settings, finetune, task_path
+from core.constants import DEFAULT_QUEUE, TASK_BENCHMARK, TASK_NOTIFY, TASK_VERDICT, JobState
 from core.errors import FatalError, ModelRefused, RetryableError
 from watcher.events import Announcement, ModelReleased
 from workers.jobs import Job, JobStore, job_key
@@ -67,16 +68,8 @@ def candidate_ref(event: ModelReleased) -> str:
 
 
 def api_candidate(event: ModelReleased) -> ApiCandidate | None:
-    if event.api is None:
-        return None
-    return ApiCandidate(
-        name=event.api.model,
-        base_url=event.api.base_url,
-        model=event.api.model,
-        api_key_env=event.api.api_key_env,
-        input_usd_per_1m=event.api.input_usd_per_1m,
-        output_usd_per_1m=event.api.output_usd_per_1m,
-    )
+    """The API candidate a release names, if it names one."""
+    return event.api.as_candidate() if event.api is not None else None
 
 
 def recorded_pair(benchmark: Job | None, name: str) -> PairScores:
@@ -85,10 +78,10 @@ def recorded_pair(benchmark: Job | None, name: str) -> PairScores:
     if benchmark is None or benchmark.state not in ("done", "notified") or not benchmark.result:
         raise MissingResult("its benchmark job has no recorded results")
     try:
-        scores = BenchmarkScores.model_validate(benchmark.result)
+        scores = benchmark.scores()
     except ValueError:  # recorded by an earlier version: score again
         raise MissingResult("its benchmark job's results are in an older format") from None
-    if name not in scores.pairs:
+    if scores is None or name not in scores.pairs:
         raise MissingResult(f"its benchmark job did not score the fine-tune {name}")
     return scores.pairs[name]
 
@@ -173,10 +166,10 @@ class Pipeline:
         if rerun:
             self.jobs.requeue(bench_key, reset_attempts=True, queue=target.queue)
             for child in self.jobs.children(bench_key):
-                self.jobs.requeue(child.key, reset_attempts=True, state="waiting")
+                self.jobs.requeue(child.key, reset_attempts=True, state=JobState.WAITING)
         job = self.jobs.get(bench_key)
         if target.queue is None:
-            self._end(bench_key, "skipped", target.reason)
+            self._end(bench_key, JobState.SKIPPED, target.reason)
         elif (created or rerun) and job is not None and job.state == "queued":
             # Only a new (or reset) job is sent: planning the same release again sends nothing.
             # A send that failed (broker down) is repaired by the reconciler.
@@ -184,7 +177,7 @@ class Pipeline:
         return [bench_key]
 
     def _task_hash(self, ft: FineTune) -> str:
-        from benchmarks.tasks import load_task
+        from benchmarks.tasks.task import load_task
 
         task = load_task(task_path(self.settings, ft.task))
         return f"{task.content_hash}:{task.data_hash}"
@@ -228,7 +221,7 @@ class Pipeline:
             return None, Step("busy", retry_in=max(1.0, claim.wait_s + 1))
         if claim.outcome == "exhausted" and claim.job is not None:
             if claim.job.kind == "benchmark":
-                self._end(key, "failed", claim.job.reason or "gave up")
+                self._end(key, JobState.FAILED, claim.job.reason or "gave up")
             else:
                 self.send(TASK_NOTIFY, key, DEFAULT_QUEUE)
         return None, Step(claim.outcome)
@@ -236,9 +229,7 @@ class Pipeline:
     def _failed_try(self, key: str, owner: str, exc: BaseException) -> Step:
         retry = isinstance(exc, RetryableError)
         reason = str(exc) or type(exc).__name__
-        final: Literal["skipped", "failed"] = (
-            "skipped" if isinstance(exc, ModelRefused) else "failed"
-        )
+        final = JobState.SKIPPED if isinstance(exc, ModelRefused) else JobState.FAILED
         state = self.jobs.fail(
             key, owner, reason, retry=retry, max_attempts=self.workers.max_attempts, final=final
         )
@@ -258,7 +249,7 @@ class Pipeline:
         if step is not None:
             return step
         assert job is not None
-        event = ModelReleased.model_validate(job.payload["event"])
+        event = job.release()
         try:
             with self._leased(key, owner):
                 summary = self._score(event, job.payload["finetunes"], job.queue)
@@ -279,7 +270,7 @@ class Pipeline:
                 self.send(TASK_VERDICT, child.key, DEFAULT_QUEUE)
         return Step("done")
 
-    def _score(self, event: ModelReleased, names: list[str], queue: str) -> dict[str, Any]:
+    def _score(self, event: ModelReleased, names: list[str], queue: str) -> BenchmarkScores:
         """Score both sides of every fine-tune here, on ``queue``'s hardware; the job's result
         is their keys (:class:`BenchmarkScores`)."""
         api = api_candidate(event)
@@ -297,7 +288,7 @@ class Pipeline:
                 task=scored.result.task, metric=scored.result.metric, n=scored.result.n,
                 finetune=baseline.side, candidate=scored.side,
             )  # fmt: skip
-        return BenchmarkScores(pairs=pairs).model_dump(mode="json")
+        return BenchmarkScores(pairs=pairs)
 
     def run_verdict(self, key: str, owner: str) -> Step:
         """Judge one fine-tune against the candidate from the results its benchmark job stored;
@@ -306,7 +297,7 @@ class Pipeline:
         if step is not None:
             return step
         assert job is not None and job.finetune is not None and job.parent is not None
-        event = ModelReleased.model_validate(job.payload["event"])
+        event = job.release()
         parent = self.jobs.get(job.parent)
         try:
             pair = recorded_pair(parent, job.finetune)
@@ -316,7 +307,7 @@ class Pipeline:
             return self._benchmark_again(job, owner, str(exc))
         except (FatalError, RetryableError) as exc:
             return self._failed_try(key, owner, exc)
-        if self.jobs.finish(key, owner, report.to_dict()):
+        if self.jobs.finish(key, owner, report):
             self.send(TASK_NOTIFY, key, DEFAULT_QUEUE)
         return Step("done")
 
@@ -338,7 +329,7 @@ class Pipeline:
             self.send(TASK_BENCHMARK, parent.key, parent.queue)
         return Step("done", reason=reason)
 
-    def _end(self, key: str, state: Literal["skipped", "failed"], reason: str, *,
+    def _end(self, key: str, state: JobState, reason: str, *,
              already: bool = False) -> None:  # fmt: skip
         """A benchmark that will not run: its verdict jobs end with it and are notified."""
         if not already:
@@ -367,6 +358,9 @@ class Pipeline:
             except (FatalError, RetryableError) as exc:
                 self._notify_failed(job, exc)
                 return False
+            except ValueError as exc:  # a record this version cannot read (another version's)
+                self._notify_failed(job, FatalError(f"its stored record cannot be read: {exc}"))
+                return False
         return self.jobs.mark_notified(key)
 
     def _notify_failed(self, job: Job, exc: FatalError | RetryableError) -> None:
@@ -379,7 +373,10 @@ class Pipeline:
             from workers.notify import blocks
             from workers.notify.console import render
 
-            text = render(blocks.for_job(job, self.settings.hub.endpoint))
+            try:
+                text = render(blocks.for_job(job, self.settings.hub.endpoint))
+            except ValueError:
+                text = "(none: the record cannot be read)"
             log.error("could not notify %s job %s: %s; trying again in %.0f s. The message:\n%s",
                       job.kind, job.key[:12], reason, wait, text)  # fmt: skip
         else:
@@ -405,9 +402,7 @@ class Pipeline:
                         counts["released"] += self.send(TASK_VERDICT, child.key, DEFAULT_QUEUE)
             elif parent.state in ("failed", "skipped"):
                 reason = parent.reason or parent.state
-                state: Literal["skipped", "failed"] = (
-                    "skipped" if parent.state == "skipped" else "failed"
-                )
+                state = JobState.SKIPPED if parent.state == "skipped" else JobState.FAILED
                 self._end(parent.key, state, reason, already=True)
                 counts["ended"] += 1
         for job in self.jobs.unnotified(self.workers.notify_retry):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from core.errors import BrokerUnavailable, SupersedeError
+from core.errors import SupersedeError
 from supersede.cli.console import (
     ConfigOption,
     JsonOption,
@@ -22,35 +22,9 @@ from supersede.cli.console import (
     setup_logging,
 )
 
-
-def build_pipeline(settings: Any) -> tuple[Any, Any]:
-    """The Celery app and a pipeline that sends through it."""
-    from workers.app import make_app
-    from workers.jobs import JobStore
-    from workers.notify import make_notifier
-    from workers.pipeline import Pipeline
-
-    app = make_app(settings)
-    app.set_default()
-
-    def send(name: str, key: str, queue: str) -> None:
-        app.send_task(name, args=[key], queue=queue)
-
-    return app, Pipeline(settings, JobStore(settings.store.url), send, make_notifier(settings))
-
-
-def check_broker(app: Any, url: str) -> None:
-    """Fail fast, with a message, when the broker cannot be reached (a few quick retries)."""
-    from workers.app import safe_broker
-
-    try:
-        with app.connection() as connection:
-            connection.ensure_connection(max_retries=3, interval_start=0.5, interval_step=0.5)
-    except Exception as exc:
-        raise BrokerUnavailable(
-            f"cannot reach the broker at {safe_broker(url)} ({type(exc).__name__}: {exc}); "
-            "start it, or fix workers.broker_url"
-        ) from None
+if TYPE_CHECKING:
+    from benchmarks.verdict import VerdictReport
+    from workers.jobs import Job
 
 
 def run(
@@ -64,13 +38,8 @@ def run(
     """The daemon: the watcher's scheduler and webhook endpoint, the job reconciler and, on the
     embedded default (no broker_url), the worker itself. Stops cleanly on SIGTERM/SIGINT."""
     from config.settings import load_settings
-    from core.constants import DEFAULT_QUEUE
-    from supersede.cli.watch import run_daemon
-    from watcher.discovery import Discovery
-    from watcher.state import WatchState
-    from workers.app import broker_url
+    from supersede.wiring import build_system, run_until_signal
     from workers.preflight import preflight
-    from workers.publish import QueuePublisher
 
     quiet_libraries()
     setup_logging(verbose)
@@ -78,27 +47,14 @@ def run(
         settings = load_settings(config)
         configure_logging(settings, verbose)
         preflight(settings, "run")  # every setting it will need, before any work
-        app, pipeline = build_pipeline(settings)
-        check_broker(app, broker_url(settings))
-        state = WatchState(settings.store.url)
-        discovery = Discovery(settings, state, QueuePublisher(pipeline))
-        worker = None
-        if settings.workers.broker_url is None:
-            from workers.embedded import EmbeddedWorker
-
-            worker = EmbeddedWorker(app, [DEFAULT_QUEUE, *sorted(settings.workers.gpu_queues)])
-        metrics = settings.observability
-        if metrics.metrics_port:
-            from supersede.observability import serve
-
-            try:
-                serve(settings.store.url, metrics.metrics_host, metrics.metrics_port)
-            except OSError as exc:  # the port is taken: run without metrics, say so
-                err.print(f"[yellow]metrics endpoint not started:[/] {exc}", highlight=False)
-        reconcile = ("jobs:reconcile", pipeline.reconcile, settings.workers.reconcile_every)
-        run_daemon(settings, state, discovery, wait=wait, extra_jobs=(reconcile,), worker=worker)
+        system = build_system(settings)
+        run_until_signal(system, wait=wait, warn=_warn)
     except SupersedeError as exc:
         raise fail(exc) from None
+
+
+def _warn(message: str) -> None:
+    err.print(f"[yellow]{message}[/]", highlight=False)
 
 
 def rerun(
@@ -113,15 +69,14 @@ def rerun(
 ) -> None:
     """Benchmark a candidate again against the fine-tunes (the jobs are reset and sent)."""
     from config.settings import load_settings
-    from workers.app import broker_url
+    from supersede.wiring import connect
     from workers.manual import rerun as plan_rerun
     from workers.preflight import preflight
 
     try:
         settings = load_settings(config)
         preflight(settings, "rerun")
-        app, pipeline = build_pipeline(settings)
-        check_broker(app, broker_url(settings))
+        _app, pipeline = connect(settings)
         keys = plan_rerun(pipeline, candidate, finetune=finetune, queue=queue)
     except SupersedeError as exc:
         raise fail(exc) from None
@@ -144,6 +99,15 @@ def _took(job: Any) -> str:
     return "-"
 
 
+def _verdict(job: Job) -> VerdictReport | None:
+    """The job's verdict; None when it has none, or one this version cannot read (the listing
+    goes on: ``supersede report`` shows what can be read of it)."""
+    try:
+        return job.verdict()
+    except ValueError:
+        return None
+
+
 def status(
     limit: Annotated[int, typer.Option(min=1, help="Newest jobs shown.")] = 50,
     as_json: JsonOption = False,
@@ -160,8 +124,9 @@ def status(
     if as_json:
         for job in jobs:
             row = job.to_dict()
-            if job.result and job.kind == "verdict":
-                row["verdict"] = job.result.get("verdict")
+            verdict = _verdict(job)
+            if verdict is not None:
+                row["verdict"] = str(verdict.verdict)
             sys.stdout.write(json.dumps(row) + "\n")
         return
     table = Table(title="supersede status", title_justify="left")
@@ -170,8 +135,9 @@ def status(
         table.add_column(column, overflow="fold")
     for job in jobs:
         note = job.reason or ""
-        if job.result and job.kind == "verdict":
-            note = f"{job.result.get('verdict')}: {job.result.get('summary')}"
+        verdict = _verdict(job)
+        if verdict is not None:
+            note = f"{verdict.verdict}: {verdict.summary}"
         if job.notify_error:
             note += f" [not yet notified, {job.notify_tries} tries: {job.notify_error}]"
         table.add_row(

@@ -13,14 +13,16 @@ from typing import Any
 
 import pytest
 
-from benchmarks import endpoint
-from benchmarks.api import match_choice, pick_by_logprobs, run_api_task
+from benchmarks.answers import match_choice, pick_by_logprobs
+from benchmarks.api import endpoint, run_api_task
 from benchmarks.tasks import Task, load_task
-from config.settings import ApiCandidate, PromptSettings
+from config.api import ApiCandidate
+from config.settings import PromptSettings
 from core import http
 from core.errors import EndpointRefused, EndpointUnavailable
 from tests.conftest import SHIPPED_TASK
 from tests.support.openai_server import OpenAIServer, sentiment_answer, sentiment_of
+from tests.support.serving import served
 from tests.support.tasks import GENERATE, REVIEW_DIR, write_task
 
 LIMIT = 60
@@ -33,9 +35,7 @@ KEY = "sk-test-SECRET-0123456789abcdef"
 
 @pytest.fixture
 def server() -> Iterator[OpenAIServer]:
-    with OpenAIServer() as fake:
-        yield fake
-        assert fake.errors == [], fake.errors[0] if fake.errors else ""
+    yield from served(OpenAIServer())
 
 
 @pytest.fixture

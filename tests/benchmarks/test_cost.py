@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from benchmarks.cost import ServingCost, api, monthly, self_hosted
-from benchmarks.runner import RunResult, RunStats
-from config.settings import ApiCandidate
+from benchmarks.scoring import RunResult, RunStats
+from config.api import ApiCandidate
 
 
 def _result(n: int, scoring_s: float = 1.0, extra: dict[str, Any] | None = None) -> RunResult:

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from config.settings import Settings, StoreSettings
 from core.errors import FatalError
 from supersede.report.build import build_report
 from tests.support.cli import supersede
+from tests.support.settings import build_settings, write_settings
 from workers.jobs import JobStore
 
 HOSTILE = "<script>alert(1)</script>"
@@ -135,7 +135,7 @@ def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("report")
     url = f"sqlite:///{root / 'store.db'}"
     fill_store(url)
-    index = build_report(Settings(store=StoreSettings(url=url)), root / "out")
+    index = build_report(build_settings(root, store={"url": url}), root / "out")
     assert index == root / "out" / "index.html"
     return index.parent
 
@@ -188,7 +188,7 @@ def test_tables_summary_and_escaping(report_dir: Path) -> None:
 
 
 def test_empty_store_gives_a_readable_page_without_images(tmp_path: Path) -> None:
-    settings = Settings(store=StoreSettings(url=f"sqlite:///{tmp_path / 'empty.db'}"))
+    settings = build_settings(tmp_path, store={"url": f"sqlite:///{tmp_path / 'empty.db'}"})
     html = build_report(settings, tmp_path / "out").read_text(encoding="utf-8")
     assert "No verdicts yet" in html and "No jobs yet" in html
     assert "<img" not in html and 'data-figures="0"' in html
@@ -214,7 +214,8 @@ def test_malformed_results_and_hostile_fine_tune_names_are_contained(tmp_path: P
     store.add(key="odd-3", kind="verdict", candidate="c", finetune=odd, queue="default",
               state="waiting", payload={})  # fmt: skip
     out = tmp_path / "out"
-    html = build_report(Settings(store=StoreSettings(url=url)), out).read_text(encoding="utf-8")
+    settings = build_settings(tmp_path, store={"url": url})
+    html = build_report(settings, out).read_text(encoding="utf-8")
     assert html.count('<tr class="verdict-row">') == 2  # the waiting job has no verdict yet
     assert 'id="finetune-img-src-x-onerror-alert-3"' in html
     assert "<img src=x" not in html and "&lt;img src=x onerror=alert(3)&gt;" in html
@@ -278,8 +279,7 @@ def test_browser_renders_page_and_decodes_every_figure(report_dir: Path, tmp_pat
 def test_report_command_prints_the_page(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'store.db'}"
     fill_store(url)
-    config = tmp_path / "supersede.yaml"
-    config.write_text(f"store:\n  url: {url}\n", encoding="utf-8")
+    config = write_settings(tmp_path, store={"url": url})
     done = supersede("report", "--out", str(tmp_path / "site"), "-c", str(config), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     index = (tmp_path / "site" / "index.html").resolve()
@@ -298,6 +298,6 @@ def test_report_command_fails_plainly_on_a_bad_config(tmp_path: Path) -> None:
 def test_an_unwritable_folder_is_a_plain_error(tmp_path: Path) -> None:
     blocker = tmp_path / "taken"
     blocker.write_text("a file where the report folder would go", encoding="utf-8")
-    settings = Settings(store=StoreSettings(url=f"sqlite:///{tmp_path / 'store.db'}"))
+    settings = build_settings(tmp_path)
     with pytest.raises(FatalError, match="cannot write the report"):
         build_report(settings, blocker)

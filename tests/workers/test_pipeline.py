@@ -9,13 +9,15 @@ from typing import Any
 import pytest
 
 from benchmarks.sides import BenchmarkScores
-from config.settings import FineTune, HubSettings, RuntimeSettings, Settings, StoreSettings
+from config.api import ApiModel
+from config.settings import FineTune, RuntimeSettings
 from config.workers import WorkersSettings
 from core.clock import now
 from core.constants import DEFAULT_QUEUE, TASK_BENCHMARK, TASK_NOTIFY, TASK_VERDICT
 from supersede.demo.zoo import Zoo
 from tests.conftest import SHIPPED_TASK, copy_model
-from watcher.events import Announcement, ApiModel, ModelReleased
+from tests.support.settings import build_settings
+from watcher.events import Announcement, ModelReleased
 from workers.jobs import Job, JobStore
 from workers.pipeline import Pipeline
 
@@ -52,13 +54,7 @@ def make(
             FineTune(name="reviews-2", task=str(SHIPPED_TASK), base=str(zoo.base),
                      adapter=str(zoo.adapter)),
         )  # fmt: skip
-    settings = Settings(
-        store=StoreSettings(url=f"sqlite:///{tmp_path / 'store.db'}"),
-        hub=HubSettings(endpoint="http://127.0.0.1:9", cache_dir=str(tmp_path / "cache")),
-        runtime=RuntimeSettings(device="cpu"),
-        finetunes=finetunes,
-        workers=WorkersSettings(**workers),
-    )
+    settings = build_settings(tmp_path, finetunes=finetunes, workers=workers)
     sent, notes = Recorder(), Notes()
     return Pipeline(settings, JobStore(settings.store.url), sent, notes), sent, notes
 
@@ -384,3 +380,37 @@ def test_a_failed_notification_is_recorded_and_retried_with_back_off(
     assert pipeline.notify(verdict_key)
     job = pipeline.jobs.get(verdict_key)
     assert job is not None and job.state == "notified" and job.notify_error is None
+
+
+def test_a_verdict_record_this_version_cannot_read_is_a_recorded_notify_failure(
+    planned: tuple[Pipeline, Recorder, Notes, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    from sqlalchemy import update
+    from sqlalchemy.orm import Session
+
+    from workers.notify import blocks
+    from workers.records import JobRow
+
+    pipeline, sent, notes, key = planned
+    pipeline.run_benchmark(key, "w1")
+    (verdict_key, *_) = [k for name, k, _ in sent.sent if name == TASK_VERDICT]
+    pipeline.run_verdict(verdict_key, "w1")
+    with Session(pipeline.jobs.engine) as session:  # as another version might have written it
+        session.execute(
+            update(JobRow).where(JobRow.key == verdict_key).values(result={"verdict": "MAYBE"})
+        )
+        session.commit()
+
+    class Rendering:
+        def send(self, job: Job) -> None:
+            blocks.for_job(job, pipeline.settings.hub.endpoint)
+
+    pipeline.notifier = Rendering()
+    with caplog.at_level("ERROR"):
+        assert not pipeline.notify(verdict_key)
+    job = pipeline.jobs.get(verdict_key)
+    assert job is not None and job.state == "done" and job.notify_tries == 1
+    assert job.notify_error is not None
+    assert job.notify_error.startswith("its stored record cannot be read")
+    assert job.notify_due is not None  # tried again later, by a version that may read it
+    assert any("cannot be read" in r.getMessage() for r in caplog.records)

@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 from slack_sdk.models.blocks import Block
 
-from config.notify import NotifySettings, SlackSettings
-from config.settings import FineTune, Settings, StoreSettings
+from config.settings import FineTune, Settings
 from core.clock import now
 from core.errors import FatalError, RetryableError
 from tests.conftest import SHIPPED_TASK
 from tests.support.postgres import temporary_database
+from tests.support.serving import served
+from tests.support.settings import build_settings
 from tests.support.slack_server import BOT_USER_ID, SlackServer
 from workers.jobs import Job
 from workers.notify import make_notifier
@@ -33,6 +34,7 @@ TOKEN = "xoxb-test-token"
 CHANNEL = "C0VERDICTS"
 RELEASE = {
     "source": "hub",
+    "detected_at": "2025-03-01T09:00:00+00:00",
     "kind": "model_released",
     "repo_id": "acme/Acme-7B",
     "revision": "0123456789abcdef0123456789abcdef01234567",
@@ -54,11 +56,14 @@ REPORT = {
     "p_value": 0.0012,
     "test": "exact McNemar",
     "confidence": 0.95,
+    "margin": 0.02,
     "cost_per_1k_finetune": 0.42,
     "cost_per_1k_candidate": 0.2,
     "monthly_cost_finetune": 2040.0,
     "monthly_cost_candidate": 400.0,
     "monthly_savings_usd": 1640.0,
+    "tuning_cost_usd": 18000.0,
+    "reason": "significantly better (95% CI +2.0 points to +8.0 points > 0)",
     "summary": "Switching to acme/Acme-7B saves $1,640/month; the $18,000 spent is sunk.",
     "hint": None,
     "warnings": [],
@@ -91,20 +96,16 @@ def valid(blocks: list[dict[str, Any]]) -> None:
 
 @pytest.fixture
 def slack() -> Iterator[SlackServer]:
-    with SlackServer(token=TOKEN) as server:
-        yield server
-        assert server.errors == [], server.errors[0] if server.errors else ""
+    yield from served(SlackServer(token=TOKEN))
 
 
 def settings(
     tmp_path: Path, *, store: str | None = None, copy_channel: str | None = "C0COPY", **slack: Any
 ) -> Settings:
-    return Settings(
-        store=StoreSettings(url=store or f"sqlite:///{tmp_path / 'store.db'}"),
-        notify=NotifySettings(
-            slack=SlackSettings(**{"channel": CHANNEL, **slack}),
-            console_dir=str(tmp_path / "notes"),
-        ),
+    return build_settings(
+        tmp_path,
+        store={"url": store} if store else {},
+        notify={"slack": {"channel": CHANNEL, **slack}, "console_dir": str(tmp_path / "notes")},
         finetunes=(
             FineTune(name="support-triage", task=str(SHIPPED_TASK), base="a/b", adapter="a/c"),
             FineTune(
@@ -267,7 +268,9 @@ def test_a_refused_channel_is_a_fatal_error(tmp_path: Path) -> None:
         ),
         (
             {"kind": "announcement", "parent": None, "result": None, "finetune": None,
-             "payload": {"event": {"source": "feed:acme", "title": "Our <script> safety report",
+             "payload": {"event": {"kind": "announcement", "source": "feed:acme",
+                                   "detected_at": "2025-03-01T09:00:00+00:00", "entry_id": "p-1",
+                                   "title": "Our <script> safety report",
                                    "link": "https://acme.example/p", "summary": "<!channel>"}}},
             ["Our &lt;script&gt; safety report", "&lt;!channel&gt;", "from acme"],
         ),

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from watcher.events import Announcement, ModelReleased
 from workers.jobs import Job
 
 MAX_BLOCKS = 50
@@ -90,73 +91,81 @@ def _score(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def candidate_link(event: dict[str, Any], hub_url: str) -> str:
+def _signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.4f}"
+
+
+def candidate_link(event: ModelReleased | None, hub_url: str) -> str:
     """The candidate, linked to its Hub page or vendor post."""
-    if event.get("repo_id"):
-        url = event.get("link") or f"{hub_url.rstrip('/')}/{event['repo_id']}"
-        return link(url, event["repo_id"])
-    api = event.get("api") or {}
-    return link(event.get("link"), f"{api.get('model', '?')} (API)")
+    if event is not None and event.repo_id:
+        url = event.link or f"{hub_url.rstrip('/')}/{event.repo_id}"
+        return link(url, event.repo_id)
+    return link(event.link if event else None, f"{_plain(event)} (API)")
 
 
-def _revision(event: dict[str, Any]) -> str:
-    if event.get("repo_id"):
-        return f"{escape(event['repo_id'])}@{str(event.get('revision') or '')[:12]}"
-    return escape((event.get("api") or {}).get("model", "?"))
+def _revision(event: ModelReleased | None) -> str:
+    if event is not None and event.repo_id:
+        return f"{escape(event.repo_id)}@{(event.revision or '')[:12]}"
+    return escape(_plain(event))
+
+
+def _plain(event: ModelReleased | None) -> str:
+    return event.name if event is not None else "?"
+
+
+def release_of(job: Job) -> ModelReleased | None:
+    """The release a verdict, failure or skip is about (None when its payload names none)."""
+    event = job.event()
+    return event if isinstance(event, ModelReleased) else None
 
 
 def verdict(job: Job, hub_url: str) -> Message:
     """A decided verdict: scores with the interval, cost on each side, the ROI line."""
-    r = job.result or {}
-    event = job.payload.get("event", {})
-    name = str(r.get("verdict", "INCONCLUSIVE"))
-    ft, cand, task = (
-        escape(r.get("finetune")),
-        candidate_link(event, hub_url),
-        escape(r.get("task")),
-    )
-    metric = escape(r.get("metric") or "score")
+    r = job.verdict()
+    if r is None:
+        raise ValueError(f"{job.kind} job {job.key[:12]} has no verdict to tell")
+    event = release_of(job)
+    name = str(r.verdict)
+    ft, cand, task = escape(r.finetune), candidate_link(event, hub_url), escape(r.task)
+    metric = escape(r.metric or "score")
     pairs = [
         ("Fine-tune", ft),
         ("Candidate", cand),
-        ("Task", f"{task} ({metric}, n = {r.get('n', 0)})"),
+        ("Task", f"{task} ({metric}, n = {r.n})"),
         ("Verdict", f"{EMOJI.get(name, '')} {name}"),
-        ("Fine-tune score", _score(r.get("score_finetune"))),
-        ("Candidate score", _score(r.get("score_candidate"))),
+        ("Fine-tune score", _score(r.score_finetune)),
+        ("Candidate score", _score(r.score_candidate)),
     ]
-    if r.get("delta") is not None:
-        confidence = float(r.get("confidence") or 0.95)
+    if r.delta is not None:
+        confidence = r.confidence or 0.95
+        p_value = "-" if r.p_value is None else f"{r.p_value:.3g}"
         pairs += [
-            ("Difference", f"{r['delta']:+.4f} ({confidence:.0%} CI {r['ci_low']:+.4f} to "
-                           f"{r['ci_high']:+.4f})"),
-            ("p-value", f"{r['p_value']:.3g} ({escape(r.get('test') or '')})"),
-            ("Cost per 1,000 requests", f"fine-tune {_usd(r.get('cost_per_1k_finetune'))}, "
-                                        f"candidate {_usd(r.get('cost_per_1k_candidate'))}"),
-            ("Monthly impact", f"{_usd(r.get('monthly_savings_usd'))} saved per month "
-                               f"(fine-tune {_usd(r.get('monthly_cost_finetune'))} with upkeep)"),
+            ("Difference", f"{r.delta:+.4f} ({confidence:.0%} CI {_signed(r.ci_low)} to "
+                           f"{_signed(r.ci_high)})"),
+            ("p-value", f"{p_value} ({escape(r.test or '')})"),
+            ("Cost per 1,000 requests", f"fine-tune {_usd(r.cost_per_1k_finetune)}, "
+                                        f"candidate {_usd(r.cost_per_1k_candidate)}"),
+            ("Monthly impact", f"{_usd(r.monthly_savings_usd)} saved per month "
+                               f"(fine-tune {_usd(r.monthly_cost_finetune)} with upkeep)"),
         ]  # fmt: skip
     blocks = [
-        _header(f"{EMOJI.get(name, '')} {name}: {r.get('finetune')} vs {_plain(event)}"),
+        _header(f"{EMOJI.get(name, '')} {name}: {r.finetune} vs {_plain(event)}"),
         _fields(pairs),
-        _section(f"*ROI:* {escape(r.get('summary', ''))}"),
+        _section(f"*ROI:* {escape(r.summary)}"),
     ]
-    if r.get("hint"):
-        blocks.append(_section(f"*Hint:* {escape(r['hint'])}"))
-    for warning in r.get("warnings") or []:
+    if r.hint:
+        blocks.append(_section(f"*Hint:* {escape(r.hint)}"))
+    for warning in r.warnings:
         blocks.append(_section(f":warning: {escape(warning)}"))
     blocks.append(_context([f"revision {_revision(event)}", f"job {job.key[:12]}",
                             f"parent {str(job.parent or '')[:12]}"]))  # fmt: skip
-    text = f"{name}: {_plain(event)} vs fine-tune {r.get('finetune')}. {r.get('summary', '')}"
+    text = f"{name}: {_plain(event)} vs fine-tune {r.finetune}. {r.summary}"
     return _message(text, blocks)
-
-
-def _plain(event: dict[str, Any]) -> str:
-    return str(event.get("repo_id") or (event.get("api") or {}).get("model") or "?")
 
 
 def problem(job: Job, hub_url: str) -> Message:
     """A failure (after the attempt cap, with the re-run command) or a skip (with the reason)."""
-    event = job.payload.get("event", {})
+    event = release_of(job)
     skipped = job.state == "skipped" or (job.state == "notified" and "skipped" in str(job.reason))
     title = "Skipped" if skipped else "Benchmark failed"
     who = escape(job.finetune or "every fine-tune")
@@ -184,30 +193,32 @@ def problem(job: Job, hub_url: str) -> Message:
 
 def announcement(job: Job) -> Message:
     """A vendor post that names no benchmarkable model."""
-    event = job.payload.get("event", {})
-    title = str(event.get("title") or "(untitled)")
-    source = escape(str(event.get("source", "")).removeprefix("feed:"))
+    event = job.event()
+    post = event if isinstance(event, Announcement) else None
+    title = post.title if post is not None and post.title else "(untitled)"
+    source = escape(post.source.removeprefix("feed:") if post is not None else "")
     blocks = [
-        _section(f":newspaper: *{link(event.get('link'), title)}*"),
+        _section(f":newspaper: *{link(post.link if post else None, title)}*"),
     ]
-    if event.get("summary"):
-        blocks.append(_section(escape(event["summary"])))
+    if post is not None and post.summary:
+        blocks.append(_section(escape(post.summary)))
     blocks.append(_context([f"from {source}", "announcement: nothing to benchmark"]))
     return _message(f"Announcement from {source or 'a feed'}: {title}", blocks)
 
 
-def release(event: dict[str, Any], finetunes: list[str], hub_url: str) -> Message:
+def release(event: ModelReleased | None, finetunes: list[str], hub_url: str) -> Message:
     """The parent message of a release; each fine-tune's verdict is a reply in its thread."""
-    params = event.get("params")
+    params = event.params if event is not None else None
     size = f"{params / 1e9:.1f}B parameters" if params else "size unknown"
     names = ", ".join(escape(n) for n in finetunes) or "-"
+    found_via = escape(event.source if event is not None else "")
     blocks = [
         _header(f"New release: {_plain(event)}"),
         _section(
             f"{candidate_link(event, hub_url)} ({size}) benchmarked against: {names}. "
             "Verdicts follow in this thread."
         ),
-        _context([f"revision {_revision(event)}", f"found via {escape(event.get('source', ''))}"]),
+        _context([f"revision {_revision(event)}", f"found via {found_via}"]),
     ]
     return _message(f"New release {_plain(event)}: verdicts in thread", blocks)
 
@@ -216,6 +227,6 @@ def for_job(job: Job, hub_url: str) -> Message:
     """The message a finished job is told with."""
     if job.kind == "announcement":
         return announcement(job)
-    if job.result and job.kind == "verdict" and job.reason is None:
+    if job.kind == "verdict" and job.result and job.reason is None:
         return verdict(job, hub_url)
     return problem(job, hub_url)

@@ -108,9 +108,8 @@ class SlackNotifier:
         message = blocks.for_job(job, self.hub_url)
         thread_ts = None
         if job.parent:
-            event = job.payload.get("event", {})
             names = [f.name for f in self.settings.finetunes]
-            parent = blocks.release(event, names, self.hub_url)
+            parent = blocks.release(blocks.release_of(job), names, self.hub_url)
             thread_ts = self.deliver(delivery_key("release", job.parent, channel), job.parent,
                                      channel, parent, None)  # fmt: skip
         self.deliver(delivery_key("job", job.key, channel), job.key, channel, message, thread_ts)
