@@ -26,7 +26,6 @@ from core.constants import (
     REMOTE_CODE_PATTERNS,
 )
 from core.errors import (
-    GatedModelError,
     HubUnavailable,
     ModelBroken,
     ModelNotFound,
@@ -34,7 +33,7 @@ from core.errors import (
     RemoteCodeRefused,
     SupersedeError,
 )
-from core.http import retry_after
+from core.hub import HubAdapter
 
 Kind = Literal["model", "adapter"]
 
@@ -148,6 +147,10 @@ class ModelResolver:
     def __init__(self, hub: HubSettings, token: str | None = None) -> None:
         self.hub = hub
         self.token = token
+        # No request policy: downloads keep huggingface_hub's own timeouts and back-off.
+        self.adapter = HubAdapter(
+            hub.endpoint, token, timeout_s=hub.timeout_s, cache_dir=hub.cache_dir
+        )
 
     def _allowed(self, ref: ModelRef) -> bool:
         return ref.text in self.hub.trust_remote_code or (
@@ -178,18 +181,10 @@ class ModelResolver:
             _check_remote_code(ref.text, _read_json(config_file, ref.text), allowed)
         return ResolvedModel(ref, kind, ref.path, content_hash(ref.path), allowed)
 
-    def _api(self) -> Any:
-        from huggingface_hub import HfApi
-
-        return HfApi(endpoint=self.hub.endpoint, token=self.token or False)
-
     def _resolve_hub(self, ref: ModelRef, kind: Kind) -> ResolvedModel:
         assert ref.repo_id is not None
         name = f"{ref.repo_id}@{ref.revision}" if ref.revision else ref.repo_id
-        with hub_errors(name):
-            info = self._api().model_info(
-                ref.repo_id, revision=ref.revision, timeout=self.hub.timeout_s
-            )
+        info = self.adapter.model_info(ref.repo_id, revision=ref.revision, name=name)
         sha = info.sha
         if not sha:
             raise HubUnavailable(f"{name}: the Hub did not return a commit sha; try again")
@@ -198,35 +193,16 @@ class ModelResolver:
         allowed = self._allowed(ref)
         if kind == "model" and "config.json" in files:
             # The remote-code policy is checked on config.json alone, before any weight is fetched.
-            with hub_errors(name):
-                from huggingface_hub import hf_hub_download
-
-                config_path = hf_hub_download(
-                    ref.repo_id,
-                    "config.json",
-                    revision=sha,
-                    cache_dir=self.hub.cache_dir,
-                    token=self.token or False,
-                    endpoint=self.hub.endpoint,
-                    etag_timeout=self.hub.timeout_s,
-                )
-            _check_remote_code(name, _read_json(Path(config_path), name), allowed)
+            config_path = self.adapter.download(ref.repo_id, "config.json", revision=sha, name=name)
+            _check_remote_code(name, _read_json(config_path, name), allowed)
         patterns = list(MODEL_FILE_PATTERNS) + (list(REMOTE_CODE_PATTERNS) if allowed else [])
-        with hub_errors(name):
-            from huggingface_hub import snapshot_download
-
-            folder = Path(
-                snapshot_download(
-                    ref.repo_id,
-                    revision=sha,
-                    cache_dir=self.hub.cache_dir,
-                    token=self.token or False,
-                    endpoint=self.hub.endpoint,
-                    allow_patterns=patterns,
-                    ignore_patterns=[f"*{s}" for s in PICKLE_WEIGHT_SUFFIXES],
-                    etag_timeout=self.hub.timeout_s,
-                )
-            )
+        folder = self.adapter.snapshot(
+            ref.repo_id,
+            revision=sha,
+            name=name,
+            allow_patterns=patterns,
+            ignore_patterns=[f"*{s}" for s in PICKLE_WEIGHT_SUFFIXES],
+        )
         if kind == "model":
             config_file = folder / "config.json"
             if not config_file.is_file():
@@ -243,72 +219,6 @@ def _read_json(path: Path, name: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ModelNotFound(f"{name}: {path.name} is not a JSON object")
     return data
-
-
-class hub_errors:
-    """Context manager mapping huggingface_hub / network errors onto the Supersede tree."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        if exc is None:
-            return None
-        from huggingface_hub import errors
-
-        name = self.name
-        if type(exc).__name__ == "HFValidationError":
-            raise ModelNotFound(f"{name}: not a valid Hub repo id or revision") from None
-        if isinstance(exc, errors.GatedRepoError):
-            raise GatedModelError(
-                f"{name}: gated repo and the token has no access: accept its terms on the Hub "
-                "with the account whose token is in HF_TOKEN"
-            ) from None
-        if isinstance(exc, errors.RevisionNotFoundError):
-            raise ModelNotFound(f"{name}: no such revision") from None
-        if isinstance(exc, errors.RepositoryNotFoundError):
-            raise ModelNotFound(
-                f"{name}: repo not found (or private and HF_TOKEN has no access)"
-            ) from None
-        if isinstance(exc, errors.EntryNotFoundError):
-            raise ModelNotFound(f"{name}: a listed file is missing on the Hub: {exc}") from None
-        if isinstance(exc, errors.HfHubHTTPError):
-            status = getattr(getattr(exc, "response", None), "status_code", None)
-            if status in (401, 403):
-                raise GatedModelError(f"{name}: access denied ({status}); check HF_TOKEN") from None
-            raise HubUnavailable(
-                f"{name}: the Hub answered {status}; will retry later",
-                retry_after_s=_response_retry_after(exc),
-            ) from None
-        if isinstance(exc, _network_errors()):
-            raise HubUnavailable(f"{name}: the Hub is unreachable ({type(exc).__name__})") from None
-        return None
-
-
-def _response_retry_after(exc: BaseException) -> float | None:
-    response = getattr(exc, "response", None)
-    return retry_after(response.headers) if response is not None else None
-
-
-def _network_errors() -> tuple[type[BaseException], ...]:
-    # huggingface_hub has moved between HTTP clients (requests, httpx, httpx2): catch each one
-    # that is installed, so a refused connection is "retry later", not a crash.
-    import importlib
-
-    kinds: list[type[BaseException]] = [OSError, TimeoutError]
-    for module, attr in (
-        ("httpx", "HTTPError"),
-        ("httpx2", "HTTPError"),
-        ("requests", "RequestException"),
-    ):
-        try:
-            kinds.append(getattr(importlib.import_module(module), attr))
-        except (ImportError, AttributeError):
-            continue
-    return tuple(kinds)
 
 
 # --------------------------------------------------------------------------- loading

@@ -1,8 +1,10 @@
-"""The always-on part of the watcher: APScheduler jobs, the webhook endpoint, the store lease.
+"""The always-on part of the watcher: APScheduler jobs, the sources' endpoints, the store lease.
 
-One job per source, with explicit ids (``source:hub``, ``source:feed:<name>``), ``coalesce`` (a
-backlog of missed runs becomes one), ``max_instances=1`` (a slow poll is never overlapped by the
-next), a misfire grace time and jitter (several daemons, or a restart, do not poll in lockstep).
+One job per channel of every registered source, with explicit ids (``source:hub``,
+``source:feed:<name>``), ``coalesce`` (a backlog of missed runs becomes one), ``max_instances=1``
+(a slow poll is never overlapped by the next), a misfire grace time and jitter (several daemons,
+or a restart, do not poll in lockstep); the sources' listeners (the Hub webhook) are served
+alongside.
 Only one scheduler may run per store: it holds a lease row renewed by a heartbeat job; a second
 one waits for it (``wait=True``) or stops with a message naming the holder.
 """
@@ -16,12 +18,11 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from config.settings import Settings, secret
-from core.constants import ENV_NESTED_DELIMITER, ENV_PREFIX
-from core.errors import AlreadyRunning, ConfigError
+from config.settings import Settings
+from core.errors import AlreadyRunning
 from core.lease import lock_owner
-from watcher.discovery import Discovery, feed_source
-from watcher.sources.webhook import WebhookHandler, WebhookServer
+from watcher.discovery import Discovery
+from watcher.sources.base import Listener
 from watcher.state import WatchState
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ FLUSH_EVERY_S = 30.0
 
 
 class WatchDaemon:
-    """Scheduler + webhook server over one :class:`Discovery`. ``start``, then ``stop``."""
+    """Scheduler + the sources' listeners over one :class:`Discovery`. ``start``, then ``stop``."""
 
     def __init__(
         self,
@@ -49,11 +50,11 @@ class WatchDaemon:
         self.discovery = discovery
         self.owner = lock_owner()
         self.stopped = threading.Event()
-        self.webhook: WebhookServer | None = None
+        #: The listeners serving, by source name (``listeners["webhook"].url``).
+        self.listeners: dict[str, Listener] = {}
         self._scheduler: object | None = None
         self._running = 0
         self._idle = threading.Condition()
-        self._webhook_thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ lease
 
@@ -84,17 +85,19 @@ class WatchDaemon:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self, *, wait_for_lock: bool = False) -> None:
-        """Take the lease, start the webhook server, publish any leftover outbox, start the jobs.
+        """Take the lease, start the listeners, publish any leftover outbox, start the jobs.
 
         Raises :class:`ConfigError` (the webhook's secret unset, its port taken) before the first
         poll, and :class:`AlreadyRunning` when another scheduler holds the lease.
         """
-        webhook_handler = self._webhook_handler()  # config errors before anything starts
+        listeners = self.discovery.listeners()  # config errors before anything starts
         self.acquire(wait=wait_for_lock)
-        if webhook_handler is not None:
-            # Bound before the first poll: a port in use stops the start, not a running daemon.
-            self._serve_webhook(webhook_handler)
         try:
+            # Bound before the first poll: a port in use stops the start, not a running daemon.
+            for name, listener in listeners.items():
+                listener.start()
+                self.listeners[name] = listener
+                log.info("%s endpoint listening on %s", name, listener.url)
             self._start_jobs()
         except BaseException:
             self.stop(grace_s=0)
@@ -106,9 +109,11 @@ class WatchDaemon:
         from apscheduler.triggers.interval import IntervalTrigger
 
         self.discovery.flush()
-        feeds = self.watch.feeds
+        channels = self.discovery.channels()
+        # One thread per channel, the heartbeat, the flush and each extra job: none waits.
+        threads = len(channels) + 2 + len(self.extra_jobs)
         scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(max_workers=len(feeds) + 3)},
+            executors={"default": ThreadPoolExecutor(max_workers=threads)},
             job_defaults={
                 "coalesce": True,
                 "max_instances": 1,
@@ -118,20 +123,12 @@ class WatchDaemon:
         )
         first = datetime.now(UTC)
         jitter = int(self.watch.jitter_s) or None
-        if self.watch.hub.authors:
+        for channel in channels:
             scheduler.add_job(
-                self._guard(self.discovery.poll_hub),
-                IntervalTrigger(seconds=self.watch.hub.interval, jitter=jitter),
-                id="source:hub",
-                name="poll the Hub",
-                next_run_time=first,
-            )
-        for feed in feeds:
-            scheduler.add_job(
-                self._guard(functools.partial(self.discovery.poll_feed, feed)),
-                IntervalTrigger(seconds=feed.interval, jitter=jitter),
-                id=f"source:{feed_source(feed)}",
-                name=f"fetch feed {feed.name}",
+                self._guard(functools.partial(self.discovery.run, channel)),
+                IntervalTrigger(seconds=channel.every_s, jitter=jitter),
+                id=f"source:{channel.name}",
+                name=channel.label,
                 next_run_time=first,
             )
         scheduler.add_job(
@@ -154,24 +151,6 @@ class WatchDaemon:
         self._scheduler = scheduler
         log.info("watching: %s", ", ".join(job.id for job in scheduler.get_jobs()))
 
-    def _serve_webhook(self, handler: WebhookHandler) -> None:
-        hook = self.watch.webhook
-        try:
-            self.webhook = WebhookServer(handler)
-        except OSError as exc:
-            self.state.release_lock(LOCK_NAME, self.owner)
-            variable = f"{ENV_PREFIX}WATCH{ENV_NESTED_DELIMITER}WEBHOOK{ENV_NESTED_DELIMITER}PORT"
-            raise ConfigError(
-                f"watch.webhook: cannot listen on {hook.host}:{hook.port} "
-                f"({exc.strerror or exc}): stop what uses that port, or set watch.webhook.port "
-                f"(or {variable}) to a free one"
-            ) from None
-        self._webhook_thread = threading.Thread(
-            target=self.webhook.serve_forever, name="webhook", daemon=True
-        )
-        self._webhook_thread.start()
-        log.info("webhook endpoint listening on %s", self.webhook.url)
-
     def stop(self, grace_s: float = 10.0) -> bool:
         """Stop scheduling, wait up to ``grace_s`` for running polls, release the lease.
 
@@ -182,9 +161,9 @@ class WatchDaemon:
         scheduler, self._scheduler = self._scheduler, None
         if scheduler is not None:
             scheduler.shutdown(wait=False)  # type: ignore[attr-defined]
-        webhook, self.webhook = self.webhook, None
-        if webhook is not None:
-            webhook.shutdown()
+        listeners, self.listeners = self.listeners, {}
+        for listener in listeners.values():
+            listener.stop()
         deadline = time.monotonic() + grace_s
         with self._idle:
             while self._running and time.monotonic() < deadline:
@@ -214,15 +193,3 @@ class WatchDaemon:
                     self._idle.notify_all()
 
         return run
-
-    def _webhook_handler(self) -> WebhookHandler | None:
-        hook = self.watch.webhook
-        if not hook.enabled:
-            return None
-        value = secret(hook.secret_env)
-        if not value:
-            raise ConfigError(
-                f"watch.webhook.enabled is true but {hook.secret_env} is not set: put the secret "
-                "from the Hub's webhook settings in that environment variable"
-            )
-        return WebhookHandler(self.discovery, value, hook)

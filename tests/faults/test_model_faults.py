@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 
 from benchmarks.cache import ResultStore
-from config.settings import FineTune, HubSettings, RuntimeSettings, Settings, StoreSettings
-from config.workers import WorkersSettings
+from config.settings import FineTune, Settings
 from core.clock import now
 from core.constants import TASK_BENCHMARK, TASK_NOTIFY, TASK_VERDICT
 from supersede.demo.zoo import Zoo
 from tests.conftest import SHIPPED_TASK, copy_model
 from tests.support.hub_server import HubServer
+from tests.support.settings import build_settings
 from watcher.events import ModelReleased
 from workers.jobs import Job, JobStore
 from workers.pipeline import Pipeline
@@ -79,12 +79,12 @@ def settings_for(tmp_path: Path, zoo: Zoo, hub: HubServer) -> Settings:
         FineTune(name=name, task=str(SHIPPED_TASK), base=str(zoo.base), adapter=str(zoo.adapter))
         for name in FINETUNES
     )
-    return Settings(
-        store=StoreSettings(url=f"sqlite:///{tmp_path / 'store.db'}"),
-        hub=HubSettings(endpoint=hub.url, cache_dir=str(tmp_path / "hf-cache"), timeout_s=10),
-        runtime=RuntimeSettings(device="cpu"),
+    return build_settings(
+        tmp_path,
+        endpoint=hub,
+        hub={"timeout_s": 10},
         finetunes=finetunes,
-        workers=WorkersSettings(max_attempts=MAX_ATTEMPTS, retry_backoff=0),
+        workers={"max_attempts": MAX_ATTEMPTS, "retry_backoff": 0},
     )
 
 

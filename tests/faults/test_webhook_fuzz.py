@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from config.settings import HubSettings, Settings, StoreSettings
 from config.watch import HubWatch, WatchSettings, WebhookWatch
+from tests.support.settings import build_settings
 from tests.watcher.test_webhook import REPO, made_public, payload, pushed
 from watcher.discovery import Discovery
 from watcher.publish import Collect
@@ -53,9 +53,8 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
         for name in list(os.environ):
             if name.startswith(("SUPERSEDE_", "HF_")) or name == "HUGGING_FACE_HUB_TOKEN":
                 env.delenv(name)
-        config = Settings(
-            store=StoreSettings(url=f"sqlite:///{folder / 'store.db'}"),
-            hub=HubSettings(endpoint="http://127.0.0.1:9", cache_dir=str(folder / "hf-cache")),
+        config = build_settings(
+            folder,
             watch=WatchSettings(
                 hub=HubWatch(authors=()),
                 webhook=WebhookWatch(port=0),

@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 
-from config.settings import HubSettings, Settings, StoreSettings
+from config.settings import Settings
 from config.watch import FeedWatch, HubWatch, WatchSettings, WebhookWatch
 from tests.support.feed_server import FeedServer
 from tests.support.hub_server import HubServer
+from tests.support.serving import served
+from tests.support.settings import build_settings
 from watcher.discovery import Discovery
 from watcher.publish import Collect
 from watcher.state import WatchState
@@ -32,9 +34,7 @@ def days_ago(days: float) -> str:
 
 @pytest.fixture
 def feeds() -> Iterator[FeedServer]:
-    with FeedServer() as server:
-        yield server
-        assert server.errors == [], server.errors[0] if server.errors else ""
+    yield from served(FeedServer())
 
 
 @pytest.fixture
@@ -105,13 +105,11 @@ def watch_settings(tmp_path: Path) -> Callable[..., Settings]:
         hub_rules: dict[str, Any] | None = None,
         **watch: Any,
     ) -> Settings:
-        return Settings(
-            store=StoreSettings(url=store_url or f"sqlite:///{tmp_path / 'store.db'}"),
-            hub=HubSettings(
-                endpoint=hub.url if hub else "http://127.0.0.1:9",
-                cache_dir=str(tmp_path / "hf-cache"),
-                timeout_s=5,
-            ),
+        return build_settings(
+            tmp_path,
+            endpoint=hub,
+            store={"url": store_url} if store_url else {},
+            hub={"timeout_s": 5},
             watch=WatchSettings(
                 hub=HubWatch(authors=authors, **(hub_rules or {})),
                 feeds=feeds,

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from config.api import ApiModel
 from config.settings import Settings, load_settings
 from config.watch import ApiModelRule, FeedWatch, WatchSettings
 from core.errors import ConfigError, FeedInvalid, FeedUnavailable
@@ -19,10 +20,10 @@ from tests.support.feed_server import FeedServer
 from tests.support.hub_server import HubServer
 from tests.watcher.fixtures import OLD_AGE, RECENT_AGE, load_fixture
 from watcher.discovery import Discovery
-from watcher.events import Announcement, ApiModel, ModelReleased
+from watcher.events import Announcement, ModelReleased
 from watcher.publish import Collect
 from watcher.sources import feeds as feeds_module
-from watcher.sources.feeds import hub_model, parse
+from watcher.sources.feeds import feed_source, hub_model, parse
 
 Discover = Callable[[Settings], tuple[Discovery, Collect]]
 
@@ -92,7 +93,7 @@ def test_vendor_rss_first_pass_classifies_every_entry(
     settings = watch_settings(hub, authors=(), feeds=(feed,))
     discovery, collected = discover(settings)
 
-    report = discovery.poll_feed(feed)
+    report = discovery.poll(feed_source(feed))
 
     assert (report.status, report.error) == ("ok", None)
     assert [summary(event) for event in report.events] == [
@@ -173,11 +174,11 @@ def test_entry_linking_a_repo_not_on_the_hub_yet_is_released_once_it_is(
     url = feeds.publish("/blog/rss.xml", body)
     feed = FeedWatch(name="acme", url=url, api_models=(API_RULE,))
     discovery, collected = discover(watch_settings(hub, authors=(), feeds=(feed,)))
-    assert len(discovery.poll_feed(feed).events) == 4
+    assert len(discovery.poll(feed_source(feed)).events) == 4
 
     small_sha = publish_model("acme/Acme-1B", params=1_000_000_000)
     feeds.publish("/blog/rss.xml", body + b"<!-- rebuilt -->\n")  # same entries, new ETag
-    report = discovery.poll_feed(feed)
+    report = discovery.poll(feed_source(feed))
 
     assert report.status == "ok"
     assert [summary(event) for event in report.events] == [
@@ -200,7 +201,7 @@ def test_entry_linking_a_repo_not_on_the_hub_yet_is_released_once_it_is(
 
     # A third pass over yet another rebuild finds nothing left.
     feeds.publish("/blog/rss.xml", body + b"<!-- rebuilt twice -->\n")
-    third = discovery.poll_feed(feed)
+    third = discovery.poll(feed_source(feed))
     assert (third.status, third.events) == ("ok", [])
     assert len(collected.events) == 5
 
@@ -218,11 +219,11 @@ def test_waiting_entry_is_retried_on_the_next_pass_of_an_unchanged_feed(
     )
     feed = FeedWatch(name="acme", url=url)
     discovery, _ = discover(watch_settings(hub, authors=(), feeds=(feed,)))
-    first = discovery.poll_feed(feed)
+    first = discovery.poll(feed_source(feed))
     assert (first.status, first.events) == ("ok", [])
 
     sha = publish_model("acme/Acme-1B")  # the vendor makes the repo public; the feed is as it was
-    second = discovery.poll_feed(feed)
+    second = discovery.poll(feed_source(feed))
 
     assert [(event.name, getattr(event, "revision", None)) for event in second.events] == [
         ("acme/Acme-1B", sha)
@@ -247,11 +248,11 @@ def test_unchanged_feed_is_not_modified_across_passes_and_restarts(
     settings = watch_settings(hub, authors=(), feeds=(feed,))
     discovery, collected = discover(settings)
 
-    first = discovery.poll_feed(feed)
+    first = discovery.poll(feed_source(feed))
     assert (first.status, len(first.events)) == ("ok", 5)
     assert "if-none-match" not in feeds.requests[0]["headers"]
 
-    second = discovery.poll_feed(feed)
+    second = discovery.poll(feed_source(feed))
     assert (second.status, second.events, second.seen, second.error) == (
         "not_modified",
         [],
@@ -270,7 +271,7 @@ def test_unchanged_feed_is_not_modified_across_passes_and_restarts(
     # A restart: a new state and discovery over the same store remember the validators.
     restarted, restarted_out = discover(settings)
     assert restarted.state is not discovery.state
-    third = restarted.poll_feed(feed)
+    third = restarted.poll(feed_source(feed))
     assert (third.status, third.events) == ("not_modified", [])
     assert feed_requests(feeds, "/blog/rss.xml")[2]["headers"]["if-none-match"] == stored.etag
     assert restarted.flush() == 0
@@ -286,7 +287,7 @@ def test_unchanged_feed_is_not_modified_across_passes_and_restarts(
             item("acme-blog-0010", "Office hours", date=None),
         ),
     )
-    fourth = restarted.poll_feed(feed)
+    fourth = restarted.poll(feed_source(feed))
     assert fourth.status == "ok"
     assert [summary(event) for event in fourth.events] == [
         (
@@ -330,7 +331,7 @@ def test_atom_feed_resolves_links_against_xml_base_and_reads_dates(
     feed = FeedWatch(name="beta", url=url)
     discovery, collected = discover(watch_settings(hub, authors=(), feeds=(feed,)))
 
-    report = discovery.poll_feed(feed)
+    report = discovery.poll(feed_source(feed))
 
     assert report.status == "ok"
     assert [summary(event) for event in report.events] == [
@@ -379,7 +380,7 @@ def test_lookback_makes_recent_atom_entries_baseline(
     # Entries two hours old are past a one-hour lookback: baseline, with no Hub lookup at all.
     discovery, collected = discover(watch_settings(None, authors=(), feeds=(feed,), lookback="1h"))
 
-    report = discovery.poll_feed(feed)
+    report = discovery.poll(feed_source(feed))
 
     assert (report.status, report.events, report.seen, report.baseline) == ("ok", [], 4, 4)
     assert collected.events == []
@@ -400,7 +401,7 @@ def test_latin1_feed_without_charset_decodes_titles(
     feed = FeedWatch(name="gallic", url=url)
     discovery, collected = discover(watch_settings(hub, authors=(), feeds=(feed,)))
 
-    report = discovery.poll_feed(feed)
+    report = discovery.poll(feed_source(feed))
 
     assert report.status == "ok"
     assert [summary(event) for event in report.events] == [
@@ -464,7 +465,7 @@ def test_a_200_that_is_not_a_feed_fails(
     feed = FeedWatch(name="proxy", url=feeds.publish("/rss.xml", body))
     discovery, _ = discover(watch_settings(None, authors=(), feeds=(feed,)))
 
-    report = discovery.poll_feed(feed)
+    report = discovery.poll(feed_source(feed))
 
     assert report.status == "failed"
     assert discovery.state.source("feed:proxy").first_poll
@@ -480,7 +481,7 @@ def test_stalled_feed_fails_fast_backs_off_then_recovers(
     discovery, collected = discover(watch_settings(None, authors=(), feeds=(feed,)))
 
     started = time.monotonic()
-    stalled = discovery.poll_feed(feed)
+    stalled = discovery.poll(feed_source(feed))
     assert time.monotonic() - started < 10
 
     assert stalled.status == "failed"
@@ -491,13 +492,13 @@ def test_stalled_feed_fails_fast_backs_off_then_recovers(
 
     # Backing off: the next pass does not even ask.
     asked = len(feeds.requests)
-    backing_off = discovery.poll_feed(feed)
+    backing_off = discovery.poll(feed_source(feed))
     assert (backing_off.status, backing_off.events) == ("backing_off", [])
     assert backing_off.error is not None and backing_off.error.startswith("backing off until")
     assert len(feeds.requests) == asked
 
     discovery.state.source_ok("feed:slow")  # the back-off is over
-    recovered = discovery.poll_feed(feed)
+    recovered = discovery.poll(feed_source(feed))
     assert recovered.status == "ok"
     assert [event.title for event in recovered.events] == ["First post", "Second post"]
     assert collected.events == recovered.events
@@ -518,7 +519,7 @@ def test_huge_feed_is_refused_at_the_byte_cap(
     discovery, collected = discover(settings)
 
     started = time.monotonic()
-    report = discovery.poll_feed(feed)
+    report = discovery.poll(feed_source(feed))
     assert time.monotonic() - started < 10
 
     assert report.status == "failed"
@@ -577,7 +578,7 @@ def test_rate_limited_feed_backs_off_for_retry_after(
     feed = FeedWatch(name="busy", url=url)
     discovery, collected = discover(watch_settings(None, authors=(), feeds=(feed,)))
 
-    refused = discovery.poll_feed(feed)
+    refused = discovery.poll(feed_source(feed))
 
     assert refused.status == "failed"
     assert refused.error == f"feed busy: the server answered {status}"
@@ -586,7 +587,7 @@ def test_rate_limited_feed_backs_off_for_retry_after(
     assert timedelta(seconds=100) < not_before - datetime.now(UTC) <= timedelta(seconds=120)
 
     asked = len(feeds.requests)
-    later = discovery.poll_feed(feed)
+    later = discovery.poll(feed_source(feed))
     assert (later.status, later.events) == ("backing_off", [])
     assert len(feeds.requests) == asked == 1
     assert collected.events == [] and discovery.state.counts() == {}
@@ -598,7 +599,7 @@ def test_missing_feed_fails_without_retry_after(
     feed = FeedWatch(name="gone", url=f"{feeds.url}/nothing-here.xml")
     discovery, _ = discover(watch_settings(None, authors=(), feeds=(feed,)))
 
-    report = discovery.poll_feed(feed)
+    report = discovery.poll(feed_source(feed))
 
     assert report.status == "failed"
     assert report.error == f"feed gone: the server answered 404 for {feed.url}"

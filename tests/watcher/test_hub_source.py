@@ -11,8 +11,9 @@ import pytest
 from config.settings import Settings
 from tests.support.hub_server import HubServer
 from tests.watcher.conftest import days_ago
-from watcher.discovery import HUB, Discovery
+from watcher.discovery import Discovery
 from watcher.publish import Collect
+from watcher.sources.hub import HUB
 from watcher.state import WatchState
 
 Discover = Callable[[Settings], tuple[Discovery, Collect]]
@@ -56,7 +57,7 @@ def test_exactly_the_foundation_models(
     hub: HubServer, org: dict[str, str], watch_settings: Callable[..., Settings], discover: Discover
 ) -> None:
     discovery, collected = discover(watch_settings(hub))
-    report = discovery.poll_hub()
+    report = discovery.poll(HUB)
     assert report.status == "ok", report.error
     assert released(collected.events) == org
     assert released(report.events) == org
@@ -72,7 +73,7 @@ def test_exactly_the_foundation_models(
     assert event.params == 7_000_000_000 and event.source == HUB
     assert event.link == f"{hub.url}/acme/Acme-7B"
 
-    again = discovery.poll_hub()
+    again = discovery.poll(HUB)
     assert again.events == [] and len(collected.events) == 2
 
 
@@ -81,9 +82,9 @@ def test_a_restart_announces_nothing_again(
 ) -> None:
     settings = watch_settings(hub)
     first, _ = discover(settings)
-    first.poll_hub()
+    first.poll(HUB)
     restarted, collected = discover(settings)
-    assert restarted.poll_hub().events == [] and collected.events == []
+    assert restarted.poll(HUB).events == [] and collected.events == []
     assert WatchState(settings.store.url).counts() == {"baseline": 1, "model_released": 2}
 
 
@@ -95,9 +96,9 @@ def test_repos_become_releases_once_their_weights_arrive(
 ) -> None:
     publish_model("acme/Acme-2", files={"README.md": b"soon"})
     discovery, _ = discover(watch_settings(hub))
-    assert discovery.poll_hub().events == []
+    assert discovery.poll(HUB).events == []
     sha = publish_model("acme/Acme-2")
-    assert released(discovery.poll_hub().events) == {"acme/Acme-2": sha}
+    assert released(discovery.poll(HUB).events) == {"acme/Acme-2": sha}
 
 
 def test_a_new_commit_of_a_released_repo_is_an_update_not_a_release(
@@ -109,10 +110,10 @@ def test_a_new_commit_of_a_released_repo_is_an_update_not_a_release(
     settings = watch_settings(hub)
     first_sha = publish_model("acme/Acme-7B")
     discovery, collected = discover(settings)
-    discovery.poll_hub()
+    discovery.poll(HUB)
     second_sha = publish_model("acme/Acme-7B", files={"config.json": b"{}", "x.safetensors": b"y"})
     assert second_sha != first_sha
-    assert discovery.poll_hub().events == []
+    assert discovery.poll(HUB).events == []
     assert released(collected.events) == {"acme/Acme-7B": first_sha}
     assert WatchState(settings.store.url).counts() == {"model_released": 1, "update": 1}
 
@@ -122,7 +123,7 @@ def test_rate_limit_with_a_short_retry_after_is_waited_out(
 ) -> None:
     hub.fail_next("/api/models?author=acme", 429, {"Retry-After": "1"})
     discovery, collected = discover(watch_settings(hub))
-    report = discovery.poll_hub()
+    report = discovery.poll(HUB)
     assert report.status == "ok"
     assert released(collected.events) == org
     assert len(listings(hub)) == 2  # the 429, then the retry
@@ -146,7 +147,7 @@ def test_a_long_rate_limit_backs_the_source_off(
     settings = watch_settings(hub, authors=("acme", "beta"))
     discovery, collected = discover(settings)
     started = time.monotonic()
-    report = discovery.poll_hub()
+    report = discovery.poll(HUB)
     assert time.monotonic() - started < 10  # not slept through
     assert report.status == "failed" and "3600" in str(report.error)
     assert len(listings(hub)) == 1  # the other author is not asked while rate-limited
@@ -154,7 +155,7 @@ def test_a_long_rate_limit_backs_the_source_off(
     assert state.not_before is not None and state.failures == 1
     assert 3500 < (state.not_before.timestamp() - time.time()) <= 3600
 
-    later = discovery.poll_hub()
+    later = discovery.poll(HUB)
     assert later.status == "backing_off" and len(listings(hub)) == 1
     assert collected.events == []
 
@@ -164,7 +165,7 @@ def test_server_errors_are_retried_then_reported(
 ) -> None:
     hub.fail_next("/api/models?author=acme", 500, count=2)
     discovery, collected = discover(watch_settings(hub))
-    assert discovery.poll_hub().status == "ok"  # huggingface_hub's own back-off: 1 s, 2 s
+    assert discovery.poll(HUB).status == "ok"  # huggingface_hub's own back-off: 1 s, 2 s
     assert released(collected.events) == org
 
 
@@ -174,7 +175,7 @@ def test_a_hung_hub_times_out_and_the_retry_succeeds(
     hub.hang_next("/api/models?author=acme", 30)
     discovery, collected = discover(watch_settings(hub, read_timeout_s=0.5))
     started = time.monotonic()
-    assert discovery.poll_hub().status == "ok"
+    assert discovery.poll(HUB).status == "ok"
     assert time.monotonic() - started < 10
     assert released(collected.events) == org
 
@@ -188,7 +189,7 @@ def test_one_failing_author_does_not_stop_the_others(
     sha = publish_model("beta/Beta-3B")
     hub.fail_next("/api/models?author=acme", 404, count=1)
     discovery, collected = discover(watch_settings(hub, authors=("acme", "beta")))
-    report = discovery.poll_hub()
+    report = discovery.poll(HUB)
     assert report.status == "failed"  # recorded, so the operator sees it
     assert released(collected.events) == {"beta/Beta-3B": sha}
 
@@ -203,10 +204,10 @@ def test_the_token_is_sent_and_private_repos_stay_hidden_without_it(
     sha = publish_model("acme/Acme-Secret", private=True)
     hub.grant("acme/Acme-Secret", "hf_granted")
     discovery, _ = discover(watch_settings(hub))
-    assert discovery.poll_hub().events == []
+    assert discovery.poll(HUB).events == []
     monkeypatch.setenv("HF_TOKEN", "hf_granted")
     from config.settings import Secrets
 
     with_token = watch_settings(hub).model_copy(update={"secrets": Secrets()})
     discovery, _ = discover(with_token)
-    assert released(discovery.poll_hub().events) == {"acme/Acme-Secret": sha}
+    assert released(discovery.poll(HUB).events) == {"acme/Acme-Secret": sha}

@@ -7,11 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tests.support.cli import supersede
 from tests.support.feed_server import FeedServer
 from tests.support.hub_server import HubServer
+from tests.support.settings import write_settings
 from tests.watcher.conftest import days_ago
 from tests.watcher.fixtures import load_fixture
 
@@ -19,19 +18,13 @@ REQUIRED = {"kind", "source", "detected_at"}
 
 
 def write_config(tmp_path: Path, hub: HubServer, feeds: list[dict[str, Any]]) -> Path:
-    config = {
-        "store": {"url": f"sqlite:///{tmp_path / 'store.db'}"},
-        "hub": {"endpoint": hub.url, "cache_dir": str(tmp_path / "cache")},
-        "watch": {
-            "hub": {"authors": ["acme", "community"]},
-            "feeds": feeds,
-            "read_timeout_s": 2,
-            "connect_timeout_s": 2,
-        },
+    watch = {
+        "hub": {"authors": ["acme", "community"]},
+        "feeds": feeds,
+        "read_timeout_s": 2,
+        "connect_timeout_s": 2,
     }
-    path = tmp_path / "supersede.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return write_settings(tmp_path, endpoint=hub, watch=watch)
 
 
 def events(stdout: str) -> list[dict[str, Any]]:

@@ -19,7 +19,6 @@ from typing import IO, Any
 
 import psutil
 import pytest
-import yaml
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
@@ -28,6 +27,7 @@ from core.errors import AlreadyRunning, ConfigError
 from core.lease import holder_is_dead
 from tests.support.feed_server import FeedServer
 from tests.support.hub_server import HubServer
+from tests.support.settings import write_settings
 from watcher.discovery import Discovery
 from watcher.events import Announcement, ModelReleased
 from watcher.publish import Collect
@@ -321,21 +321,15 @@ def spawn() -> Iterator[Callable[..., PollProcess]]:
 @pytest.fixture
 def poll_config(tmp_path: Path, acme_hub: HubServer) -> tuple[Path, WatchState]:
     """A config file for the local Hub and a SQLite store (tables created up front)."""
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    document: dict[str, Any] = {
-        "store": {"url": url},
-        "hub": {"endpoint": acme_hub.url, "cache_dir": str(tmp_path / "hf-cache")},
-        "watch": {
-            "hub": {"authors": ["acme"]},
-            "jitter_s": 0,
-            "read_timeout_s": 1,
-            "connect_timeout_s": 1,
-            "lock_ttl_s": 5,
-        },
+    watch = {
+        "hub": {"authors": ["acme"]},
+        "jitter_s": 0,
+        "read_timeout_s": 1,
+        "connect_timeout_s": 1,
+        "lock_ttl_s": 5,
     }
-    config = tmp_path / "supersede.yaml"
-    config.write_text(yaml.safe_dump(document), encoding="utf-8")
-    return config, WatchState(url)
+    config = write_settings(tmp_path, endpoint=acme_hub, watch=watch)
+    return config, WatchState(f"sqlite:///{tmp_path / 'store.db'}")
 
 
 def listing_requests(hub: HubServer) -> int:
@@ -549,15 +543,13 @@ def test_a_taken_webhook_port_stops_the_start_before_any_poll(
 def test_run_killed_with_sigkill_restarts_at_once(
     tmp_path: Path, acme_hub: HubServer, spawn: Callable[..., PollProcess]
 ) -> None:
-    config = tmp_path / "supersede.yaml"
-    document = {
-        "store": {"url": f"sqlite:///{tmp_path / 'store.db'}"},
-        "hub": {"endpoint": acme_hub.url, "cache_dir": str(tmp_path / "hf-cache")},
-        "watch": {"hub": {"authors": ["acme"]}, "jitter_s": 0, "lock_ttl_s": 60},
-        "notify": {"console_dir": str(tmp_path / "notifications")},
-        "observability": {"metrics_port": 0},
-    }
-    config.write_text(yaml.safe_dump(document), encoding="utf-8")
+    config = write_settings(
+        tmp_path,
+        endpoint=acme_hub,
+        watch={"hub": {"authors": ["acme"]}, "jitter_s": 0, "lock_ttl_s": 60},
+        notify={"console_dir": str(tmp_path / "notifications")},
+        observability={"metrics_port": 0},
+    )
     state = WatchState(f"sqlite:///{tmp_path / 'store.db'}")
 
     first = spawn(config, "run1", command="run")

@@ -19,9 +19,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-import core.db
 from config.settings import Settings
-from core.db import Base
 from core.errors import ConfigError
 from tests.support.postgres import temporary_database
 from watcher.discovery import Discovery
@@ -212,19 +210,43 @@ def test_processes_racing_on_one_release_record_it_once(state: WatchState) -> No
     assert [event.repo_id for _, event in state.unpublished()] == repos
 
 
-def test_losing_the_race_to_create_the_tables_is_harmless(
-    store_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    WatchState(store_url).engine.dispose()  # the winner created the tables...
-    monkeypatch.setattr(core.db, "_made", {})  # the loser is another process
-    create_all = Base.metadata.create_all
+def _open_new_store_in_process(url: str, repo: str, barrier: Any, results: Any) -> None:
+    """Child process of the table-creation race: open the store when the others do."""
+    barrier.wait(timeout=60)
+    try:
+        kind = WatchState(url).record_repo("hub", repo, SHA1, release(repo))
+    except Exception as exc:  # reported, so the test shows it
+        kind = f"{type(exc).__name__}: {exc}"
+    results.put((repo, kind))
 
-    def checked_before_the_winner(bind: Any, **options: Any) -> None:
-        create_all(bind, checkfirst=False)  # ...after the loser saw none
 
-    monkeypatch.setattr(Base.metadata, "create_all", checked_before_the_winner)
-    loser = WatchState(store_url)
-    assert loser.record_repo("hub", "acme/A-7B", SHA1, release("acme/A-7B")) == RELEASED
+def test_processes_opening_a_new_store_at_once_all_succeed(store_url: str) -> None:
+    """Each makes sure the store's schema is at the newest revision; one upgrades it, the
+    others wait for it and find it done."""
+    context = multiprocessing.get_context("spawn")
+    repos = [f"acme/New-{i}" for i in range(3)]
+    barrier = context.Barrier(len(repos))
+    results = context.Queue()
+    processes = [
+        context.Process(target=_open_new_store_in_process, args=(store_url, repo, barrier, results))
+        for repo in repos
+    ]
+    try:
+        for process in processes:
+            process.start()
+        outcomes = dict(results.get(timeout=90) for _ in processes)
+        for process in processes:
+            process.join(timeout=30)
+            assert process.exitcode == 0
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=10)
+    assert outcomes == {repo: RELEASED for repo in repos}
+    state = WatchState(store_url)
+    assert sorted(repo for _, kind, repo, _ in rows(state) if kind == RELEASED) == repos
+    state.engine.dispose()
 
 
 # ---------------------------------------------------------------------- also=

@@ -580,7 +580,7 @@ def test_daemon_refuses_to_start_without_the_secret(
     message = str(caught.value)
     assert "watch.webhook.enabled" in message
     assert "SUPERSEDE_WEBHOOK_SECRET is not set" in message
-    assert daemon.webhook is None
+    assert daemon.listeners.get("webhook") is None
     # Nothing started: the scheduler lease is free for anyone.
     assert state.acquire_lock("scheduler", "someone else", ttl_s=60) is None
 
@@ -601,11 +601,12 @@ def test_daemon_serves_the_webhook_with_the_secret_from_the_environment(
 
     daemon.start()
     try:
-        assert daemon.webhook is not None and daemon.webhook.url.endswith("/hooks")
+        webhook = daemon.listeners.get("webhook")
+        assert webhook is not None and webhook.url.endswith("/hooks")
         with httpx.Client(timeout=10) as client:
-            wrong = client.post(daemon.webhook.url, json=payload(sha=sha))
+            wrong = client.post(webhook.url, json=payload(sha=sha))
             answer = client.post(
-                daemon.webhook.url, json=payload(sha=sha), headers={SECRET_HEADER: SECRET}
+                webhook.url, json=payload(sha=sha), headers={SECRET_HEADER: SECRET}
             )
     finally:
         assert daemon.stop(grace_s=5)

@@ -4,26 +4,44 @@ The fetch is bounded on every side: connect and read timeouts, a deadline for th
 server dripping one byte at a time never trips a read timeout) and a byte cap (checked against
 ``Content-Length`` first, then while streaming). ETag and Last-Modified from the last good fetch
 make it conditional; a 304 is not parsed.
+
+As a source, each configured feed is its own channel (``feed:<name>``): its own validators,
+back-off and scheduler job. An entry linking a Hub model page becomes that repo's release (once
+the repo passes the filters); one naming an API model per ``api_models`` becomes an API release;
+anything else is an announcement.
 """
 
 from __future__ import annotations
 
 import calendar
+import functools
+import logging
 import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 import httpx
 
+from config.api import ApiModel
+from config.settings import Settings
 from config.watch import FeedWatch, WatchSettings
-from core.errors import FeedInvalid, FeedUnavailable
+from core.clock import now
+from core.errors import FeedInvalid, FeedUnavailable, ModelNotFound, SupersedeError
 from core.http import retry_after
-from watcher.events import ApiModel
+from watcher.events import Announcement, ModelReleased
+from watcher.filters import decide
+from watcher.sources.base import Channel, Listener, SourceReport, register
+from watcher.state import ANNOUNCED, BASELINE, RELEASED, NewRow
+
+if TYPE_CHECKING:
+    from watcher.discovery import Discovery
+
+log = logging.getLogger(__name__)
 
 USER_AGENT = "supersede-watcher (+https://github.com/supersede)"
 ACCEPT = (
@@ -210,13 +228,8 @@ def _api_model(feed: FeedWatch, text: str) -> ApiModel | None:
         match = re.search(rule.pattern, text)
         if match:
             model = match.group(1) if match.groups() else match.group(0)
-            return ApiModel(
-                model=model,
-                base_url=rule.base_url,
-                api_key_env=rule.api_key_env,
-                input_usd_per_1m=rule.input_usd_per_1m,
-                output_usd_per_1m=rule.output_usd_per_1m,
-            )
+            if model:  # a group that matched nothing names no model
+                return rule.serving(model)
     return None
 
 
@@ -257,3 +270,130 @@ class _Text(HTMLParser):
     @classmethod
     def links(cls, html: str) -> list[str]:
         return cls._run(html).hrefs
+
+
+# --------------------------------------------------------------------------- the source
+
+
+def feed_source(feed: FeedWatch) -> str:
+    """The channel (state row, scheduler job) of ``feed``."""
+    return f"feed:{feed.name}"
+
+
+@register
+class FeedSource:
+    """One channel per configured feed, each fetched every ``feed.interval``."""
+
+    name: ClassVar[str] = "feeds"
+
+    def channels(self, settings: Settings) -> list[Channel]:
+        return [
+            Channel(
+                feed_source(feed),
+                f"fetch feed {feed.name}",
+                feed.interval,
+                functools.partial(poll, feed),
+            )
+            for feed in settings.watch.feeds
+        ]
+
+    def listener(self, discovery: Discovery) -> Listener | None:
+        return None
+
+
+def poll(feed: FeedWatch, discovery: Discovery) -> SourceReport:
+    """Fetch one feed (conditionally); record and publish its new entries."""
+    report = SourceReport(feed_source(feed))
+    if discovery.backing_off(report):
+        return report
+    known = discovery.state.source(report.source)
+    endpoint = urlsplit(discovery.settings.hub.endpoint).netloc
+    try:
+        fetched = fetch(
+            feed,
+            discovery.watch,
+            etag=known.etag,
+            last_modified=known.last_modified,
+            hub_hosts=(endpoint,),
+        )
+        if fetched.items is None:
+            report.status = "not_modified"
+        else:
+            for item in fetched.items:
+                _record_item(discovery, item, report, first_poll=known.first_poll)
+    except SupersedeError as exc:
+        log.warning("%s: %s", report.source, exc)
+        discovery.finish(report, exc)
+        return report
+    if report.waiting:
+        # Keep no validators: a 304 next time would hide the entries that are waiting.
+        discovery.finish(report, None, etag="", last_modified="")
+    else:
+        discovery.finish(report, None, etag=fetched.etag, last_modified=fetched.last_modified)
+    return report
+
+
+def _record_item(
+    discovery: Discovery, item: FeedItem, report: SourceReport, *, first_poll: bool
+) -> None:
+    report.seen += 1
+    state = discovery.state
+    key = f"feed:{report.source.removeprefix('feed:')}:{item.entry_id}"
+    if state.is_seen(key):
+        return
+    lookback = timedelta(seconds=discovery.watch.lookback)
+    old = now() - item.published_at > lookback if item.published_at else first_poll
+    if old:
+        state.record([NewRow(key, BASELINE, report.source)])
+        report.baseline += 1
+        return
+    if item.hub_repo:
+        try:
+            release = _linked_release(discovery, item, report.source)
+        except SupersedeError as exc:  # not public yet, Hub busy: this entry waits a pass
+            log.info("%s: %s: %s", report.source, item.entry_id, exc)
+            report.waiting += 1
+            return
+        if release is not None:
+            kind = state.record_repo(
+                report.source, item.hub_repo, str(release.revision), release, also=[key]
+            )
+            if kind == RELEASED:
+                report.events.append(release)
+            return
+    if item.api is not None:
+        event: ModelReleased | Announcement = ModelReleased(
+            source=report.source,
+            detected_at=now(),
+            api=item.api,
+            created_at=item.published_at,
+            title=item.title,
+            link=item.link,
+        )
+        kind = RELEASED
+    else:
+        event = Announcement(
+            source=report.source,
+            detected_at=now(),
+            title=item.title,
+            link=item.link,
+            entry_id=item.entry_id,
+            published_at=item.published_at,
+            summary=item.summary or None,
+        )
+        kind = ANNOUNCED
+    if state.record([NewRow(key, kind, report.source, event=event)])[0]:
+        report.events.append(event)
+
+
+def _linked_release(discovery: Discovery, item: FeedItem, source: str) -> ModelReleased | None:
+    """The release a post links to, or None when it is not one (then it is announced)."""
+    assert item.hub_repo is not None
+    facts = discovery.hub.facts(item.hub_repo)  # not found yet: raised, retried next pass
+    decision = decide(facts, discovery.watch.hub)
+    if decision.action == "drop" or facts.sha is None:
+        log.info("%s: %s linked but %s", source, item.hub_repo, decision.reason)
+        return None
+    if decision.action == "wait":
+        raise ModelNotFound(f"{item.hub_repo}: {decision.reason}; looking again next pass")
+    return discovery.release(facts, source, title=item.title, link=item.link)

@@ -1,30 +1,34 @@
-"""The Hugging Face Hub, read through ``huggingface_hub.HfApi``.
+"""The Hugging Face Hub as a source: each watched author's newest models, polled.
 
 One ``list_models`` request per watched author per poll, newest first, with ``expand`` asking for
 everything the filters need (tags, card data, safetensors parameter counts, files, sha, dates), so
 the common case makes no per-model request. Webhooks and feed links use ``model_info`` pinned to a
-commit instead.
+commit instead (:meth:`HubClient.facts`).
 
-Timeouts and rate limits: huggingface_hub passes no timeout on listings, so a request hook fills in
-the configured connect/read timeouts; its own back-off retries 429/5xx honouring ``Retry-After`` and
-the ``RateLimit`` reset. A wait longer than ``watch.max_inline_wait_s`` is not slept through in the
-poll: a response hook raises :class:`HubUnavailable` with the wait, and the source backs off.
+Timeouts and rate limits (:class:`core.hub.RequestPolicy`, for the watcher's calls only):
+huggingface_hub passes no timeout on listings, so the configured connect/read timeouts fill in;
+its own back-off retries 429/5xx honouring ``Retry-After`` and the ``RateLimit`` reset. A wait
+longer than ``watch.max_inline_wait_s`` is not slept through in the poll: the call raises
+:class:`HubUnavailable` with the wait, and the source backs off.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from typing import Any
+from typing import TYPE_CHECKING, ClassVar
 
-from benchmarks.models import hub_errors
 from config.settings import Settings
-from config.watch import WatchSettings
-from core.errors import HubUnavailable
-from core.http import retry_after
+from core.errors import FatalError, RetryableError
+from core.hub import HubAdapter, RequestPolicy
 from watcher.filters import RepoFacts
+from watcher.sources.base import Channel, Listener, SourceReport, register
+
+if TYPE_CHECKING:
+    from watcher.discovery import Discovery
 
 log = logging.getLogger(__name__)
+
+HUB = "hub"
 
 #: Listing fields the filters read (``expand`` replaces the default field set).
 EXPAND = (
@@ -42,79 +46,77 @@ EXPAND = (
     "siblings",
 )
 
-_configured: tuple[float, float, float] | None = None
-_configure_lock = threading.Lock()
-
-
-def configure_client(watch: WatchSettings) -> None:
-    """Give huggingface_hub's shared HTTP client our timeouts and the long-wait guard."""
-    global _configured
-    wanted = (watch.connect_timeout_s, watch.read_timeout_s, watch.max_inline_wait_s)
-    with _configure_lock:
-        if _configured == wanted:
-            return
-        import httpx2
-        from huggingface_hub import set_client_factory
-        from huggingface_hub.utils._http import hf_request_event_hook
-
-        timeout = httpx2.Timeout(watch.read_timeout_s, connect=watch.connect_timeout_s)
-
-        def fill_timeouts(request: httpx2.Request) -> None:
-            hf_request_event_hook(request)
-            given = request.extensions.get("timeout") or {}
-            if all(value is None for value in given.values()):
-                request.extensions = {**request.extensions, "timeout": timeout.as_dict()}
-
-        def refuse_long_waits(response: httpx2.Response) -> None:
-            if response.status_code in (429, 503):
-                wait = retry_after(response.headers)
-                if wait is not None and wait > watch.max_inline_wait_s:
-                    raise HubUnavailable(
-                        f"the Hub answered {response.status_code} and asks to wait {wait:.0f} s",
-                        retry_after_s=wait,
-                    )
-
-        def factory() -> httpx2.Client:
-            return httpx2.Client(
-                event_hooks={"request": [fill_timeouts], "response": [refuse_long_waits]},
-                follow_redirects=True,
-                timeout=timeout,
-            )
-
-        set_client_factory(factory)
-        _configured = wanted
-
 
 class HubClient:
-    """The few Hub calls the watcher makes."""
+    """The few Hub calls the watcher makes, under the watcher's timeouts and long-wait guard."""
 
     def __init__(self, settings: Settings) -> None:
-        from huggingface_hub import HfApi
-
-        configure_client(settings.watch)
+        watch = settings.watch
         token = settings.secrets.hf_token
-        self.api = HfApi(
-            endpoint=settings.hub.endpoint,
-            token=token.get_secret_value() if token else False,
+        self.adapter = HubAdapter(
+            settings.hub.endpoint,
+            token.get_secret_value() if token else None,
+            policy=RequestPolicy(
+                connect_timeout_s=watch.connect_timeout_s,
+                read_timeout_s=watch.read_timeout_s,
+                max_inline_wait_s=watch.max_inline_wait_s,
+            ),
         )
 
     def newest(self, author: str, limit: int) -> list[RepoFacts]:
         """The author's ``limit`` newest models, newest first."""
-        with hub_errors(f"models of {author}"):
-            listing = self.api.list_models(
-                author=author,
-                sort="created_at",
-                limit=limit,
-                expand=list(EXPAND),  # type: ignore[arg-type]
-            )
-            return [RepoFacts.from_model_info(info) for info in listing]
+        listing = self.adapter.list_models(
+            f"models of {author}",
+            author=author,
+            sort="created_at",
+            limit=limit,
+            expand=list(EXPAND),
+        )
+        return [RepoFacts.from_model_info(info) for info in listing]
 
     def facts(self, repo_id: str, revision: str | None = None) -> RepoFacts:
         """One repo at ``revision`` (default branch when None), with the listing's fields."""
-        with hub_errors(repo_id):
-            info: Any = self.api.model_info(
-                repo_id,
-                revision=revision,
-                expand=list(EXPAND),  # type: ignore[arg-type]
-            )
-            return RepoFacts.from_model_info(info)
+        info = self.adapter.model_info(repo_id, revision=revision, expand=list(EXPAND))
+        return RepoFacts.from_model_info(info)
+
+
+@register
+class HubSource:
+    """Polls the newest models of ``watch.hub.authors`` every ``watch.hub.interval``."""
+
+    name: ClassVar[str] = HUB
+
+    def channels(self, settings: Settings) -> list[Channel]:
+        rules = settings.watch.hub
+        if not rules.authors:
+            return []
+        return [Channel(HUB, "poll the Hub", rules.interval, poll)]
+
+    def listener(self, discovery: Discovery) -> Listener | None:
+        return None
+
+
+def poll(discovery: Discovery) -> SourceReport:
+    """List each watched author's newest models; record and publish the new releases."""
+    report = SourceReport(HUB)
+    if discovery.backing_off(report):
+        return report
+    rules = discovery.watch.hub
+    failure: RetryableError | FatalError | None = None
+    for author in rules.authors:
+        try:
+            listing = discovery.hub.newest(author, rules.limit)
+        except RetryableError as exc:
+            failure = exc
+            log.warning("hub: %s", exc)
+            if exc.retry_after_s is not None:
+                break  # rate-limited: the other authors would be refused too
+            continue
+        except FatalError as exc:
+            failure = exc
+            log.warning("hub: %s", exc)
+            continue
+        for facts in listing:
+            discovery.consider(facts, report, HUB)
+    discovery.finish(report, failure)
+    return report

@@ -5,6 +5,9 @@ webhook's settings verbatim in ``X-Webhook-Secret``; it is compared in constant 
 a model repo created, a push to ``main``, and a ``repo.config`` update that makes a private repo
 public (vendors often launch that way). Everything else is acknowledged and ignored. Accepted
 events go through the same filters and dedupe as polling, so a replayed delivery changes nothing.
+
+As a source it polls nothing: the daemon serves its endpoint (:class:`WebhookListener`) when
+``watch.webhook.enabled``.
 """
 
 from __future__ import annotations
@@ -13,17 +16,26 @@ import hmac
 import json
 import logging
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from config.settings import Settings, secret
 from config.watch import WebhookWatch
-from core.errors import FatalError, RetryableError
-from watcher.discovery import Discovery
+from core.constants import ENV_NESTED_DELIMITER, ENV_PREFIX
+from core.errors import ConfigError, FatalError, RetryableError
+from watcher.filters import decide
+from watcher.sources.base import Channel, SourceReport, register
+from watcher.state import RELEASED
+
+if TYPE_CHECKING:
+    from watcher.discovery import Discovery
 
 log = logging.getLogger(__name__)
 
+WEBHOOK = "webhook"
 SECRET_HEADER = "X-Webhook-Secret"
 MAIN_REF = "refs/heads/main"
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]{0,95}/[\w.\-]{1,96}$")
@@ -83,6 +95,24 @@ def what_changed(payload: Mapping[str, Any]) -> tuple[str, str | None] | str:
     return repo.name, head
 
 
+def on_repo(discovery: Discovery, repo_id: str, sha: str | None) -> SourceReport:
+    """A Hub webhook said ``repo_id`` changed (created, pushed to main, made public)."""
+    report = SourceReport(WEBHOOK)
+    facts = discovery.hub.facts(repo_id, revision=sha)
+    report.seen = 1
+    decision = decide(facts, discovery.watch.hub)
+    if decision.action != "accept" or facts.sha is None:
+        report.dropped = decision.action == "drop"
+        report.error = decision.reason or "no commit"
+        return report
+    event = discovery.release(facts, WEBHOOK)
+    # The webhook is the news: no lookback baseline (a private repo made public is new).
+    if discovery.state.record_repo(WEBHOOK, repo_id, facts.sha, event) == RELEASED:
+        report.events.append(event)
+    discovery.flush()
+    return report
+
+
 class WebhookHandler:
     """Checks, parses and dispatches one delivery; no I/O of its own beyond ``discovery``."""
 
@@ -111,7 +141,7 @@ class WebhookHandler:
             return Reply(200, {"ignored": change})
         repo_id, sha = change
         try:
-            report = self.discovery.on_webhook_repo(repo_id, sha)
+            report = on_repo(self.discovery, repo_id, sha)
         except RetryableError as exc:
             wait = f"{max(1, round(exc.retry_after_s or 30))}"
             return Reply(503, {"error": str(exc)}, {"Retry-After": wait})
@@ -206,3 +236,57 @@ class _Caseless(dict[str, str]):
 
     def get(self, key: str, default: Any = None) -> Any:
         return super().get(key.lower(), default)
+
+
+@register
+class WebhookSource:
+    """Hub webhooks: no channel to poll; an endpoint while ``watch.webhook.enabled``."""
+
+    name: ClassVar[str] = WEBHOOK
+
+    def channels(self, settings: Settings) -> list[Channel]:
+        return []
+
+    def listener(self, discovery: Discovery) -> WebhookListener | None:
+        hook = discovery.watch.webhook
+        if not hook.enabled:
+            return None
+        value = secret(hook.secret_env)
+        if not value:
+            raise ConfigError(
+                f"watch.webhook.enabled is true but {hook.secret_env} is not set: put the secret "
+                "from the Hub's webhook settings in that environment variable"
+            )
+        return WebhookListener(WebhookHandler(discovery, value, hook))
+
+
+class WebhookListener:
+    """The webhook endpoint served on a background thread."""
+
+    def __init__(self, handler: WebhookHandler) -> None:
+        self.handler = handler
+        self.url = ""
+        self._server: WebhookServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        hook = self.handler.settings
+        try:
+            self._server = WebhookServer(self.handler)
+        except OSError as exc:
+            variable = f"{ENV_PREFIX}WATCH{ENV_NESTED_DELIMITER}WEBHOOK{ENV_NESTED_DELIMITER}PORT"
+            raise ConfigError(
+                f"watch.webhook: cannot listen on {hook.host}:{hook.port} "
+                f"({exc.strerror or exc}): stop what uses that port, or set watch.webhook.port "
+                f"(or {variable}) to a free one"
+            ) from None
+        self.url = self._server.url
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="webhook", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
