@@ -15,6 +15,7 @@ from kombu.entity import Queue
 
 from config.settings import Settings
 from core.constants import DEFAULT_QUEUE
+from core.errors import BrokerUnavailable
 
 
 def embedded_broker(store_url: str) -> str:
@@ -27,7 +28,14 @@ def embedded_broker(store_url: str) -> str:
 
 
 def broker_url(settings: Settings) -> str:
+    """``workers.broker_url``, else the embedded default's local queue."""
     return settings.workers.broker_url or embedded_broker(settings.store.url)
+
+
+def queue_names(settings: Settings) -> list[str]:
+    """Every queue: the default one, then the GPU queues by name (what the embedded worker
+    consumes; separate workers each take some of them with ``-Q``)."""
+    return [DEFAULT_QUEUE, *sorted(settings.workers.gpu_queues)]
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -38,7 +46,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     # kombu's SQLAlchemy transport hands its options to create_engine: Redis only.
     redis = broker.startswith(("redis://", "rediss://", "redis+socket://"))
     transport = {"visibility_timeout": workers.visibility_timeout} if redis else {}
-    queues = [Queue(DEFAULT_QUEUE), *(Queue(name) for name in sorted(workers.gpu_queues))]
+    queues = [Queue(name) for name in queue_names(settings)]
     return {
         "broker_url": broker,
         "result_backend": backend,
@@ -75,6 +83,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 
 def make_app(settings: Settings) -> Celery:
+    """The Celery app for ``settings`` (kept on it as ``conf.supersede_settings``)."""
     app = Celery("supersede", include=["workers.tasks"])
     app.conf.update(celery_config(settings))
     app.conf.supersede_settings = settings
@@ -86,3 +95,16 @@ def safe_broker(url: str) -> str:
     from kombu.utils.url import maybe_sanitize_url
 
     return str(maybe_sanitize_url(url))
+
+
+def check_broker(app: Celery) -> None:
+    """Fail fast, with a message, when the broker cannot be reached (a few quick retries)."""
+    url = broker_url(app.conf.supersede_settings)
+    try:
+        with app.connection() as connection:
+            connection.ensure_connection(max_retries=3, interval_start=0.5, interval_step=0.5)
+    except Exception as exc:
+        raise BrokerUnavailable(
+            f"cannot reach the broker at {safe_broker(url)} ({type(exc).__name__}: {exc}); "
+            "start it, or fix workers.broker_url"
+        ) from None

@@ -28,6 +28,7 @@ from core.constants import (
     TASK_VERDICT,
 )
 from workers.pipeline import Pipeline, Step
+from workers.wiring import build_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -36,19 +37,9 @@ _pipelines: dict[tuple[int, int], Pipeline] = {}
 
 def pipeline_for(app: Any) -> Pipeline:
     """This process's pipeline (built after a fork, never shared across one)."""
-    from workers.jobs import JobStore
-    from workers.notify import make_notifier
-
     key = (os.getpid(), id(app))
     if key not in _pipelines:
-        settings: Settings = app.conf.supersede_settings
-
-        def send(name: str, job: str, queue: str) -> None:
-            app.send_task(name, args=[job], queue=queue)
-
-        _pipelines[key] = Pipeline(
-            settings, JobStore(settings.store.url), send, make_notifier(settings)
-        )
+        _pipelines[key] = build_pipeline(app)
     return _pipelines[key]
 
 

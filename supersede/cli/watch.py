@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import sys
-import threading
 from typing import Annotated, Any
 
 import typer
@@ -55,6 +51,7 @@ def poll(
     Without: the watcher daemon (scheduled polls and the webhook endpoint) until SIGTERM/SIGINT.
     """
     from config.settings import load_settings
+    from supersede.wiring import System, build_watcher, run_until_signal
     from watcher.discovery import Discovery
     from watcher.publish import Collect, JsonLines, Publisher
     from watcher.state import WatchState
@@ -68,10 +65,10 @@ def poll(
         # Discovery only: poll plans, benchmarks and notifies nothing, so it needs no Slack
         # channel or task file; the daemon serves the webhook, so it needs its secret.
         preflight(settings, "poll-once" if once else "poll")
-        state = WatchState(settings.store.url)
         if once:
             collected = Collect()
             publisher = JsonLines() if as_json else collected
+            state = WatchState(settings.store.url)
             reports = Discovery(settings, state, publisher).poll_all()
             failed = [r for r in reports if r.status == "failed"]
             if not as_json:
@@ -82,7 +79,7 @@ def poll(
                 raise typer.Exit(EXIT_RETRYABLE)
             return
         daemon_publisher: Publisher = JsonLines() if as_json else _LogPublisher()
-        run_daemon(settings, state, Discovery(settings, state, daemon_publisher), wait=wait)
+        run_until_signal(System(settings, build_watcher(settings, daemon_publisher)), wait=wait)
     except SupersedeError as exc:
         raise fail(exc) from None
 
@@ -104,44 +101,3 @@ def _print_pass(reports: list[Any], events: list[Any]) -> None:
         out.print(_event_line(event), highlight=False)
     if not events:
         out.print("nothing new")
-
-
-def run_daemon(
-    settings: Any,
-    state: Any,
-    discovery: Any,
-    *,
-    wait: bool,
-    extra_jobs: tuple[Any, ...] = (),
-    worker: Any = None,
-) -> None:
-    """Run the watcher daemon (and ``worker``, when given) until SIGTERM/SIGINT."""
-    from watcher.scheduler import WatchDaemon
-
-    daemon = WatchDaemon(settings, state, discovery, extra_jobs=extra_jobs)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: Any) -> None:
-        log.info("%s received: stopping", signal.Signals(signum).name)
-        stop.set()
-        daemon.stopped.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    daemon.start(wait_for_lock=wait)
-    if worker is not None:
-        worker.start()
-    try:
-        while not stop.wait(0.5) and not daemon.stopped.is_set():
-            pass
-    finally:
-        clean = daemon.stop()
-        if worker is not None:
-            clean = worker.stop() and clean
-        log.info("stopped%s", "" if clean else " (in-flight work was abandoned)")
-        if not clean:
-            # A poll blocked in a network call would hold the interpreter's exit; nothing is
-            # half-recorded (each release and each job step is one transaction), so leave now.
-            logging.shutdown()
-            sys.stdout.flush()
-            os._exit(0)

@@ -23,8 +23,6 @@ from typing import Any
 
 import yaml
 
-from core.constants import DEFAULT_QUEUE
-
 TASK_DIR = Path(__file__).resolve().parents[2] / "config" / "tasks" / "review_sentiment"
 FINETUNE = "review-sentiment"
 WATCHED = "newlab"
@@ -113,17 +111,13 @@ def run_demo(
 ) -> tuple[list[Outcome], Path]:
     """Run the demo; returns each release's outcome and the config file written."""
     from config.settings import load_settings
-    from supersede.cli.jobs import build_pipeline, check_broker
     from supersede.demo.localhub.feeds import FeedServer
     from supersede.demo.localhub.hub import HubServer
     from supersede.demo.zoo import build_zoo, read_jsonl
-    from watcher.discovery import Discovery
-    from watcher.scheduler import WatchDaemon
-    from watcher.state import WatchState
-    from workers.app import broker_url
+    from supersede.wiring import build_system
+    from workers.app import queue_names
     from workers.jobs import JobStore
     from workers.preflight import preflight
-    from workers.publish import QueuePublisher
 
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -140,24 +134,13 @@ def run_demo(
         say(f"  ready in {time.monotonic() - started:.0f} s")
         hub.add_repo(BASE, zoo.base, extra={"pipeline_tag": "text-generation"})
         hub.add_repo(ADAPTER, zoo.adapter, extra={"tags": [f"base_model:adapter:{BASE}"]})
-        app, pipeline = build_pipeline(settings)
-        check_broker(app, broker_url(settings))
-        state = WatchState(settings.store.url)
-        discovery = Discovery(settings, state, QueuePublisher(pipeline))
-        reconcile = ("jobs:reconcile", pipeline.reconcile, settings.workers.reconcile_every)
-        daemon = WatchDaemon(settings, state, discovery, extra_jobs=(reconcile,))
-        worker: Any = None
+        # The system `supersede run` builds from the same settings; on Redis its workers are
+        # separate processes, so the demo starts one, as a deployment would.
+        system = build_system(settings)
         process: subprocess.Popen[bytes] | None = None
-        queues = [DEFAULT_QUEUE, *sorted(settings.workers.gpu_queues)]
-        if broker is None:
-            from workers.embedded import EmbeddedWorker
-
-            worker = EmbeddedWorker(app, queues)
-        else:
-            process = _worker_process(config, queues, workdir / "worker.log")
-        daemon.start()
-        if worker is not None:
-            worker.start()
+        if broker is not None:
+            process = _worker_process(config, queue_names(settings), workdir / "worker.log")
+        system.start()
         say(f"Daemon running ({'Redis: ' + broker if broker else 'embedded queue'}); "
             f"watching {WATCHED} on the Hub and the otherlab blog feed.")  # fmt: skip
         jobs = JobStore(settings.store.url)
@@ -174,9 +157,7 @@ def run_demo(
             feeds.publish(FEED_PATH, _feed([("otherlab-1", f"Introducing {SECOND}", link)]))
             outcomes.append(_await(jobs, SECOND, "the vendor feed", published, timeout_s, say))
         finally:
-            daemon.stop()
-            if worker is not None:
-                worker.stop()
+            system.stop()
             if process is not None:
                 process.terminate()
                 process.wait(timeout=60)
@@ -208,12 +189,12 @@ def _await(
         verdicts = [j for j in mine if j.kind == "verdict"]
         if verdicts and all(j.state in ("notified", "failed", "skipped") for j in verdicts):
             job = verdicts[0]
-            result = job.result or {}
+            report = job.verdict()
             return Outcome(
                 release=repo,
                 found_via=via,
-                verdict=str(result.get("verdict", job.state.upper())),
-                summary=str(result.get("summary", job.reason or "")),
+                verdict=str(report.verdict) if report else job.state.upper(),
+                summary=report.summary if report else job.reason or "",
                 seconds_to_verdict=time.monotonic() - published,
             )
         time.sleep(0.5)

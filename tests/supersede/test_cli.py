@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from supersede.demo.zoo import Zoo
 from tests.support.cli import supersede
+from tests.support.settings import write_settings
 from tests.support.tasks import REVIEW_DIR, shipped_task_copy
 
 REQUIRED = {
@@ -166,18 +166,11 @@ def test_demo_with_a_slack_token_and_no_channel_stops_before_any_work(tmp_path: 
 
 def test_run_with_a_slack_token_and_no_channel_stops_before_any_work(tmp_path: Path) -> None:
     store = tmp_path / "store" / "supersede.db"
-    config = tmp_path / "supersede.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "store": {"url": f"sqlite:///{store}"},
-                "hub": {"endpoint": "http://127.0.0.1:9"},
-                "finetunes": [
-                    {"name": "reviews", "task": str(SHIPPED_TASK), "base": "a/b", "adapter": "a/c"}
-                ],
-                "observability": {"metrics_port": 0},
-            }
-        )
+    config = write_settings(
+        tmp_path,
+        store={"url": f"sqlite:///{store}"},
+        finetunes=[{"name": "reviews", "task": str(SHIPPED_TASK), "base": "a/b", "adapter": "a/c"}],
+        observability={"metrics_port": 0},
     )
     started = time.monotonic()
     done = supersede("run", "-c", str(config), cwd=tmp_path, env=SLACK_WITHOUT_CHANNEL, timeout=20)
@@ -186,14 +179,10 @@ def test_run_with_a_slack_token_and_no_channel_stops_before_any_work(tmp_path: P
 
 
 def test_poll_needs_no_slack_channel(tmp_path: Path) -> None:
-    config = tmp_path / "supersede.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "store": {"url": f"sqlite:///{tmp_path / 'supersede.db'}"},
-                "watch": {"hub": {"authors": []}},
-            }
-        )
+    config = write_settings(
+        tmp_path,
+        store={"url": f"sqlite:///{tmp_path / 'supersede.db'}"},
+        watch={"hub": {"authors": []}},
     )
     done = supersede("poll", "--once", "-c", str(config), cwd=tmp_path, env=SLACK_WITHOUT_CHANNEL)
     assert done.returncode == 0, done.stderr

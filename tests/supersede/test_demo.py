@@ -3,6 +3,7 @@ the embedded default, with verdicts delivered to a local Slack server."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from tests.support.slack_server import SlackServer
 
 pytestmark = pytest.mark.slow
 TOKEN = "xoxb-demo-token"
-REDIS_DB = 13
+#: Flushed before and after the Redis run: a database of its own.
+REDIS_URL = os.environ.get("SUPERSEDE_TEST_REDIS", "redis://127.0.0.1:6379/13")
 
 
 @pytest.fixture
@@ -30,7 +32,7 @@ def workdir(tmp_path: Path, zoo: Zoo) -> Path:
 def test_the_demo_ends_with_both_verdicts_in_slack_and_a_report(
     workdir: Path, tmp_path: Path, broker: str
 ) -> None:
-    url = f"redis://127.0.0.1:6379/{REDIS_DB}"
+    url = REDIS_URL
     args = ["demo", "--workdir", str(workdir)]
     if broker == "redis":
         redis.Redis.from_url(url).flushdb()
