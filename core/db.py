@@ -1,7 +1,8 @@
 """The store's plumbing: engines, the one declarative base, inserts that race safely.
 
 Every table (results, watcher state, jobs, the Slack outbox) is declared on :class:`Base`, so
-one metadata describes the whole store.
+one metadata describes the whole store; the schema itself is made and changed by the Alembic
+revisions in :mod:`core.migrations`, which a test checks against this metadata.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import MetaData, create_engine, inspect
+from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session
@@ -25,24 +26,23 @@ class Base(DeclarativeBase):
 
 
 _engines: dict[str, Engine] = {}
-_made: dict[str, set[str]] = {}  # per URL, the tables this process has made sure exist
+_upgraded: set[str] = set()  # the URLs whose store this process has brought to the newest schema
 _lock = threading.Lock()
 
 
 def open_store(url: str) -> Engine:
-    """This process's engine for ``url``, with every table declared so far made sure to exist.
+    """This process's engine for ``url``, its store upgraded to the newest schema revision.
 
     One engine per URL per process: a verdict job or ``compare()`` reuses the pool and skips
-    the schema inspection after the first call.
+    the schema check after the first call.
     """
     with _lock:
         engine = _engines.get(url)
         if engine is None:
             engine = _engines[url] = make_engine(url)
-        made = _made.setdefault(url, set())
-        if not set(Base.metadata.tables) <= made:
-            create_tables(Base.metadata, engine, url)
-            made.update(Base.metadata.tables)
+        if url not in _upgraded:
+            upgrade_store(engine, url)
+            _upgraded.add(url)
         return engine
 
 
@@ -80,39 +80,21 @@ def insert_once(session: Session, table: Any, values: Mapping[str, Any]) -> bool
     return session.execute(statement).first() is not None
 
 
-def create_tables(metadata: MetaData, engine: Engine, url: str) -> None:
-    """Create ``metadata``'s tables if missing. Two processes opening a new store at once race
-    to create them; the loser finds them made and goes on."""
+def upgrade_store(engine: Engine, url: str) -> None:
+    """Run the store's migrations up to the newest revision (:mod:`core.migrations`): an empty
+    store gets every table, one made by an earlier version is upgraded in place. A store that
+    cannot be opened or changed is one :class:`ConfigError` naming the (masked) URL."""
+    from core.migrations import upgrade
+
     try:
-        metadata.create_all(engine)
+        upgrade(engine)
     except DBAPIError as exc:
-        try:
-            present = set(inspect(engine).get_table_names())
-        except DBAPIError:
-            present = set()
-        if not set(metadata.tables) <= present:
-            raise ConfigError(
-                f"store.url: cannot open the store ({safe_url(url)}): {exc.orig}"
-            ) from None
-    _add_missing_columns(metadata, engine)
-
-
-def _add_missing_columns(metadata: MetaData, engine: Engine) -> None:
-    """A store made by an earlier version lacks the columns added since: add them (each new
-    column is nullable or has a default, so existing rows stay valid)."""
-    inspector = inspect(engine)
-    for table in metadata.sorted_tables:
-        present = {column["name"] for column in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name in present:
-                continue
-            kind = column.type.compile(dialect=engine.dialect)
-            default = getattr(column.default, "arg", None)
-            clause = f" DEFAULT {int(default)}" if isinstance(default, int) else ""
-            with engine.begin() as connection:
-                connection.exec_driver_sql(
-                    f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}{clause}'
-                )
+        reason = str(exc.orig)
+    except ConfigError as exc:  # a store from a newer version
+        reason = str(exc)
+    else:
+        return
+    raise ConfigError(f"store.url: cannot open the store ({safe_url(url)}): {reason}") from None
 
 
 def safe_url(url: str) -> str:

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Literal, NoReturn
 
 from benchmarks.models import ModelRef
-from benchmarks.tasks import Task, load_task
+from benchmarks.tasks.task import Task, load_task
 from config.settings import FineTune, PromptSettings, Settings, secret, task_path
 from core.constants import ENV_NESTED_DELIMITER, ENV_PREFIX
 from core.errors import ConfigError, SupersedeError
@@ -275,7 +275,7 @@ def check_store(settings: Settings) -> None:
     from sqlalchemy.orm import Session
 
     from benchmarks.cache import BenchmarkResult
-    from core.db import Base, create_tables, make_engine, safe_url
+    from core.db import make_engine, safe_url, upgrade_store
 
     url = settings.store.url
     fix = (
@@ -288,7 +288,7 @@ def check_store(settings: Settings) -> None:
         raise ConfigError(f"{exc}; {fix}") from None
     try:
         try:
-            create_tables(Base.metadata, engine, url)  # cannot be opened or created
+            upgrade_store(engine, url)  # cannot be opened, created or upgraded
         except ConfigError as exc:
             raise ConfigError(f"{exc}; {fix}") from None
         # A store in a read-only folder (or a read-only file) opens and reads fine; only the
