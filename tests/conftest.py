@@ -10,9 +10,11 @@ from pathlib import Path
 import huggingface_hub.constants
 import pytest
 
-from config.settings import HubSettings, RuntimeSettings, Settings, StoreSettings
+from config.settings import Settings
 from supersede.demo.zoo import Zoo, build_zoo, read_jsonl, train_full, train_lora
 from tests.support.hub_server import HubServer
+from tests.support.serving import served
+from tests.support.settings import build_settings
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_TASK = REPO / "config" / "tasks" / "review_sentiment" / "review_sentiment.yaml"
@@ -63,9 +65,7 @@ def full_finetune(
 
 @pytest.fixture
 def hub() -> Iterator[HubServer]:
-    with HubServer() as server:
-        yield server
-        assert server.errors == [], server.errors[0] if server.errors else ""
+    yield from served(HubServer())
 
 
 @pytest.fixture
@@ -78,15 +78,12 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
         trust_remote_code: tuple[str, ...] = (),
         **runtime: object,
     ) -> Settings:
-        return Settings(
-            store=StoreSettings(url=store_url or f"sqlite:///{tmp_path / 'store.db'}"),
-            hub=HubSettings(
-                endpoint=hub.url if hub else "http://127.0.0.1:9",
-                cache_dir=str(tmp_path / "hf-cache"),
-                timeout_s=10,
-                trust_remote_code=trust_remote_code,
-            ),
-            runtime=RuntimeSettings(device="cpu", **runtime),  # type: ignore[arg-type]
+        return build_settings(
+            tmp_path,
+            endpoint=hub,
+            store={"url": store_url} if store_url else {},
+            hub={"timeout_s": 10, "trust_remote_code": trust_remote_code},
+            runtime=runtime,
         )
 
     return make

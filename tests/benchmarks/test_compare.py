@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,35 +18,27 @@ from config.settings import Settings, load_settings
 from core.errors import ConfigError
 from supersede.demo.zoo import Zoo
 from tests.conftest import SHIPPED_TASK, copy_model
+from tests.support.settings import write_settings
 
-CONFIG = """
-store:
-  url: sqlite:///{root}/store.db
-runtime:
-  device: cpu
-serving:
-  gpu_hour_usd: 3.0
-verdict:
-  margin: 0.03
-finetunes:
-  - name: review-sentiment
-    task: {task}
-    base: {base}
-    adapter: {adapter}
-    economics:
-      tuning_cost_usd: 18000
-      monthly_upkeep_usd: 1200
-      monthly_requests: 2000000
-"""
+ECONOMICS = {"tuning_cost_usd": 18000, "monthly_upkeep_usd": 1200, "monthly_requests": 2000000}
+
+
+def write_config(tmp_path: Path, zoo: Zoo, **sections: Any) -> Path:
+    """The fine-tune ``review-sentiment`` (the zoo's adapter) at $3 a GPU hour, and ``sections``."""
+    finetune = {"name": "review-sentiment", "task": str(SHIPPED_TASK), "base": str(zoo.base),
+                "adapter": str(zoo.adapter), "economics": ECONOMICS}  # fmt: skip
+    return write_settings(
+        tmp_path,
+        serving={"gpu_hour_usd": 3.0},
+        verdict={"margin": 0.03},
+        finetunes=[finetune],
+        **sections,
+    )
 
 
 @pytest.fixture
 def config_file(zoo: Zoo, tmp_path: Path) -> Path:
-    path = tmp_path / "supersede.yaml"
-    path.write_text(
-        CONFIG.format(root=tmp_path, task=SHIPPED_TASK, base=zoo.base, adapter=zoo.adapter)
-    )
-    return path
+    return write_config(tmp_path, zoo)
 
 
 @pytest.fixture
@@ -165,19 +158,10 @@ def test_api_candidate_is_compared_through_its_endpoint(
         # The endpoint's rule is about as good as the fine-tune: a 10-point margin makes
         # 300 examples enough to call it.
         monkeypatch.setenv("SUPERSEDE_VERDICT__MARGIN", "0.1")
-        config_file.write_text(
-            config_file.read_text()
-            + f"""
-api_candidates:
-  - name: vendor-mini
-    base_url: {server.url}
-    model: mini-2026
-    api_key_env: VENDOR_KEY
-    input_usd_per_1m: 0.15
-    output_usd_per_1m: 0.60
-    max_concurrency: 4
-"""
-        )
+        vendor = {"name": "vendor-mini", "base_url": server.url, "model": "mini-2026",
+                  "api_key_env": "VENDOR_KEY", "input_usd_per_1m": 0.15,
+                  "output_usd_per_1m": 0.60, "max_concurrency": 4}  # fmt: skip
+        write_config(tmp_path, zoo, api_candidates=[vendor])
         report = compare(load_settings(config_file), "review-sentiment", "vendor-mini")
     assert report.verdict in (Verdict.SUPERSEDED, Verdict.AT_RISK), report.reason
     assert report.margin == 0.1

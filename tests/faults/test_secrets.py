@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from benchmarks.api import run_api_task
 from benchmarks.tasks import load_task
@@ -27,6 +26,8 @@ from tests.conftest import SHIPPED_TASK
 from tests.support.cli import supersede
 from tests.support.hub_server import HubServer
 from tests.support.openai_server import OpenAIServer
+from tests.support.serving import served
+from tests.support.settings import write_settings
 from tests.support.slack_server import SlackServer
 from tests.watcher.test_webhook import payload
 from watcher.discovery import Discovery
@@ -51,17 +52,14 @@ FINETUNE_BASE = "acme/Secret-Base"
 
 @pytest.fixture
 def slack() -> Iterator[SlackServer]:
-    with SlackServer(token=SECRETS["SLACK_BOT_TOKEN"]) as server:
-        yield server
-        assert server.errors == [], server.errors[0] if server.errors else ""
+    yield from served(SlackServer(token=SECRETS["SLACK_BOT_TOKEN"]))
 
 
 @pytest.fixture
 def vendor() -> Iterator[OpenAIServer]:
-    with OpenAIServer() as server:
-        server.require_key("sk-the-key-the-vendor-expects")
-        yield server
-        assert server.errors == [], server.errors[0] if server.errors else ""
+    server = OpenAIServer()
+    server.require_key("sk-the-key-the-vendor-expects")
+    yield from served(server)
 
 
 def tiny_weights(folder: Path) -> Path:
@@ -92,12 +90,12 @@ def publish(hub: HubServer, tmp_path: Path) -> str:
 
 
 def write_config(tmp_path: Path, hub: HubServer, vendor: OpenAIServer) -> Path:
-    config = {
-        "store": {"url": f"sqlite:///{tmp_path / 'store.db'}"},
-        "hub": {"endpoint": hub.url, "cache_dir": str(tmp_path / "hf-cache"), "timeout_s": 10},
-        "runtime": {"device": "cpu"},
-        "finetunes": [{"name": "reviews", "task": str(SHIPPED_TASK), "model": FINETUNE_BASE}],
-        "api_candidates": [
+    return write_settings(
+        tmp_path,
+        endpoint=hub,
+        hub={"timeout_s": 10},
+        finetunes=[{"name": "reviews", "task": str(SHIPPED_TASK), "model": FINETUNE_BASE}],
+        api_candidates=[
             {
                 "name": "vendor-x",
                 "base_url": vendor.url,
@@ -106,21 +104,18 @@ def write_config(tmp_path: Path, hub: HubServer, vendor: OpenAIServer) -> Path:
                 "max_retries": 0,
             }
         ],
-        "watch": {
+        watch={
             "hub": {"authors": ["acme", "beta"]},
             "connect_timeout_s": 2,
             "read_timeout_s": 5,
             "webhook": {"port": 0},
         },
-        "workers": {"max_attempts": 1, "retry_backoff": 0},
-        "notify": {
+        workers={"max_attempts": 1, "retry_backoff": 0},
+        notify={
             "slack": {"channel": "C0LEADS", "max_attempts": 2},
             "console_dir": str(tmp_path / "notifications"),
         },
-    }
-    path = tmp_path / "supersede.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    )
 
 
 def leaks(name: str, data: bytes) -> list[str]:

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
 
 from benchmarks.cache import ResultStore
-from benchmarks.runner import RunResult, RunStats
+from benchmarks.scoring import RunResult, RunStats
 from core.clock import now
 from tests.support.postgres import ADMIN_DSN, temporary_database
 from watcher.events import ModelReleased

@@ -14,6 +14,7 @@ import pytest
 from core.clock import now
 from supersede.cli.console import setup_logging
 from supersede.observability import serve
+from tests.support.settings import write_settings
 from watcher.events import ModelReleased
 from watcher.state import WatchState
 from workers.jobs import JobStore
@@ -109,8 +110,7 @@ def test_worker_log_handlers_redact_secrets(
 
     from workers.tasks import redact_worker_logs
 
-    config = tmp_path / "c.yaml"
-    config.write_text(f"store:\n  url: sqlite:///{tmp_path / 's.db'}\n")
+    config = write_settings(tmp_path, name="c.yaml")
     monkeypatch.setenv("SUPERSEDE_CONFIG", str(config))
     monkeypatch.setenv("HF_TOKEN", "hf_worker_secret_value")
     stream = io.StringIO()

@@ -25,14 +25,12 @@ import json
 import re
 import threading
 import time
-import traceback
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, cast
 
-from supersede.demo.localhub.server import LocalServer
+from supersede.demo.localhub.server import LocalHandler, LocalServer
 
 __all__ = ["POSITIVE_WORDS", "OpenAIServer", "RecordedRequest", "sentiment_answer", "sentiment_of"]
 
@@ -86,12 +84,71 @@ class _Fault:
     remaining: int
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Handler(LocalHandler):
+    disable_nagle_algorithm = True  # headers and body go out as two writes
+    server_version = "FakeOpenAI/1.0"
 
-    def __init__(self, owner: OpenAIServer) -> None:
-        self.owner = owner
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def do_GET(self) -> None:
+        self._reply(404, _error(f"Unknown route: GET {self.path}", "invalid_request_error"))
+
+    def do_POST(self) -> None:
+        owner = cast("OpenAIServer", self.server.owner)
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body: dict[str, Any] | None = json.loads(raw)
+        except ValueError:
+            body = None
+        headers = {key.lower(): value for key, value in self.headers.items()}
+        arrived = time.monotonic()
+        delay = owner._enter()
+        fault = owner._take_fault()
+        payload: bytes | dict[str, Any]
+        try:
+            if delay:
+                time.sleep(delay)
+            if fault is not None:
+                status, extra = fault.status, fault.headers
+                message = f"Injected failure {fault.status}"
+                payload = _error(message, "server_error") if fault.body is None else fault.body
+            else:
+                status, payload, extra = self._handle(owner, body, headers)
+        except Exception:
+            owner.record_error()
+            status, payload, extra = 500, _error("fake server error", "server_error"), {}
+        finally:
+            owner._leave()
+        owner._record(RecordedRequest(self.path, body, headers, status, fault is not None, arrived))
+        self._reply(status, payload, extra)
+
+    def _handle(
+        self, owner: OpenAIServer, body: dict[str, Any] | None, headers: Mapping[str, str]
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        if self.path.rstrip("/") != "/v1/chat/completions":
+            return 404, _error(f"Unknown route: POST {self.path}", "invalid_request_error"), {}
+        with owner._lock:
+            key = owner._key
+        if key is not None:
+            sent = headers.get("authorization", "")
+            if sent != f"Bearer {key}":
+                # Some vendors echo the key they got: clients must keep it out of their errors.
+                given = sent.removeprefix("Bearer ") or "(none)"
+                message = f"Incorrect API key provided: {given}."
+                return 401, _error(message, "invalid_request_error", "invalid_api_key"), {}
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            return 400, _error("'messages' is a required property", "invalid_request_error"), {}
+        if owner.model is not None and body.get("model") != owner.model:
+            message = f"The model '{body.get('model')}' does not exist"
+            return 404, _error(message, "invalid_request_error", "model_not_found"), {}
+        return 200, owner.completion(body), {}
+
+    def _reply(
+        self,
+        status: int,
+        payload: bytes | dict[str, Any],
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.send_json(status, payload, headers)
 
 
 class OpenAIServer(LocalServer):
@@ -120,12 +177,10 @@ class OpenAIServer(LocalServer):
             usage: Report token usage.
             model: When given, any other model name is answered with 404 ``model_not_found``.
         """
-        self.url = ""
         self.answer: Answer = answer or sentiment_answer
         self.logprobs = logprobs
         self.usage = usage
         self.model = model
-        self.errors: list[str] = []
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._faults: list[_Fault] = []
@@ -137,10 +192,10 @@ class OpenAIServer(LocalServer):
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _bind(self) -> _Server:
-        server = _Server(self)
-        self.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-        return server
+    handler_class = _Handler
+
+    def _bound(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}/v1"
 
     # ------------------------------------------------------------------ test controls
 
@@ -284,90 +339,6 @@ def _logprobs(text: str, top_n: int) -> list[dict[str, Any]]:
         {"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in ranked
     ]
     return entries
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body go out as two writes
-    server_version = "FakeOpenAI/1.0"
-    timeout = 30
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self._reply(404, _error(f"Unknown route: GET {self.path}", "invalid_request_error"))
-
-    def do_POST(self) -> None:
-        owner = self.server.owner
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        try:
-            body: dict[str, Any] | None = json.loads(raw)
-        except ValueError:
-            body = None
-        headers = {key.lower(): value for key, value in self.headers.items()}
-        arrived = time.monotonic()
-        delay = owner._enter()
-        fault = owner._take_fault()
-        payload: bytes | dict[str, Any]
-        try:
-            if delay:
-                time.sleep(delay)
-            if fault is not None:
-                status, extra = fault.status, fault.headers
-                message = f"Injected failure {fault.status}"
-                payload = _error(message, "server_error") if fault.body is None else fault.body
-            else:
-                status, payload, extra = self._handle(owner, body, headers)
-        except Exception:
-            with owner._lock:
-                owner.errors.append(traceback.format_exc())
-            status, payload, extra = 500, _error("fake server error", "server_error"), {}
-        finally:
-            owner._leave()
-        owner._record(RecordedRequest(self.path, body, headers, status, fault is not None, arrived))
-        self._reply(status, payload, extra)
-
-    def _handle(
-        self, owner: OpenAIServer, body: dict[str, Any] | None, headers: Mapping[str, str]
-    ) -> tuple[int, dict[str, Any], dict[str, str]]:
-        if self.path.rstrip("/") != "/v1/chat/completions":
-            return 404, _error(f"Unknown route: POST {self.path}", "invalid_request_error"), {}
-        with owner._lock:
-            key = owner._key
-        if key is not None:
-            sent = headers.get("authorization", "")
-            if sent != f"Bearer {key}":
-                # Some vendors echo the key they got: clients must keep it out of their errors.
-                given = sent.removeprefix("Bearer ") or "(none)"
-                message = f"Incorrect API key provided: {given}."
-                return 401, _error(message, "invalid_request_error", "invalid_api_key"), {}
-        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-            return 400, _error("'messages' is a required property", "invalid_request_error"), {}
-        if owner.model is not None and body.get("model") != owner.model:
-            message = f"The model '{body.get('model')}' does not exist"
-            return 404, _error(message, "invalid_request_error", "model_not_found"), {}
-        return 200, owner.completion(body), {}
-
-    def _reply(
-        self,
-        status: int,
-        payload: bytes | dict[str, Any],
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True  # the client gave up (a timeout test)
 
 
 def _error(message: str, kind: str, code: str | None = None) -> dict[str, Any]:

@@ -74,15 +74,13 @@ import json
 import re
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
-from supersede.demo.localhub.server import LocalServer
+from supersede.demo.localhub.server import LocalHandler, LocalServer
 
 __all__ = [
     "BOT_ID",
@@ -158,12 +156,63 @@ class _SlackError(Exception):
         self.messages = list(messages)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Handler(LocalHandler):
+    server_version = "FakeSlack/1.0"
 
-    def __init__(self, owner: SlackServer) -> None:
-        self.owner = owner
-        super().__init__(("127.0.0.1", 0), _Handler)
+    @property
+    def owner(self) -> SlackServer:
+        return cast("SlackServer", self.server.owner)
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        owner = self.owner
+        split = urlsplit(self.path)
+        method = split.path[len("/api/") :] if split.path.startswith("/api/") else ""
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        headers = {key.lower(): value for key, value in self.headers.items()}
+        params: dict[str, Any] = dict(parse_qsl(split.query, keep_blank_values=True))
+        body_format, body, invalid_json = _decode_body(raw, headers.get("content-type", ""))
+        params.update(body)
+        index = owner._record(SlackRequest(method, self.command, params, headers, body_format))
+
+        fault = owner._take_fault(method)
+        if fault is not None and fault.kind == "fail":
+            error = f"http_{fault.status}" if fault.status != 200 else "fake_failure"
+            payload = fault.body or {"ok": False, "error": _FAULT_ERRORS.get(fault.status, error)}
+            owner._answered(index, status=fault.status, error=payload.get("error"), fault="fail")
+            self._reply(fault.status, payload, fault.headers)
+            return
+        if fault is not None and fault.kind == "hang":
+            owner._answered(index, fault="hang")
+            closing = owner.closing.wait(fault.seconds)
+            if closing or not fault.carry_out:
+                self.close_connection = True
+                return
+        try:
+            if invalid_json:
+                status, payload = 200, {"ok": False, "error": "invalid_json"}
+            else:
+                status, payload = owner._call(method, params, headers)
+        except Exception:
+            owner.record_error()
+            status, payload = 500, {"ok": False, "error": "fake_server_error"}
+        if fault is not None and fault.kind == "reset":
+            owner._answered(index, error=payload.get("error"), fault="reset")
+            self.close_connection = True  # carried out; not a byte of the answer is sent
+            return
+        owner._answered(index, status=status, error=payload.get("error"))
+        self._reply(status, payload)
+
+    def _reply(
+        self, status: int, payload: Mapping[str, Any], headers: Mapping[str, str] | None = None
+    ) -> None:
+        self.send_json(status, payload, headers, content_type="application/json; charset=utf-8")
 
 
 class SlackServer(LocalServer):
@@ -193,9 +242,7 @@ class SlackServer(LocalServer):
                 accepted. Otherwise any other channel is ``channel_not_found``.
             foreign_channels: Channels that exist but the bot is not in: ``not_in_channel``.
         """
-        self.url = ""
         self.token = token
-        self.errors: list[str] = []
         self._channels = None if channels is None else set(channels)
         self._foreign = set(foreign_channels)
         self._lock = threading.RLock()
@@ -204,7 +251,6 @@ class SlackServer(LocalServer):
         self._requests: list[SlackRequest] = []
         self._faults: list[_Fault] = []
         self._last_ts = 0
-        self._closing = threading.Event()
         self._methods: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "auth.test": self._auth_test,
             "chat.postMessage": self._post_message,
@@ -214,18 +260,7 @@ class SlackServer(LocalServer):
         }
         super().__init__()
 
-    # ------------------------------------------------------------------ lifecycle
-
-    def _bind(self) -> _Server:
-        self._closing.clear()
-        server = _Server(self)
-        self.url = f"http://127.0.0.1:{server.server_address[1]}"
-        return server
-
-    def close(self) -> None:
-        """Stop serving; requests held by :meth:`hang_next` end at once, unanswered."""
-        self._closing.set()
-        super().close()
+    handler_class = _Handler
 
     @property
     def api_url(self) -> str:
@@ -715,78 +750,6 @@ def _check_metadata(value: Any) -> dict[str, Any] | None:
     ):
         raise _SlackError("invalid_metadata_format")
     return value
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-    server_version = "FakeSlack/1.0"
-    timeout = 30
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def _dispatch(self) -> None:
-        owner = self.server.owner
-        split = urlsplit(self.path)
-        method = split.path[len("/api/") :] if split.path.startswith("/api/") else ""
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        headers = {key.lower(): value for key, value in self.headers.items()}
-        params: dict[str, Any] = dict(parse_qsl(split.query, keep_blank_values=True))
-        body_format, body, invalid_json = _decode_body(raw, headers.get("content-type", ""))
-        params.update(body)
-        index = owner._record(SlackRequest(method, self.command, params, headers, body_format))
-
-        fault = owner._take_fault(method)
-        if fault is not None and fault.kind == "fail":
-            error = f"http_{fault.status}" if fault.status != 200 else "fake_failure"
-            payload = fault.body or {"ok": False, "error": _FAULT_ERRORS.get(fault.status, error)}
-            owner._answered(index, status=fault.status, error=payload.get("error"), fault="fail")
-            self._reply(fault.status, payload, fault.headers)
-            return
-        if fault is not None and fault.kind == "hang":
-            owner._answered(index, fault="hang")
-            closing = owner._closing.wait(fault.seconds)
-            if closing or not fault.carry_out:
-                self.close_connection = True
-                return
-        try:
-            if invalid_json:
-                status, payload = 200, {"ok": False, "error": "invalid_json"}
-            else:
-                status, payload = owner._call(method, params, headers)
-        except Exception:
-            with owner._lock:
-                owner.errors.append(traceback.format_exc())
-            status, payload = 500, {"ok": False, "error": "fake_server_error"}
-        if fault is not None and fault.kind == "reset":
-            owner._answered(index, error=payload.get("error"), fault="reset")
-            self.close_connection = True  # carried out; not a byte of the answer is sent
-            return
-        owner._answered(index, status=status, error=payload.get("error"))
-        self._reply(status, payload)
-
-    def _reply(
-        self, status: int, payload: Mapping[str, Any], headers: Mapping[str, str] | None = None
-    ) -> None:
-        data = json.dumps(payload).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True  # the client gave up (a timeout test)
 
 
 def _decode_body(raw: bytes, content_type: str) -> tuple[str, dict[str, Any], bool]:

@@ -4,7 +4,6 @@ subprocesses (always stopped), a pipeline that sends through a real Celery app, 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import signal
@@ -23,6 +22,7 @@ from supersede.demo.zoo import Zoo
 from tests.support.cli import cli_env
 from tests.support.hub_server import HubServer
 from tests.support.redis_server import RedisServer
+from tests.support.settings import write_settings
 from workers.jobs import Job, JobStore
 from workers.pipeline import Pipeline
 
@@ -152,10 +152,9 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
         watch: dict[str, Any] | None = None,
         **sections: Any,
     ) -> Path:
-        document: dict[str, Any] = {
-            "store": {"url": f"sqlite:///{tmp_path / 'store.db'}"},
-            "hub": {"endpoint": hub.url, "cache_dir": str(tmp_path / "hf-cache"), "timeout_s": 30},
-            "runtime": {"device": "cpu", **(runtime or {})},
+        sections = {
+            "hub": {"timeout_s": 30},
+            "runtime": runtime or {},
             "finetunes": [
                 {
                     "name": "reviews",
@@ -168,9 +167,8 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
             "workers": {**({"broker_url": broker_url} if broker_url else {}), **(workers or {})},
             **sections,
         }
-        path = tmp_path / f"supersede-{next(counter)}.yaml"
-        path.write_text(json.dumps(document, indent=2))  # JSON is YAML
-        return path
+        name = f"supersede-{next(counter)}.yaml"
+        return write_settings(tmp_path, name=name, endpoint=hub, **sections)
 
     return write
 

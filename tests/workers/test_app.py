@@ -11,11 +11,12 @@ import pytest
 import typer
 import yaml
 
-from config.settings import Settings, StoreSettings, load_settings
+from config.settings import Settings, load_settings
 from config.workers import WorkersSettings
 from core.constants import DEFAULT_QUEUE
 from core.errors import ConfigError
 from supersede.cli import app as cli_app
+from tests.support.settings import build_settings, write_settings
 from workers.app import celery_config, embedded_broker, make_app, safe_broker
 from workers.routing import route
 
@@ -23,10 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def settings(**workers: Any) -> Settings:
-    return Settings(
-        store=StoreSettings(url="sqlite:////tmp/x/store.db"),
-        workers=WorkersSettings(**workers),
-    )
+    return build_settings(Path("/tmp/x"), workers=workers)
 
 
 def test_reliability_settings_on_redis() -> None:
@@ -65,8 +63,7 @@ def test_a_broker_password_is_never_shown() -> None:
 
 
 def test_importing_the_worker_app_loads_no_torch(tmp_path: Path) -> None:
-    config = tmp_path / "c.yaml"
-    config.write_text(f"store:\n  url: sqlite:///{tmp_path / 's.db'}\n")
+    config = write_settings(tmp_path, name="c.yaml")
     code = (
         "import sys, workers, workers.tasks; app = workers.app; "
         "assert app.conf.task_acks_late; print('torch' in sys.modules)"

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from config.settings import Settings, load_settings
 from config.workers import WorkersSettings
 from core.errors import ConfigError
+from tests.support.settings import write_settings
 from tests.support.tasks import shipped_task_copy
 from tests.workers.conftest import SHIPPED_TASK, process_env, queue_length
 from workers.preflight import Role, checks, env_name, preflight
@@ -35,15 +35,12 @@ def _no_slack_token(monkeypatch: pytest.MonkeyPatch) -> None:
 def config_file(tmp_path: Path, **sections: Any) -> Path:
     """A config with a private store, one fine-tune on the shipped task, and ``sections``
     merged over that (a ``finetunes`` entry replaces the fine-tune list)."""
-    document: dict[str, Any] = {
+    defaults: dict[str, Any] = {
         "store": {"url": f"sqlite:///{tmp_path / 'store' / 'store.db'}"},
         "finetunes": [FINETUNE],
         "notify": {"console_dir": str(tmp_path / "notifications")},
-        **sections,
     }
-    path = tmp_path / "supersede.yaml"
-    path.write_text(yaml.safe_dump(document))
-    return path
+    return write_settings(tmp_path, **{**defaults, **sections})
 
 
 def settings_for(tmp_path: Path, **sections: Any) -> Settings:

@@ -1,4 +1,4 @@
-"""A tiny, in-process HTTP server for RSS/Atom feeds in tests.
+"""A local static host for RSS/Atom feeds, in process, on loopback.
 
 Any HTTP client (``httpx``, ``feedparser``'s own fetcher) works against it::
 
@@ -15,12 +15,6 @@ Behaviour mirrors a well-behaved static web server where feed pollers depend on 
   ``304 Not Modified`` with the ``ETag`` and no body.
 * Every :meth:`FeedServer.publish` moves that path's ``Last-Modified`` at least one second past
   the previous one, so a republish within the same second still defeats ``If-Modified-Since``.
-
-Test controls, consumed in the order they were added and matched on the exact request path
-(query string ignored): :meth:`FeedServer.fail_next` (an error status with headers, e.g. 429 with
-``Retry-After``) and :meth:`FeedServer.stall` (headers and part of the body, then silence, then a
-closed connection). :meth:`FeedServer.huge` serves an arbitrarily large RSS body streamed from a
-generator. Observations: ``requests`` (method, path, lower-cased headers, status) and ``errors``.
 """
 
 from __future__ import annotations
@@ -28,111 +22,83 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-import traceback
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import formatdate, parsedate_to_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import cast
 from urllib.parse import urlsplit
 
-from supersede.demo.localhub.server import LocalServer
+from supersede.demo.localhub.server import LocalHandler, LocalServer
 
-__all__ = ["CHUNK_SIZE", "FeedServer", "huge_rss"]
-
-#: Size of the chunks a :meth:`FeedServer.huge` body is generated and written in.
-CHUNK_SIZE = 64 * 1024
-
-_HUGE_HEAD = (
-    b'<?xml version="1.0" encoding="UTF-8"?>\n'
-    b'<rss version="2.0">\n<channel>\n'
-    b"<title>Huge feed</title>\n<link>https://huge.example/</link>\n"
-    b"<description>A feed far larger than any poller should accept.</description>\n"
-)
-_HUGE_TAIL = b"</channel>\n</rss>\n"
-_HUGE_ITEM = (
-    "<item><title>Filler post {n}</title>"
-    "<link>https://huge.example/posts/{n}</link>"
-    '<guid isPermaLink="false">huge-{n}</guid>'
-    "<description>Nothing to see in post {n}; this feed only exists to be large.</description>"
-    "</item>\n"
-)
-
-
-def huge_rss(size_bytes: int) -> Iterator[bytes]:
-    """Yield an RSS document of exactly ``size_bytes`` bytes in chunks of :data:`CHUNK_SIZE`.
-
-    The document is a channel header, as many ``<item>`` elements as fit, whitespace padding and
-    the closing tags: well-formed XML whenever ``size_bytes`` leaves room for the header and
-    the closing tags (below that, a prefix of the header). Memory stays at about one chunk.
-    """
-    if size_bytes < 0:
-        raise ValueError(f"size_bytes must be >= 0, got {size_bytes}")
-    if size_bytes < len(_HUGE_HEAD) + len(_HUGE_TAIL):
-        if size_bytes:
-            yield _HUGE_HEAD[:size_bytes]
-        return
-    buffer = bytearray(_HUGE_HEAD)
-    # Bytes still to be produced after what is in the buffer, the closing tags included.
-    left = size_bytes - len(buffer)
-    n = 0
-    while left > len(_HUGE_TAIL):
-        item = _HUGE_ITEM.format(n=n).encode()
-        n += 1
-        if len(item) + len(_HUGE_TAIL) <= left:
-            buffer += item
-            left -= len(item)
-        else:
-            # The next item no longer fits: pad so the document ends exactly at size_bytes.
-            padding = left - len(_HUGE_TAIL)
-            buffer += b"\n" * padding
-            left -= padding
-        while len(buffer) >= CHUNK_SIZE:
-            yield bytes(buffer[:CHUNK_SIZE])
-            del buffer[:CHUNK_SIZE]
-    buffer += _HUGE_TAIL
-    while buffer:
-        yield bytes(buffer[:CHUNK_SIZE])
-        del buffer[:CHUNK_SIZE]
+__all__ = ["Document", "FeedHandler", "FeedServer", "check_path", "http_date"]
 
 
 @dataclass(frozen=True)
-class _Document:
+class Document:
+    """A published feed document."""
+
     body: bytes
     content_type: str
     etag: str
     last_modified: int  # seconds since the epoch
 
 
-@dataclass(frozen=True)
-class _Huge:
-    size_bytes: int
-    with_length: bool
+class FeedHandler(LocalHandler):
+    """Answers one request of the feed host. A subclass may override :meth:`answer` to answer
+    some paths otherwise (an injected failure) before the published documents do."""
 
-
-@dataclass
-class _Fault:
-    path: str
-    remaining: int
-    # An error reply (fail_next) ...
-    status: int = 0
-    headers: dict[str, str] | None = None
-    # ... or a stall.
-    after_bytes: int = 0
-    seconds: float = 0.0
+    disable_nagle_algorithm = True  # a reply's headers and body go out as separate writes
+    server_version = "LocalFeeds/1.0"
 
     @property
-    def is_stall(self) -> bool:
-        return self.status == 0
+    def feeds(self) -> FeedServer:
+        """The server this request reached."""
+        return cast("FeedServer", self.server.owner)
 
+    def do_GET(self) -> None:
+        self._dispatch()
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+    def do_HEAD(self) -> None:
+        self._dispatch()
 
-    def __init__(self, owner: FeedServer) -> None:
-        self.owner = owner
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def _dispatch(self) -> None:
+        try:
+            self.answer(urlsplit(self.path).path)
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True  # the client went away: nothing to answer
+        except Exception:
+            self.feeds.record_error()
+            if self.status_sent:
+                self.close_connection = True  # too late for a 500: cut the reply short
+            else:
+                self.send_body(500, b"Internal error in the local feed server\n", {})
+
+    def answer(self, path: str) -> None:
+        """Serve the document published at ``path`` (query string ignored), or 404."""
+        document = self.feeds.document(path)
+        if document is None:
+            self.send_body(404, f"Not found: {path}\n".encode(), {"Content-Type": "text/plain"})
+        else:
+            self.serve_document(document)
+
+    def serve_document(self, document: Document) -> None:
+        """The document, or 304 when the request's validators still match it."""
+        validators = {
+            "ETag": document.etag,
+            "Last-Modified": http_date(document.last_modified),
+        }
+        if_none_match = self.headers.get("If-None-Match")
+        if_modified_since = self.headers.get("If-Modified-Since")
+        if if_none_match is not None:
+            not_modified = _etag_listed(if_none_match, document.etag)
+        elif if_modified_since is not None:
+            not_modified = _not_modified_since(if_modified_since, document.last_modified)
+        else:
+            not_modified = False
+        if not_modified:
+            return self.send_body(304, b"", {"ETag": document.etag})
+        headers = {"Content-Type": document.content_type, **validators}
+        self.send_body(200, document.body, headers)
 
 
 class FeedServer(LocalServer):
@@ -143,42 +109,16 @@ class FeedServer(LocalServer):
 
     Attributes:
         url: Base URL (no trailing slash); :meth:`publish` returns the full URL of a path.
-        requests: Every request in arrival order, as ``{"method", "path", "headers", "status"}``;
-            ``path`` includes the query string, ``headers`` has lower-cased names, and ``status``
-            is the status sent (recorded when the status line goes out, before any body).
         errors: Tracebacks of unexpected exceptions raised while handling requests (answered 500).
     """
 
+    handler_class = FeedHandler
+
     def __init__(self) -> None:
         """Create the server (not yet listening)."""
-        self.url = ""
-        self.requests: list[dict[str, Any]] = []
-        self.errors: list[str] = []
         self._lock = threading.Lock()
-        self._documents: dict[str, _Document | _Huge] = {}
-        self._faults: list[_Fault] = []
-        # Set while closing, so stalled handlers wake up instead of holding the connection.
-        self._closing = threading.Event()
+        self._documents: dict[str, Document] = {}
         super().__init__()
-
-    # ------------------------------------------------------------------ lifecycle
-
-    def _bind(self) -> _Server:
-        server = _Server(self)
-        self.url = f"http://127.0.0.1:{server.server_address[1]}"
-        return server
-
-    def start(self) -> Self:
-        """Bind a free port on 127.0.0.1 and serve from a daemon thread."""
-        self._closing.clear()
-        return super().start()
-
-    def close(self) -> None:
-        """Stop serving and release the port; stalled responses are cut short."""
-        self._closing.set()
-        super().close()
-
-    # ------------------------------------------------------------------ test controls
 
     def publish(
         self,
@@ -202,91 +142,35 @@ class FeedServer(LocalServer):
         Returns:
             The full URL of the document.
         """
-        _check_path(path)
+        check_path(path)
         etag = f'"{hashlib.sha1(body).hexdigest()}"'
         with self._lock:
             previous = self._documents.get(path)
             last_modified = int(time.time())
-            if isinstance(previous, _Document):
+            if previous is not None:
                 last_modified = max(last_modified, previous.last_modified + 1)
-            self._documents[path] = _Document(bytes(body), content_type, etag, last_modified)
+            self._documents[path] = Document(bytes(body), content_type, etag, last_modified)
         return self.url + path
 
-    def huge(self, path: str, size_bytes: int, *, with_length: bool = True) -> str:
-        """Serve an RSS document of exactly ``size_bytes`` bytes at ``path`` (see :func:`huge_rss`).
-
-        The body is generated while it is written, in 64 KiB chunks, so sizes far beyond memory
-        are fine; a client that hangs up early just ends the stream. It carries no validators.
-
-        Args:
-            path: Absolute path, starting with ``/``.
-            size_bytes: Exact body size.
-            with_length: Send ``Content-Length``. If ``False``, the body is delimited by closing
-                the connection (``Connection: close``, no length), as from a server that does
-                not know the size in advance.
-
-        Returns:
-            The full URL of the document.
-        """
-        _check_path(path)
-        if size_bytes < 0:
-            raise ValueError(f"size_bytes must be >= 0, got {size_bytes}")
+    def remove(self, path: str) -> None:
+        """Stop serving ``path`` (it answers 404 again)."""
         with self._lock:
-            self._documents[path] = _Huge(size_bytes, with_length)
-        return self.url + path
+            self._documents.pop(path, None)
 
-    def fail_next(
-        self,
-        path: str,
-        status: int,
-        headers: dict[str, str] | None = None,
-        count: int = 1,
-    ) -> None:
-        """Answer the next ``count`` requests for ``path`` with ``status``, ``headers`` (e.g.
-        ``{"Retry-After": "1"}``) and a short text body, whether or not ``path`` is published."""
-        if status < 100:
-            raise ValueError(f"Not an HTTP status: {status}")
-        with self._lock:
-            self._faults.append(_Fault(path, count, status=status, headers=dict(headers or {})))
-
-    def stall(self, path: str, after_bytes: int, seconds: float, count: int = 1) -> None:
-        """Make the next ``count`` requests for ``path`` hang mid-body.
-
-        The reply is a 200 with the full headers (``Content-Length`` of the whole body) and the
-        first ``after_bytes`` bytes of the body; then the server stays silent for ``seconds`` (or
-        until it is closed) and closes the connection without sending the rest. Conditional
-        headers are ignored for a stalled request. An unpublished ``path`` still answers 404.
-        """
-        if after_bytes < 0 or seconds < 0:
-            raise ValueError("after_bytes and seconds must be >= 0")
-        with self._lock:
-            self._faults.append(_Fault(path, count, after_bytes=after_bytes, seconds=seconds))
-
-    # ------------------------------------------------------------------ internals used by handler
-
-    def _take_fault(self, path: str) -> _Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.remaining > 0 and fault.path == path:
-                    fault.remaining -= 1
-                    return fault
-            return None
-
-    def _lookup(self, path: str) -> _Document | _Huge | None:
+    def document(self, path: str) -> Document | None:
+        """What is published at ``path``."""
         with self._lock:
             return self._documents.get(path)
 
-    def _record(self, entry: dict[str, Any]) -> None:
-        with self._lock:
-            self.requests.append(entry)
 
-
-def _check_path(path: str) -> None:
+def check_path(path: str) -> None:
+    """Refuse a path that does not start with ``/``."""
     if not path.startswith("/"):
         raise ValueError(f"path must start with '/', got {path!r}")
 
 
-def _http_date(seconds: int) -> str:
+def http_date(seconds: int) -> str:
+    """An HTTP date (RFC 9110 section 5.6.7)."""
     return formatdate(seconds, usegmt=True)
 
 
@@ -306,143 +190,3 @@ def _not_modified_since(header: str, last_modified: int) -> bool:
     if since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
     return datetime.fromtimestamp(last_modified, UTC) <= since
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # a stalled prefix must reach the client before the silence
-    server_version = "FakeFeeds/1.0"
-    _status_sent = False
-    # Idle keep-alive connections give up after this; it never delays close().
-    timeout = 30
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_HEAD(self) -> None:
-        self._dispatch()
-
-    # ------------------------------------------------------------------ plumbing
-
-    def _dispatch(self) -> None:
-        owner = self.server.owner
-        self._status_sent = False
-        path = urlsplit(self.path).path
-        try:
-            fault = owner._take_fault(path)
-            document = owner._lookup(path)
-            if fault is not None and not fault.is_stall:
-                body = f"Injected failure {fault.status}\n".encode()
-                self._send_bytes(
-                    fault.status, body, {"Content-Type": "text/plain", **(fault.headers or {})}
-                )
-            elif document is None:
-                self._send_bytes(
-                    404, f"Not found: {path}\n".encode(), {"Content-Type": "text/plain"}
-                )
-            elif fault is not None:
-                self._serve_stalled(document, fault)
-            elif isinstance(document, _Huge):
-                self._serve_huge(document)
-            else:
-                self._serve_document(document)
-        except (ConnectionError, TimeoutError):
-            self.close_connection = True  # the client went away: nothing to answer
-        except Exception:
-            with owner._lock:
-                owner.errors.append(traceback.format_exc())
-            if self._status_sent:
-                self.close_connection = True  # too late for a 500: cut the reply short
-            else:
-                self._send_bytes(500, b"Internal error in fake feed server\n", {})
-
-    def _start(self, status: int, headers: dict[str, str]) -> None:
-        """Send the status line and headers, recording the request with the status sent."""
-        self.server.owner._record(
-            {
-                "method": self.command,
-                "path": self.path,
-                "headers": {key.lower(): value for key, value in self.headers.items()},
-                "status": status,
-            }
-        )
-        self._status_sent = True
-        self.send_response(status)
-        for key, value in headers.items():
-            self.send_header(key, value)
-        if headers.get("Connection", "").lower() == "close":
-            self.close_connection = True
-        self.end_headers()
-
-    def _send_bytes(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-        bodiless = status == 304 or status < 200 or status == 204
-        if not bodiless:
-            headers = {**headers, "Content-Length": headers.get("Content-Length", str(len(body)))}
-        self._start(status, headers)
-        if self.command != "HEAD" and not bodiless:
-            self.wfile.write(body)
-
-    # ------------------------------------------------------------------ documents
-
-    def _serve_document(self, document: _Document) -> None:
-        validators = {
-            "ETag": document.etag,
-            "Last-Modified": _http_date(document.last_modified),
-        }
-        if_none_match = self.headers.get("If-None-Match")
-        if_modified_since = self.headers.get("If-Modified-Since")
-        if if_none_match is not None:
-            not_modified = _etag_listed(if_none_match, document.etag)
-        elif if_modified_since is not None:
-            not_modified = _not_modified_since(if_modified_since, document.last_modified)
-        else:
-            not_modified = False
-        if not_modified:
-            return self._send_bytes(304, b"", {"ETag": document.etag})
-        headers = {"Content-Type": document.content_type, **validators}
-        self._send_bytes(200, document.body, headers)
-
-    def _serve_stalled(self, document: _Document | _Huge, fault: _Fault) -> None:
-        owner = self.server.owner
-        if isinstance(document, _Huge):
-            prefix = bytearray()
-            for chunk in huge_rss(document.size_bytes):
-                prefix += chunk
-                if len(prefix) >= fault.after_bytes:
-                    break
-            size, content_type = document.size_bytes, "application/rss+xml; charset=utf-8"
-            headers = {"Content-Type": content_type, "Content-Length": str(size)}
-        else:
-            prefix = bytearray(document.body)
-            headers = {
-                "Content-Type": document.content_type,
-                "Content-Length": str(len(document.body)),
-                "ETag": document.etag,
-                "Last-Modified": _http_date(document.last_modified),
-            }
-        self.close_connection = True  # the rest of the body never comes
-        self._start(200, headers)
-        if self.command != "HEAD":
-            self.wfile.write(bytes(prefix[: fault.after_bytes]))
-            self.wfile.flush()
-        owner._closing.wait(fault.seconds)
-
-    def _serve_huge(self, document: _Huge) -> None:
-        headers = {"Content-Type": "application/rss+xml; charset=utf-8"}
-        if document.with_length:
-            headers["Content-Length"] = str(document.size_bytes)
-        else:
-            headers["Connection"] = "close"
-        self._start(200, headers)
-        if self.command == "HEAD":
-            return
-        closing = self.server.owner._closing
-        for chunk in huge_rss(document.size_bytes):
-            if closing.is_set():
-                self.close_connection = True
-                return
-            self.wfile.write(chunk)
