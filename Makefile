@@ -30,15 +30,17 @@ demo: install
 
 example: demo
 
-## The whole test suite (lint and type checks first).
+## The whole test suite (lint, the import contract and type checks first).
 test: install-test
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 	$(PY) -m pytest
 
 lint: install-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 
 ## supersede vs lm-eval, side by side (a benchmark, not a test).
