@@ -28,7 +28,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from benchmarks.scoring import RunResult, RunStats
 from core.constants import ENGINE_VERSION
-from core.db import Base, open_store
+from core.db import Base, Store
 
 
 class BenchmarkResult(Base):
@@ -78,12 +78,8 @@ def result_from_dict(data: Mapping[str, Any]) -> RunResult:
     )
 
 
-class ResultStore:
+class ResultStore(Store):
     """Benchmark results by key. Safe to share between processes (the key is the primary key)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.engine = open_store(url)
 
     def get(self, key: str) -> tuple[RunResult, dict[str, Any]] | None:
         """The stored result and its identity, or None."""

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,20 @@ def open_store(url: str) -> Engine:
             upgrade_store(engine, url)
             _upgraded.add(url)
         return engine
+
+
+class Store:
+    """A view of the store on ``url``: the shared engine and a transaction per call."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = open_store(url)
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        """A session inside one transaction: committed on return, rolled back on error."""
+        with Session(self.engine) as session, session.begin():
+            yield session
 
 
 def _forget_pools_after_fork() -> None:

@@ -15,8 +15,6 @@ same release record it once and exactly one of them publishes it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -36,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.clock import now, utc
-from core.db import Base, insert_once, open_store
+from core.db import Base, Store, insert_once
 from core.lease import holder_is_dead
 from watcher.events import Announcement, Event, ModelReleased
 
@@ -122,17 +120,8 @@ class NewRow:
     event: ModelReleased | Announcement | None = None
 
 
-class WatchState:
+class WatchState(Store):
     """The watcher's tables on ``url`` (created on first use)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.engine = open_store(url)
-
-    @contextmanager
-    def _session(self) -> Iterator[Session]:
-        with Session(self.engine) as session, session.begin():
-            yield session
 
     # ------------------------------------------------------------------ seen releases
 

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
@@ -31,7 +30,7 @@ from benchmarks.sides import BenchmarkScores
 from benchmarks.verdict import VerdictReport
 from core.clock import now
 from core.constants import ENGINE_VERSION, JobState
-from core.db import insert_once, open_store
+from core.db import Store, insert_once
 from core.lease import holder_is_dead
 from workers.records import Job, JobRow, stored
 
@@ -56,17 +55,8 @@ class Claim:
     wait_s: float = 0.0
 
 
-class JobStore:
+class JobStore(Store):
     """The ``jobs`` table on ``url`` (created on first use)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.engine = open_store(url)
-
-    @contextmanager
-    def _session(self) -> Iterator[Session]:
-        with Session(self.engine) as session, session.begin():
-            yield session
 
     def add(self, **fields: Any) -> bool:
         """Insert a job; False when one with the same key exists (it is left as it is)."""

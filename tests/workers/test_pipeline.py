@@ -339,15 +339,21 @@ def test_a_send_the_broker_refused_is_sent_again_at_the_next_pass(tmp_path: Path
     assert pipeline.reconcile()["resent"] == 0
 
 
+def a_verdict_done(pipeline: Pipeline, sent: Recorder, key: str) -> str:
+    """Runs the planned benchmark ``key`` and its first verdict job; the verdict's key."""
+    pipeline.run_benchmark(key, "w1")
+    (verdict_key, *_) = [k for name, k, _ in sent.sent if name == TASK_VERDICT]
+    pipeline.run_verdict(verdict_key, "w1")
+    return verdict_key
+
+
 def test_a_failed_notification_is_recorded_and_retried_with_back_off(
     planned: tuple[Pipeline, Recorder, Notes, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     from core.errors import FatalError
 
     pipeline, sent, notes, key = planned
-    pipeline.run_benchmark(key, "w1")
-    (verdict_key, *_) = [k for name, k, _ in sent.sent if name == TASK_VERDICT]
-    pipeline.run_verdict(verdict_key, "w1")
+    verdict_key = a_verdict_done(pipeline, sent, key)
 
     class Archived:
         def send(self, job: Job) -> None:
@@ -391,10 +397,8 @@ def test_a_verdict_record_this_version_cannot_read_is_a_recorded_notify_failure(
     from workers.notify import blocks
     from workers.records import JobRow
 
-    pipeline, sent, notes, key = planned
-    pipeline.run_benchmark(key, "w1")
-    (verdict_key, *_) = [k for name, k, _ in sent.sent if name == TASK_VERDICT]
-    pipeline.run_verdict(verdict_key, "w1")
+    pipeline, sent, _, key = planned
+    verdict_key = a_verdict_done(pipeline, sent, key)
     with Session(pipeline.jobs.engine) as session:  # as another version might have written it
         session.execute(
             update(JobRow).where(JobRow.key == verdict_key).values(result={"verdict": "MAYBE"})

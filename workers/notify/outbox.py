@@ -25,7 +25,7 @@ from sqlalchemy import DateTime, Integer, String, select, true, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.clock import now, utc
-from core.db import Base, insert_once, open_store
+from core.db import Base, Store, insert_once
 
 
 class DeliveryRow(Base):
@@ -73,14 +73,11 @@ def digest(text: str, blocks: list[dict[str, object]]) -> str:
     return hashlib.sha256(json.dumps([text, blocks], sort_keys=True).encode()).hexdigest()
 
 
-class Outbox:
+class Outbox(Store):
     """The ``deliveries`` table on ``url``."""
 
-    def __init__(self, url: str) -> None:
-        self.engine = open_store(url)
-
     def _set(self, key: str, where: Any, **values: Any) -> bool:
-        with Session(self.engine) as session, session.begin():
+        with self._session() as session:
             statement = update(DeliveryRow).where(DeliveryRow.key == key).where(where)
             return bool(session.execute(statement.values(**values)).rowcount)  # type: ignore[attr-defined]
 
@@ -106,7 +103,7 @@ class Outbox:
             "attempts": 0,
             "created_at": now(),
         }
-        with Session(self.engine) as session, session.begin():
+        with self._session() as session:
             return insert_once(session, DeliveryRow, values)
 
     def claim(self, key: str, owner: str, lease_s: float) -> bool:
