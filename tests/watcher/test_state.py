@@ -181,15 +181,13 @@ def _race_in_process(url: str, repos: list[str], barrier: Any, results: Any) -> 
     results.put((os.getpid(), kinds))
 
 
-def test_processes_racing_on_one_release_record_it_once(state: WatchState) -> None:
+def _at_once(target: Any, args: list[tuple[Any, ...]]) -> tuple[dict[Any, Any], list[int]]:
+    """Runs ``target(*each, barrier, results)`` in one spawned process per ``args`` entry, all
+    released by one barrier; what they put on ``results`` (key, value pairs) and their PIDs."""
     context = multiprocessing.get_context("spawn")
-    repos = [f"acme/Proc-{i}" for i in range(10)]
-    barrier = context.Barrier(2)
+    barrier = context.Barrier(len(args))
     results = context.Queue()
-    processes = [
-        context.Process(target=_race_in_process, args=(state.url, repos, barrier, results))
-        for _ in range(2)
-    ]
+    processes = [context.Process(target=target, args=(*each, barrier, results)) for each in args]
     try:
         for process in processes:
             process.start()
@@ -202,7 +200,13 @@ def test_processes_racing_on_one_release_record_it_once(state: WatchState) -> No
             if process.is_alive():
                 process.kill()
                 process.join(timeout=10)
-    assert sorted(outcomes) == sorted(p.pid for p in processes)
+    return outcomes, [p.pid for p in processes if p.pid is not None]
+
+
+def test_processes_racing_on_one_release_record_it_once(state: WatchState) -> None:
+    repos = [f"acme/Proc-{i}" for i in range(10)]
+    outcomes, pids = _at_once(_race_in_process, [(state.url, repos)] * 2)
+    assert sorted(outcomes) == sorted(pids)
     first, second = outcomes.values()
     for repo, kinds in zip(repos, zip(first, second, strict=True), strict=True):
         assert Counter(kinds) == Counter({RELEASED: 1, None: 1}), repo
@@ -223,26 +227,8 @@ def _open_new_store_in_process(url: str, repo: str, barrier: Any, results: Any) 
 def test_processes_opening_a_new_store_at_once_all_succeed(store_url: str) -> None:
     """Each makes sure the store's schema is at the newest revision; one upgrades it, the
     others wait for it and find it done."""
-    context = multiprocessing.get_context("spawn")
     repos = [f"acme/New-{i}" for i in range(3)]
-    barrier = context.Barrier(len(repos))
-    results = context.Queue()
-    processes = [
-        context.Process(target=_open_new_store_in_process, args=(store_url, repo, barrier, results))
-        for repo in repos
-    ]
-    try:
-        for process in processes:
-            process.start()
-        outcomes = dict(results.get(timeout=90) for _ in processes)
-        for process in processes:
-            process.join(timeout=30)
-            assert process.exitcode == 0
-    finally:
-        for process in processes:
-            if process.is_alive():
-                process.kill()
-                process.join(timeout=10)
+    outcomes, _ = _at_once(_open_new_store_in_process, [(store_url, repo) for repo in repos])
     assert outcomes == {repo: RELEASED for repo in repos}
     state = WatchState(store_url)
     assert sorted(repo for _, kind, repo, _ in rows(state) if kind == RELEASED) == repos
