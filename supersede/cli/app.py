@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,13 +25,39 @@ from supersede.cli.console import (
     fail,
     out,
     quiet_libraries,
+    typeable,
+    usable_workdir,
 )
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="Supersede: notice the day a new foundation model makes your fine-tune obsolete.",
+    # Plain help: flags read as flags (rich panels label them `<bool>`), and nothing is boxed
+    # into columns that wrap mid-word in a narrow terminal.
+    rich_markup_mode=None,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        out.print(f"supersede {version('supersede')}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    pass
+
 
 PACKAGED_TASKS = Path(__file__).resolve().parents[2] / "config" / "tasks"
 
@@ -308,17 +335,24 @@ finetunes:
 @app.command()
 def example(
     workdir: Annotated[
-        Path, typer.Option(help="Where the tiny models and the example config are written.")
+        Path,
+        typer.Option(
+            envvar="SUPERSEDE_EXAMPLE_WORKDIR",
+            help="Where the tiny models and the example config are written.",
+        ),
     ] = Path(".supersede/example"),
 ) -> None:
     """Offline example: a tiny fine-tune against two new releases, one better and one not."""
+    try:  # before the heavy imports: a folder it cannot use is said at once
+        root = usable_workdir(workdir, "SUPERSEDE_EXAMPLE_WORKDIR")
+    except SupersedeError as exc:
+        raise fail(exc) from None
     quiet_libraries()
     from benchmarks.compare import compare as run_compare
     from config.settings import load_settings
     from supersede.demo.zoo import build_zoo, read_jsonl
 
     task_file = PACKAGED_TASKS / "review_sentiment" / "review_sentiment.yaml"
-    root = workdir.resolve()
     try:
         with err.status("Building the tiny model zoo (base, LoRA fine-tune, two new releases)..."):
             zoo = build_zoo(root / "zoo", read_jsonl(task_file.parent / "train.jsonl"))
@@ -336,9 +370,11 @@ def example(
         raise fail(exc) from None
     out.rule()
     out.print(
-        f"Config written to {config_file}. Re-run one comparison (answered from the cache):\n"
-        f"  supersede compare --config {config_file} --finetune review-sentiment "
-        f"--candidate {zoo.stronger} --json",
+        f"Config written to {config_file}. Re-run one comparison (answered from the cache):\n  "
+        + typeable(
+            f"compare --config {shlex.quote(str(config_file))} --finetune review-sentiment "
+            f"--candidate {shlex.quote(str(zoo.stronger))} --json"
+        ),
         soft_wrap=True,
     )
 

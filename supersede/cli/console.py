@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import shlex
+import shutil
+import sys
 import warnings
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,7 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from core.errors import RetryableError, SupersedeError
+from core.errors import ConfigError, RetryableError, SupersedeError
 from core.logs import JsonFormatter, Redact
 
 err = Console(stderr=True)
@@ -29,6 +33,60 @@ ConfigOption = Annotated[
 ]
 LimitOption = Annotated[int | None, typer.Option(min=1, help="Score only the first N documents.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+
+
+#: Below this many columns tables give way to one block per row.
+WIDE_COLUMNS = 180
+
+_FULL_SHA = re.compile(r"\b([0-9a-f]{12})[0-9a-f]{28}\b")
+
+
+def short_shas(text: str) -> str:
+    """``text`` with every 40-character commit sha cut to its first 12 characters, as tables
+    show them (``--json`` keeps them whole)."""
+    return _FULL_SHA.sub(r"\1", text)
+
+
+def typeable(arguments: str) -> str:
+    """``supersede ARGUMENTS`` as the user can type it in this shell: plain ``supersede`` when
+    that is this program on the PATH, else its path (``.venv/bin/supersede`` before the
+    virtualenv is activated), or ``python -m supersede.cli`` when run that way."""
+    program = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if program is not None and program.name == "supersede" and program.exists():
+        on_path = shutil.which("supersede")
+        if on_path and Path(on_path).resolve() == program.resolve():
+            return f"supersede {arguments}"
+        command = shlex.quote(_relative(program.absolute()))
+    else:
+        command = f"{shlex.quote(_relative(Path(sys.executable).absolute()))} -m supersede.cli"
+    return f"{command} {arguments}"
+
+
+def _relative(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def usable_workdir(path: Path, variable: str) -> Path:
+    """``path`` made absolute and created, once a file could be written in it; else one
+    :class:`ConfigError` naming the folder and how to choose another (``--workdir`` or
+    ``variable``)."""
+    root = path.resolve()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".supersede-write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            f"cannot write in {root} ({reason}): choose a writable folder with --workdir DIR "
+            f"or ${variable}"
+        ) from None
+    return root
 
 
 def quiet_libraries() -> None:

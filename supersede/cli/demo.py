@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 import time
 from pathlib import Path
 from typing import Annotated
@@ -10,12 +11,25 @@ from typing import Annotated
 import typer
 
 from core.errors import SupersedeError
-from supersede.cli.console import err, fail, out, quiet_libraries, setup_logging
+from supersede.cli.console import (
+    err,
+    fail,
+    out,
+    quiet_libraries,
+    setup_logging,
+    typeable,
+    usable_workdir,
+)
+
+WORKDIR_VARIABLE = "SUPERSEDE_DEMO_WORKDIR"
 
 
 def demo(
     workdir: Annotated[
-        Path, typer.Option(help="Where the tiny models, the store and the report go.")
+        Path,
+        typer.Option(
+            envvar=WORKDIR_VARIABLE, help="Where the tiny models, the store and the report go."
+        ),
     ] = Path(".supersede/demo"),
     broker: Annotated[
         str | None,
@@ -35,6 +49,7 @@ def demo(
     logging.getLogger().setLevel(logging.WARNING)
     started = time.monotonic()
     try:
+        workdir = usable_workdir(workdir, WORKDIR_VARIABLE)
         outcomes, config = run_demo(
             workdir, broker=broker, say=lambda s: out.print(s, highlight=False)
         )
@@ -53,7 +68,8 @@ def demo(
             soft_wrap=True,
         )
     out.print(f"Report: {report}", highlight=False, soft_wrap=True)
-    out.print(f"Config: {config}  (try: supersede status -c {config})", highlight=False,
+    out.print(f"Config: {config}", highlight=False, soft_wrap=True)
+    out.print(f"Try: {typeable(f'status -c {shlex.quote(str(config))}')}", highlight=False,
               soft_wrap=True)  # fmt: skip
     out.print(f"Done in {time.monotonic() - started:.0f} s.")
 

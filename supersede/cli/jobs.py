@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.padding import Padding
 from rich.table import Table
 
 from core.errors import SupersedeError
 from supersede.cli.console import (
+    WIDE_COLUMNS,
     ConfigOption,
     JsonOption,
     configure_logging,
@@ -20,6 +23,8 @@ from supersede.cli.console import (
     out,
     quiet_libraries,
     setup_logging,
+    short_shas,
+    typeable,
 )
 
 if TYPE_CHECKING:
@@ -86,11 +91,12 @@ def rerun(
         out.print(f"benchmark job {key[:12]}: {where}", highlight=False)
     if not keys:
         err.print("nothing to run: no fine-tune is configured")
-    out.print("Follow it with: supersede status", highlight=False)
+    follow = typeable(f"status -c {shlex.quote(str(config))}" if config else "status")
+    out.print(f"Follow it with: {follow}", highlight=False, soft_wrap=True)
 
 
 def _when(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+    return value.strftime("%m-%d %H:%M:%S") if value else "-"
 
 
 def _took(job: Any) -> str:
@@ -106,6 +112,20 @@ def _verdict(job: Job) -> VerdictReport | None:
         return job.verdict()
     except ValueError:
         return None
+
+
+def _status_row(job: Job) -> tuple[str, ...]:
+    """One job as ``supersede status`` shows it: short ids and shas, the verdict or the reason."""
+    note = job.reason or ""
+    verdict = _verdict(job)
+    if verdict is not None:
+        note = f"{verdict.verdict}: {verdict.summary}"
+    if job.notify_error:
+        note += f" [not yet notified, {job.notify_tries} tries: {job.notify_error}]"
+    return (
+        job.key[:12], job.kind, short_shas(job.candidate), job.finetune or "-", job.queue,
+        job.state, str(job.attempts), _when(job.queued_at), _took(job), short_shas(note),
+    )  # fmt: skip
 
 
 def status(
@@ -129,21 +149,24 @@ def status(
                 row["verdict"] = str(verdict.verdict)
             sys.stdout.write(json.dumps(row) + "\n")
         return
-    table = Table(title="supersede status", title_justify="left")
-    for column in ("job", "kind", "candidate", "fine-tune", "queue", "state", "tries", "queued",
-                   "took", "reason / verdict"):  # fmt: skip
-        table.add_column(column, overflow="fold")
-    for job in jobs:
-        note = job.reason or ""
-        verdict = _verdict(job)
-        if verdict is not None:
-            note = f"{verdict.verdict}: {verdict.summary}"
-        if job.notify_error:
-            note += f" [not yet notified, {job.notify_tries} tries: {job.notify_error}]"
-        table.add_row(
-            job.key[:12], job.kind, job.candidate, job.finetune or "-", job.queue, job.state,
-            str(job.attempts), _when(job.queued_at), _took(job), note,
-        )  # fmt: skip
-    out.print(table)
+    rows = [_status_row(job) for job in jobs]
+    if out.width >= WIDE_COLUMNS:
+        table = Table(title="supersede status", title_justify="left")
+        for column in ("job", "kind", "candidate", "fine-tune", "queue", "state", "tries",
+                       "queued", "took"):  # fmt: skip
+            table.add_column(column, no_wrap=True)
+        table.add_column("reason / verdict", ratio=1)
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
+    else:  # one block per job: nothing folds mid-word at 80 columns
+        for key, kind, candidate, finetune, queue, state, tries, queued, took, note in rows:
+            out.print(
+                f"[bold]{key}[/]  {kind}  {state}  tries {tries}  queued {queued}  took {took}"
+                f"\n  {candidate} / {finetune} on {queue}",
+                highlight=False,
+            )
+            if note:
+                out.print(Padding(note, (0, 0, 0, 2), expand=False), highlight=False)
     if not jobs:
         out.print("no jobs yet")
