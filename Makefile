@@ -24,7 +24,7 @@ $(VENV)/.test: $(VENV)/.runtime
 install: $(VENV)/.runtime
 install-test: $(VENV)/.test
 
-## The main job on its embedded defaults: the offline demo (CPU, about two minutes after the install).
+## The main job on its embedded defaults: the offline demo (CPU, under a minute after the install).
 demo: install
 	$(VENV)/bin/supersede demo
 

@@ -5,17 +5,27 @@ The CLI (``supersede bench``) and the workers call :func:`bench`; it knows nothi
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from benchmarks.cache import ResultStore, result_key
-from benchmarks.models import ModelResolver, load_model, pick_device, pick_dtype
+from benchmarks.cache import ResultStore, result_from_dict, result_key, result_to_dict
+from benchmarks.limits import active_limits, cuda_limits, run_limited
+from benchmarks.models import (
+    ModelRef,
+    ModelResolver,
+    ResolvedModel,
+    finetune_refs,
+    load_model,
+    pick_device,
+    pick_dtype,
+)
 from benchmarks.runner import run_task
 from benchmarks.scoring import RunResult
 from benchmarks.tasks.task import load_task
-from config.settings import PromptSettings, Settings
+from config.settings import PromptSettings, RuntimeSettings, Settings
 
 #: The hardware class of a run from the command line rather than on a worker's queue.
 LOCAL = "local"
@@ -76,6 +86,7 @@ def bench(
     resolver = ModelResolver(
         settings.hub,
         settings.secrets.hf_token.get_secret_value() if settings.secrets.hf_token else None,
+        keep=finetune_refs(settings),
     )
     base = resolver.resolve(model, "model")
     lora = resolver.resolve(adapter, "adapter") if adapter else None
@@ -115,21 +126,30 @@ def bench(
                 dtype=dtype,
                 timings={"resolve_s": resolved_s},
             )
-    load_started = time.perf_counter()
-    loaded = load_model(base, runtime, [lora] if lora else [])
-    load_s = time.perf_counter() - load_started + resolved_s
-    n = len(task.docs) if limit is None else limit
-    if progress is not None:
-        progress.start(n, f"{task.name} · {base.name}" + (f" + {lora.name}" if lora else ""))
-    result = run_task(
-        loaded,
-        task,
-        limit=limit,
-        batch_size=batch_size or runtime.batch_size,
-        max_length=runtime.max_length,
-        progress=progress.advance if progress is not None else None,
-        prompt=prompt,
-    )
+    run = {
+        "base": _resolved_to_dict(base),
+        "adapter": _resolved_to_dict(lora) if lora else None,
+        "runtime": runtime.model_dump(mode="json"),
+        "task": str(Path(task_path).resolve()),
+        "limit": limit,
+        "batch_size": batch_size or runtime.batch_size,
+        "prompt": prompt.model_dump(mode="json") if prompt else None,
+        "max_prompt_chars": settings.workers.max_prompt_chars,
+    }
+    limits = active_limits()
+    if limits is None:
+        n = len(task.docs) if limit is None else limit
+        if progress is not None:
+            progress.start(n, f"{task.name} · {base.name}" + (f" + {lora.name}" if lora else ""))
+        result, load_s = _run_model(run, progress.advance if progress is not None else None)
+    else:
+        # A worker: the model runs in a child process, under the configured limits.
+        what = base.name + (f" + {lora.name}" if lora else "")
+        reply = run_limited(
+            f"{__name__}:run_model", run, cuda_limits(limits, chosen_device), what=what
+        )
+        result, load_s = result_from_dict(reply["result"]), float(reply["load_s"])
+    load_s += resolved_s
     store.put(key, identity, result)
     return BenchOutcome(
         result=result,
@@ -141,4 +161,50 @@ def bench(
         device=chosen_device,
         dtype=dtype,
         timings={"resolve_s": resolved_s},
+    )
+
+
+def run_model(run: dict[str, Any]) -> dict[str, Any]:
+    """Load and score one model as :func:`bench` describes it in ``run`` (JSON in and out): what
+    a worker runs in a child process (:mod:`benchmarks.limits`)."""
+    result, load_s = _run_model(run, None)
+    return {"result": result_to_dict(result), "load_s": load_s}
+
+
+def _run_model(run: dict[str, Any], progress: Any) -> tuple[RunResult, float]:
+    started = time.perf_counter()
+    adapter, prompt = run["adapter"], run["prompt"]
+    runtime = RuntimeSettings(**run["runtime"])
+    adapters = [_resolved_from_dict(adapter)] if adapter else []
+    loaded = load_model(_resolved_from_dict(run["base"]), runtime, adapters)
+    load_s = time.perf_counter() - started
+    result = run_task(
+        loaded,
+        load_task(run["task"]),
+        limit=run["limit"],
+        batch_size=run["batch_size"],
+        max_length=runtime.max_length,
+        progress=progress,
+        prompt=PromptSettings(**prompt) if prompt else None,
+        max_prompt_chars=run["max_prompt_chars"],
+    )
+    return result, load_s
+
+
+def _resolved_to_dict(model: ResolvedModel) -> dict[str, Any]:
+    data = dataclasses.asdict(model)
+    data["local_dir"] = str(model.local_dir)
+    data["ref"]["path"] = str(model.ref.path) if model.ref.path else None
+    return data
+
+
+def _resolved_from_dict(data: dict[str, Any]) -> ResolvedModel:
+    ref = dict(data["ref"])
+    ref["path"] = Path(ref["path"]) if ref["path"] else None
+    return ResolvedModel(
+        ref=ModelRef(**ref),
+        kind=data["kind"],
+        local_dir=Path(data["local_dir"]),
+        revision=data["revision"],
+        trust_remote_code=data["trust_remote_code"],
     )

@@ -297,6 +297,11 @@ class _StopOnStrings:
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
+def context_length(loaded: Any) -> int:
+    """The model's own context, in tokens (its config's, else its tokenizer's, else 2048)."""
+    return _model_max_length(loaded.model, loaded.tokenizer)
+
+
 def _model_max_length(model: Any, tokenizer: Any) -> int:
     # Same order as lm-eval: the text config, then the model config, then the tokenizer.
     config = getattr(model, "config", None)

@@ -12,9 +12,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from benchmarks.engine import Engine, Progress
+from benchmarks.engine import Engine, Progress, context_length
 from benchmarks.scoring import RunResult, build_result, score_choices, score_texts
-from benchmarks.tasks.render import Request
+from benchmarks.tasks.render import Request, check_chat_prompt
 from benchmarks.tasks.task import Task
 from config.settings import PromptSettings
 
@@ -28,11 +28,13 @@ def run_task(
     max_length: int | None = None,
     progress: Progress | None = None,
     prompt: PromptSettings | None = None,
+    max_prompt_chars: int | None = None,
 ) -> RunResult:
     """Score ``loaded`` (a :class:`benchmarks.models.LoadedModel`) on ``task``.
 
     ``prompt`` adapts the task's own prompt to the model: another number of few-shot examples,
-    and the model's chat template (with an optional system prompt).
+    and the model's chat template (with an optional system prompt). A prompt the chat template
+    renders longer than ``max_prompt_chars`` (or than the model's context allows) is refused.
     """
     import torch
 
@@ -40,7 +42,9 @@ def run_task(
         task = task.with_num_fewshot(prompt.num_fewshot)
     requests = task.requests(limit)
     if prompt is not None and uses_chat_template(loaded.tokenizer, prompt):
-        requests = apply_chat_template(requests, loaded.tokenizer, prompt, task)
+        requests = apply_chat_template(
+            requests, loaded.tokenizer, prompt, task, max_chars=max_prompt_chars, loaded=loaded
+        )
     engine = Engine(loaded, batch_size, max_length)
     with torch.inference_mode(), loaded.scoring_model():
         engine.warm_up(requests)
@@ -65,12 +69,20 @@ def uses_chat_template(tokenizer: Any, prompt: PromptSettings) -> bool:
 
 
 def apply_chat_template(
-    requests: Sequence[Request], tokenizer: Any, prompt: PromptSettings, task: Task
+    requests: Sequence[Request],
+    tokenizer: Any,
+    prompt: PromptSettings,
+    task: Task,
+    *,
+    max_chars: int | None = None,
+    loaded: Any = None,
 ) -> list[Request]:
     """Each context becomes one user turn (after the system prompt) plus the generation prompt;
     choices then follow the assistant marker directly, without the target delimiter, as lm-eval
     does with ``--apply_chat_template``."""
     delimiter = str(task.config.get("target_delimiter", " "))
+    context_tokens = context_length(loaded) if loaded is not None else None
+    model = loaded.base.name if loaded is not None else "the model"
     wrapped = []
     for request in requests:
         messages = (
@@ -80,6 +92,10 @@ def apply_chat_template(
         context = tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True
         )
+        if max_chars is not None and context_tokens is not None:
+            context = check_chat_prompt(
+                str(context), model=model, max_chars=max_chars, context_tokens=context_tokens
+            )
         continuations = tuple(c.removeprefix(delimiter) for c in request.continuations)
         wrapped.append(
             dataclasses.replace(request, context=str(context), continuations=continuations)

@@ -1,14 +1,17 @@
 """Hosted models: an OpenAI-compatible endpoint, the model it serves and what its tokens cost.
 
-One shape, three uses: a feed rule (``watch.feeds[].api_models``) names an endpoint and finds the
-model in a post; a release (:class:`watcher.events.ModelReleased`) carries the model it found; an
-API candidate (``api_candidates``) adds how the engine talks to it. Each use extends the one
-before, so a value is converted by copying the shared fields, never listed field by field.
+Two shapes: a feed rule (``watch.feeds[].api_models``, :class:`config.watch.ApiModelRule`) is an
+endpoint that finds its model in a post; an API candidate (``api_candidates``) is an endpoint, a
+model, and how the engine talks to them. Both have a name. A release never carries an endpoint:
+it names the model and the rule (:class:`watcher.events.ApiRelease`), and the worker that runs it
+reads the endpoint, the key variable and the prices from its own configuration. So whoever can
+write to the broker or the store can pick among configured endpoints, never add one (nor name
+the environment variable whose value is sent as the key).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,28 +31,17 @@ class ApiEndpoint(BaseModel):
     input_usd_per_1m: float = Field(0.0, ge=0, description="Price per 1M input tokens.")
     output_usd_per_1m: float = Field(0.0, ge=0, description="Price per 1M output tokens.")
 
-    def _shared(self, shape: type[ApiEndpoint]) -> dict[str, Any]:
-        """This value's fields that ``shape`` has too."""
-        return self.model_dump(include=set(shape.model_fields))
-
-    def serving(self, model: str) -> ApiModel:
-        """The model called ``model`` on this endpoint, at these prices."""
-        return ApiModel(model=model, **self._shared(ApiEndpoint))
+    def serving(self, model: str) -> ApiCandidate:
+        """The API candidate ``model`` on this endpoint, at these prices: named by its model,
+        default run settings."""
+        shared = self.model_dump(include=set(ApiEndpoint.model_fields))
+        return ApiCandidate(name=model, model=model, **shared)
 
 
-class ApiModel(ApiEndpoint):
-    """A model served through an OpenAI-compatible endpoint, as a release names it."""
-
-    model: str = Field(min_length=1, description="The endpoint's model name.")
-
-    def as_candidate(self) -> ApiCandidate:
-        """The API candidate it is benchmarked as: named by its model, default run settings."""
-        return ApiCandidate(name=self.model, **self._shared(ApiModel))
-
-
-class ApiCandidate(ApiModel):
+class ApiCandidate(ApiEndpoint):
     """A model reachable only through an OpenAI-compatible chat-completions endpoint."""
 
+    model: str = Field(min_length=1, description="The endpoint's model name.")
     name: str = Field(min_length=1, max_length=128, description="How verdicts name it.")
     timeout_s: float = Field(60.0, gt=0)
     max_concurrency: int = Field(4, ge=1, le=256)
@@ -58,7 +50,3 @@ class ApiCandidate(ApiModel):
         "auto", description="auto = logprobs when the endpoint returns them, else ask for a choice."
     )
     open_weights: bool = Field(False, description="True when its weights are published too.")
-
-    def released(self) -> ApiModel:
-        """The model as a release names it (what ``supersede rerun <name>`` benchmarks)."""
-        return self.serving(self.model)

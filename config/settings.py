@@ -14,6 +14,7 @@ so a token never lands in a file that gets committed.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +25,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from config.api import ApiCandidate
 from config.notify import NotifySettings
 from config.observability import ObservabilitySettings
+from config.urls import SecretUrl
 from config.watch import WatchSettings
 from config.workers import WorkersSettings
 from core.constants import CONFIG_ENV, ENV_NESTED_DELIMITER, ENV_PREFIX
@@ -45,10 +47,15 @@ class _Section(BaseModel):
 class StoreSettings(_Section):
     """Where results (and later job state) are kept."""
 
-    url: str = Field(
-        "sqlite:///.supersede/supersede.db",
-        description="SQLAlchemy URL: sqlite:///PATH (default) or postgresql+psycopg://...",
+    url: SecretUrl = Field(
+        SecretUrl("sqlite:///.supersede/supersede.db"),
+        description="SQLAlchemy URL: sqlite:///PATH (default) or postgresql+psycopg://...; a "
+        "password in it is shown as *** wherever the settings are printed.",
     )
+
+
+#: A pinned remote-code allow-list entry: a Hub commit sha, or a local folder's content hash.
+_PINNED_ENTRY = re.compile(r".+@(?:[0-9a-f]{40}|sha256:[0-9a-f]{64})")
 
 
 class HubSettings(_Section):
@@ -58,8 +65,36 @@ class HubSettings(_Section):
     cache_dir: str | None = Field(None, description="Download cache; None = the HF default.")
     timeout_s: float = Field(30.0, gt=0, description="Timeout of each Hub API call, seconds.")
     trust_remote_code: tuple[str, ...] = Field(
-        (), description="Repo ids allowed to run their own modelling code. Empty = none."
+        (),
+        description="Pinned repos allowed to run their own modelling code, each "
+        "'org/name@<40-hex commit sha>' (a local folder: 'PATH@sha256:<hex>'). Empty = none.",
     )
+    max_download_gib: float = Field(
+        300.0,
+        gt=0,
+        description="Largest download one model may need, GiB; a model is also refused over "
+        "its parameter count x bytes per stored parameter (plus slack).",
+    )
+    cache_max_gib: float | None = Field(
+        200.0,
+        gt=0,
+        description="Download cache size, GiB, beyond which the least recently used candidate "
+        "snapshots are deleted (never the one in use or a fine-tune's). Applies only when "
+        "hub.cache_dir names a folder of Supersede's own (the shared default cache is never "
+        "pruned). None = never prune.",
+    )
+
+    @model_validator(mode="after")
+    def _pinned(self) -> HubSettings:
+        for entry in self.trust_remote_code:
+            if not _PINNED_ENTRY.fullmatch(entry):
+                raise ValueError(
+                    f"hub.trust_remote_code entry {entry!r} is not pinned: write it as "
+                    "'org/name@<40-hex commit sha>' (the commit whose code you reviewed; a bare "
+                    "repo id would trust every later push) or, for a local folder, "
+                    "'PATH@sha256:<hex>' (the refusal message names the exact entry)"
+                )
+        return self
 
 
 class RuntimeSettings(_Section):

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from config.api import ApiEndpoint
 
@@ -36,6 +44,10 @@ def _check_patterns(patterns: tuple[str, ...]) -> tuple[str, ...]:
     return patterns
 
 
+#: A Hub user or organisation name (the part of a repo id before the slash).
+HubOwner = Annotated[str, Field(pattern=r"^[A-Za-z0-9][\w.\-]{0,95}$")]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -56,7 +68,9 @@ class HubWatch(_Section):
             "ibm-granite",
             "nvidia",
         ),
-        description="Users or organisations whose new models are watched (one request each).",
+        description="Users or organisations whose new models are watched (one request each per "
+        "poll); a repo from a webhook, or linked by a feed without accept_from, is accepted only "
+        "from them. Empty: no Hub polling and no webhook repo accepted.",
     )
     interval: Duration = Field(600.0, ge=10, description="Seconds between two polls.")
     limit: int = Field(30, ge=1, le=1000, description="Newest models listed per author per poll.")
@@ -77,17 +91,46 @@ class HubWatch(_Section):
 
 class ApiModelRule(ApiEndpoint):
     """A feed entry naming a model matched by ``pattern`` becomes an API candidate release, served
-    by this endpoint at these prices."""
+    by this endpoint at these prices. The release names only the model and this rule (its feed
+    and ``name``); the worker reads the endpoint, the key variable and the prices from its own
+    configuration, so a release naming a rule the worker does not know is refused."""
 
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][\w.\-]{0,63}$",
+        description="Names the rule in the releases it makes; unique within its feed. Default: "
+        "the host of base_url (e.g. api.acme.example).",
+    )
     pattern: str = Field(
         description="Regex searched in the entry's title, summary and link; group 1 (or the whole "
         "match) is the endpoint's model name."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _name_from_host(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("name"):
+            base_url = data.get("base_url")
+            host = urlsplit(base_url).hostname if isinstance(base_url, str) else None
+            if host:
+                data = {**data, "name": host}
+        return data
+
     @field_validator("pattern")
     @classmethod
     def _valid_pattern(cls, pattern: str) -> str:
         return _check_patterns((pattern,))[0]
+
+    @staticmethod
+    def unique(rules: tuple[ApiModelRule, ...]) -> tuple[ApiModelRule, ...]:
+        """``rules`` when their names are unique (a release names its rule by name)."""
+        names = [rule.name for rule in rules]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(
+                f"api_models rule names must be unique within a feed; repeated: "
+                f"{', '.join(repeated)} (rules on one host need a name each)"
+            )
+        return rules
 
 
 class FeedWatch(_Section):
@@ -96,7 +139,17 @@ class FeedWatch(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][\w.\-]{0,63}$", description="Short, unique name.")
     url: str = Field(pattern=r"^https?://")
     interval: Duration = Field(900.0, ge=10, description="Seconds between two fetches.")
+    accept_from: tuple[HubOwner, ...] | None = Field(
+        None,
+        description="Hub users or organisations whose repos a post may link to be benchmarked "
+        "(a post linking another's repo is only announced); null = watch.hub.authors.",
+    )
     api_models: tuple[ApiModelRule, ...] = ()
+
+    @field_validator("api_models")
+    @classmethod
+    def _unique_rules(cls, rules: tuple[ApiModelRule, ...]) -> tuple[ApiModelRule, ...]:
+        return ApiModelRule.unique(rules)
 
 
 class WebhookWatch(_Section):
@@ -112,6 +165,16 @@ class WebhookWatch(_Section):
         description="Environment variable holding the secret set in the Hub's webhook settings.",
     )
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    request_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Seconds a delivery may take to arrive whole (headers and body); a slower "
+        "connection is closed.",
+    )
+    max_connections: int = Field(
+        256, ge=1, description="Connections open at once; more are closed as they arrive."
+    )
 
 
 class WatchSettings(_Section):

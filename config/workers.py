@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from config.urls import SecretUrl
 from config.watch import Duration
 
 
@@ -12,12 +13,12 @@ class WorkersSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    broker_url: str | None = Field(
+    broker_url: SecretUrl | None = Field(
         None,
-        description="e.g. redis://127.0.0.1:6379/0. None = the embedded default: one process, a "
-        "durable local queue (SQLite) beside the store.",
+        description="e.g. redis://:PASSWORD@127.0.0.1:6379/0. None = the embedded default: one "
+        "process, a durable local queue (SQLite) beside the store. A password is shown as ***.",
     )
-    result_backend: str | None = Field(
+    result_backend: SecretUrl | None = Field(
         None, description="Celery result backend; None = the broker's Redis (or none embedded)."
     )
     gpu_queues: dict[str, float] = Field(
@@ -27,8 +28,27 @@ class WorkersSettings(BaseModel):
     memory_overhead: float = Field(
         1.2, ge=1.0, description="Weights x this = the memory a benchmark needs (activations)."
     )
-    soft_time_limit: Duration = Field(3600.0, gt=0, description="A benchmark is asked to stop.")
+    soft_time_limit: Duration = Field(
+        3600.0,
+        gt=0,
+        description="One model's run in a benchmark (loading and scoring it, in a child process) "
+        "is killed after this long, in every pool (the embedded one too); its job fails.",
+    )
     time_limit: Duration = Field(4200.0, gt=0, description="A benchmark is killed.")
+    benchmark_memory: float = Field(
+        32.0,
+        gt=0,
+        description="GiB of memory one model's run in a benchmark may use; past it the run is "
+        "stopped and its job fails. On CPU it caps the child process's address space "
+        "(RLIMIT_AS); on CUDA, where the runtime reserves far more address space than it uses, "
+        "the child's anonymous resident memory is checked every half second instead.",
+    )
+    max_prompt_chars: int = Field(
+        1_000_000,
+        ge=1000,
+        description="Longest prompt, in characters, a model's chat template may render (also "
+        "at most 32 characters per token of the model's context); a longer one is refused.",
+    )
     max_attempts: int = Field(3, ge=1, le=20, description="Tries per job before it fails.")
     lease: Duration = Field(
         60.0, ge=2, description="A running job's lease, renewed while it runs; expired = dead."

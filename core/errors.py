@@ -11,7 +11,9 @@
     │   ├── ModelRefused            the model exists but is not loaded, on purpose
     │   │   ├── PickleWeightsRefused    only pickle weights (*.bin, *.pt, ...), no safetensors
     │   │   ├── RemoteCodeRefused       config asks for remote code that is not allow-listed
+    │   │   ├── DownloadRefused         over the download cap, or a file the loader must not read
     │   │   └── GatedModelError         gated or private repo and the token has no access
+    │   ├── DiskFull                the disk filled up while downloading a model (ENOSPC)
     │   ├── EndpointRefused         an API endpoint rejected the request (bad key, bad model, 4xx)
     │   ├── FeedInvalid             a feed answered 4xx, is too large, or is not RSS/Atom
     │   └── AlreadyRunning          another scheduler holds this store's lease
@@ -78,6 +80,16 @@ class RemoteCodeRefused(ModelRefused):
 
 class GatedModelError(ModelRefused):
     """The repo is gated or private and the configured token has no access."""
+
+
+class DownloadRefused(ModelRefused):
+    """The repo's files are refused before download: larger than the cap its parameter count
+    and ``hub.max_download_gib`` allow, or laid out so a loader would read a file it must not
+    (a weight path outside the repo, a decoy weight beside pickle weights)."""
+
+
+class DiskFull(FatalError):
+    """The disk holding the download cache is full (``ENOSPC``): retrying fills it again."""
 
 
 class HubUnavailable(RetryableError):

@@ -16,16 +16,18 @@ long-wait guard never reach a download in the same process.
 
 from __future__ import annotations
 
+import errno
 import importlib
+import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.errors import GatedModelError, HubUnavailable, ModelNotFound
+from core.errors import DiskFull, GatedModelError, HubUnavailable, ModelNotFound
 from core.http import retry_after
 
 if TYPE_CHECKING:
@@ -141,10 +143,19 @@ class HubAdapter:
             self._api = HfApi(endpoint=self.endpoint, token=self._token)
         return self._api
 
+    @property
+    def cache_folder(self) -> Path:
+        """The download cache: ``cache_dir``, else huggingface_hub's default."""
+        if self.cache_dir:
+            return Path(self.cache_dir)
+        from huggingface_hub import constants
+
+        return Path(constants.HF_HUB_CACHE)
+
     @contextmanager
     def call(self, name: str) -> Iterator[None]:
         """Run Hub requests under this adapter's policy; failures name ``name``."""
-        with hub_errors(name):
+        with hub_errors(name, self.cache_folder, self.endpoint):
             scope = _active.set(self.policy)
             try:
                 yield
@@ -163,13 +174,16 @@ class HubAdapter:
         revision: str | None = None,
         expand: list[str] | None = None,
         name: str | None = None,
+        files_metadata: bool = False,
     ) -> Any:
-        """``HfApi.model_info`` at ``revision`` (default branch when None)."""
+        """``HfApi.model_info`` at ``revision`` (default branch when None); with
+        ``files_metadata`` each sibling carries its size."""
         with self.call(name or repo_id):
             return self.api.model_info(
                 repo_id,
                 revision=revision,
                 expand=expand,  # type: ignore[arg-type]
+                files_metadata=files_metadata,
                 timeout=self.timeout_s,
             )
 
@@ -205,6 +219,54 @@ class HubAdapter:
                 )
             )
 
+    def prune_cache(self, max_bytes: int, keep: Collection[str]) -> list[str]:
+        """Delete the least recently used snapshots until the cache holds at most ``max_bytes``.
+
+        ``keep``: ``repo_id`` (every revision of it) or ``repo_id@sha`` entries never deleted.
+        A snapshot's last use is its folder's modification time, which :meth:`touch` sets on each
+        use (file access times are unreliable: ``noatime`` and ``relatime`` mounts). Scanning and
+        deleting go through huggingface_hub's own cache API, so its blobs and refs stay
+        consistent. Returns the ``repo_id@sha`` deleted.
+        """
+        from huggingface_hub import scan_cache_dir
+        from huggingface_hub.errors import CacheNotFound
+
+        try:
+            cache = scan_cache_dir(self.cache_folder)
+        except CacheNotFound:
+            return []
+        total = cache.size_on_disk
+        if total <= max_bytes:
+            return []
+        candidates = []
+        for repo in cache.repos:
+            if repo.repo_type != "model" or repo.repo_id in keep:
+                continue
+            for revision in repo.revisions:
+                if f"{repo.repo_id}@{revision.commit_hash}" not in keep:
+                    candidates.append((_mtime(revision.snapshot_path), repo, revision))
+        chosen: list[str] = []
+        by_repo: dict[Any, list[str]] = {}
+        for _, repo, revision in sorted(candidates, key=lambda item: item[0]):
+            if total <= max_bytes:
+                break
+            # Blobs shared with a kept revision are not freed: the cache may stay a little over
+            # the cap until the next prune.
+            total -= revision.size_on_disk
+            by_repo.setdefault(repo, []).append(revision.commit_hash)
+            chosen.append(f"{repo.repo_id}@{revision.commit_hash}")
+        for repo, hashes in by_repo.items():
+            # One repo per strategy: mirrored repos share commit hashes, and delete_revisions
+            # would take the first repo holding a hash.
+            replace(cache, repos=frozenset({repo})).delete_revisions(*hashes).execute()
+        return chosen
+
+    @staticmethod
+    def touch(snapshot: Path) -> None:
+        """Mark ``snapshot`` (a folder of the cache) used now, for :meth:`prune_cache`."""
+        with suppress(OSError):  # a read-only cache is never pruned by us either
+            os.utime(snapshot)
+
     def _download_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {
             "cache_dir": self.cache_dir,
@@ -217,10 +279,16 @@ class HubAdapter:
 
 
 class hub_errors:
-    """Context manager mapping huggingface_hub / network errors onto the Supersede tree."""
+    """Context manager mapping huggingface_hub / network errors onto the Supersede tree.
 
-    def __init__(self, name: str) -> None:
+    ``folder``: where downloads are written, named when the disk fills up; ``endpoint``: the
+    Hub's address, named when it cannot be reached.
+    """
+
+    def __init__(self, name: str, folder: Path | None = None, endpoint: str | None = None) -> None:
         self.name = name
+        self.folder = folder
+        self.endpoint = endpoint
 
     def __enter__(self) -> None:
         return None
@@ -231,6 +299,13 @@ class hub_errors:
         from huggingface_hub import errors
 
         name = self.name
+        full = _disk_full(exc)
+        if full is not None:
+            where = self.folder or full.filename or "the download cache"
+            raise DiskFull(
+                f"{name}: the disk is full (ENOSPC) while downloading into {where}: free space "
+                "there, or lower hub.cache_max_gib so older snapshots are deleted"
+            ) from None
         if type(exc).__name__ == "HFValidationError":
             raise ModelNotFound(f"{name}: not a valid Hub repo id or revision") from None
         if isinstance(exc, errors.GatedRepoError):
@@ -255,8 +330,30 @@ class hub_errors:
                 retry_after_s=_response_retry_after(exc),
             ) from None
         if isinstance(exc, _network_errors()):
-            raise HubUnavailable(f"{name}: the Hub is unreachable ({type(exc).__name__})") from None
+            at = f" at {self.endpoint}" if self.endpoint else ""
+            raise HubUnavailable(
+                f"{name}: the Hub{at} is unreachable ({type(exc).__name__})"
+            ) from None
         return None
+
+
+def _disk_full(exc: BaseException) -> OSError | None:
+    """The ``ENOSPC`` error in ``exc`` or its causes (a library may wrap the OS error)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _response_retry_after(exc: BaseException) -> float | None:

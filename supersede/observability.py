@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from core.asgi import Server
 
 #: Upper bounds (seconds) of the benchmark-duration histogram.
 DURATION_BUCKETS = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0)
@@ -97,11 +100,17 @@ class StoreCollector:
         yield retries
 
 
-def serve(url: str, host: str, port: int) -> Any:
-    """Start the endpoint on ``host:port`` (a daemon thread); returns the server."""
-    from prometheus_client import CollectorRegistry, start_http_server
+def serve(url: str, host: str, port: int) -> Server:
+    """Serve ``GET /metrics`` on ``host:port`` (a thread of its own, see :mod:`core.asgi`);
+    returns the started server (``stop()`` it). Raises ``OSError`` when the port is taken."""
+    from prometheus_client import CollectorRegistry, make_asgi_app
+
+    from core.asgi import Limits, Router, Server
 
     registry = CollectorRegistry()
     registry.register(StoreCollector(url))
-    server, _thread = start_http_server(port, addr=host, registry=registry)
+    router = Router("metrics")
+    router.add("GET", "/metrics", make_asgi_app(registry))
+    server = Server(router, host, port, name="metrics", limits=Limits())
+    server.start()
     return server

@@ -76,8 +76,7 @@ class System:
         if self.worker is not None:
             clean = self.worker.stop() and clean
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
         return clean
 

@@ -5,11 +5,17 @@ merge or quantization, as the Hub's ``base_model:<relation>:<parent>`` tags and 
 ``base_model`` say), or is a format conversion (GGUF, GPTQ, AWQ, EXL2, MLX, bitsandbytes, ...).
 One exception: a fine-tune whose every parent lives in the repo's own organisation is the
 vendor's own instruct or chat release, and counts.
+
+Before any of that, a repo is accepted only from the watched authors (``watch.hub.authors``, or a
+feed's own ``accept_from``): a webhook delivery or a feed post naming anyone else's repo queues no
+download and no GPU time. Every path (polling, webhooks, feed links) goes through :func:`decide`.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -32,6 +38,10 @@ _CONVERSION_NAME = re.compile(
     re.IGNORECASE,
 )
 _WEIGHT_SUFFIXES = (".safetensors", *PICKLE_WEIGHT_SUFFIXES)
+#: The setting that names the accepted authors unless a feed names its own.
+AUTHORS_SETTING = "watch.hub.authors"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -137,8 +147,38 @@ def derivative_reason(facts: RepoFacts) -> str | None:
     return None
 
 
-def decide(facts: RepoFacts, rules: HubWatch) -> Decision:
-    """Apply the derivative rules and the configured filters to one repo."""
+def author_reason(
+    repo_id: str, accepted: Iterable[str], setting: str = AUTHORS_SETTING
+) -> str | None:
+    """Why ``repo_id`` is refused for its author (None: its author is accepted).
+
+    Hub user and organisation names are matched without regard to case, as the Hub does.
+    """
+    author = repo_id.partition("/")[0] if "/" in repo_id else ""
+    names = {name.lower() for name in accepted}
+    if author and author.lower() in names:
+        return None
+    empty = "" if names else " (the list is empty)"
+    return f"author {author or '(none)'} is not in {setting}{empty}"
+
+
+def decide(
+    facts: RepoFacts,
+    rules: HubWatch,
+    *,
+    accept_from: Iterable[str] | None = None,
+    accept_setting: str = AUTHORS_SETTING,
+) -> Decision:
+    """Apply the accepted authors, the derivative rules and the configured filters to one repo.
+
+    The authors are ``rules.authors`` unless ``accept_from`` (named ``accept_setting`` in the
+    reason) is given. A refused author is logged here, so every path says why it skipped a repo.
+    """
+    accepted = rules.authors if accept_from is None else accept_from
+    refused = author_reason(facts.repo_id, accepted, accept_setting)
+    if refused:
+        log.info("%s skipped: %s", facts.repo_id, refused)
+        return Decision("drop", refused)
     reason = derivative_reason(facts)
     if reason:
         return Decision("drop", reason)

@@ -14,12 +14,14 @@ from celery import Celery
 from kombu.entity import Queue
 
 from config.settings import Settings
+from config.urls import reveal
 from core.constants import DEFAULT_QUEUE
 from core.errors import BrokerUnavailable
 
 
 def embedded_broker(store_url: str) -> str:
     """The local queue's URL: ``queue.db`` beside a SQLite store, else the store database."""
+    store_url = str(reveal(store_url))
     if store_url.startswith("sqlite:///") and not store_url.startswith("sqlite:///:memory:"):
         folder = Path(store_url.removeprefix("sqlite:///")).expanduser().parent
         folder.mkdir(parents=True, exist_ok=True)
@@ -28,8 +30,9 @@ def embedded_broker(store_url: str) -> str:
 
 
 def broker_url(settings: Settings) -> str:
-    """``workers.broker_url``, else the embedded default's local queue."""
-    return settings.workers.broker_url or embedded_broker(settings.store.url)
+    """``workers.broker_url``, else the embedded default's local queue (in full, as a plain
+    string: Celery and kombu read it; :func:`safe_broker` is what may be shown)."""
+    return reveal(settings.workers.broker_url) or embedded_broker(settings.store.url)
 
 
 def queue_names(settings: Settings) -> list[str]:
@@ -42,7 +45,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     """Every Celery setting Supersede relies on, each for a reason."""
     workers = settings.workers
     broker = broker_url(settings)
-    backend = workers.result_backend or (broker if broker.startswith("redis") else None)
+    backend = reveal(workers.result_backend) or (broker if broker.startswith("redis") else None)
     # kombu's SQLAlchemy transport hands its options to create_engine: Redis only.
     redis = broker.startswith(("redis://", "rediss://", "redis+socket://"))
     transport = {"visibility_timeout": workers.visibility_timeout} if redis else {}
@@ -83,10 +86,18 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 
 def make_app(settings: Settings) -> Celery:
-    """The Celery app for ``settings`` (kept on it as ``conf.supersede_settings``)."""
+    """The Celery app for ``settings`` (kept on it as ``conf.supersede_settings``).
+
+    The settings are an attribute of the configuration object, not one of its entries: Celery's
+    remote ``conf`` and ``report`` commands (and Flower, which shows them) list the entries, and
+    the settings hold the store's and the broker's URLs. Celery masks the passwords of its own
+    ``broker_url`` and ``result_backend`` entries; the settings' URLs mask theirs in any repr.
+    """
     app = Celery("supersede", include=["workers.tasks"])
     app.conf.update(celery_config(settings))
-    app.conf.supersede_settings = settings
+    # Celery's configuration keeps its own state in the instance dictionary the same way
+    # (``ConfigurationView.swap_with``): attribute reads find it, the mapping never lists it.
+    app.conf.__dict__["supersede_settings"] = settings
     return app
 
 

@@ -1,7 +1,9 @@
 """The embedded default's worker: a Celery worker in a thread of the daemon's own process.
 
 Used when no broker is configured: the queue is the local SQLite file, the pool is ``solo`` (one
-job at a time, in this thread), so ``supersede run`` alone runs the whole product. Production
+job at a time, in this thread), so ``supersede run`` alone runs the whole product. The solo
+pool ignores Celery's time limits: each model a benchmark runs is bounded instead by its own
+child process's wall-clock and memory limits (:mod:`benchmarks.limits`). Production
 uses separate ``celery -A workers worker`` processes on Redis instead.
 """
 

@@ -9,19 +9,21 @@ from config.settings import Settings
 from config.settings import finetune as configured_finetune
 from core.clock import now
 from core.errors import ConfigError
-from watcher.events import ModelReleased
+from watcher.events import ApiRelease, ModelReleased
 from workers.pipeline import Pipeline
 
 MANUAL = "manual"
 
 
 def candidate_event(pipeline: Pipeline, candidate: str) -> ModelReleased:
-    """The release a hand-named candidate stands for: an ``api_candidates`` name, a local model
+    """The release a hand-named candidate stands for: an ``api_candidates`` name (the release
+    names that entry; the worker reads its endpoint from its own configuration), a local model
     folder, or a Hub id[@revision] pinned to its commit now."""
     settings = pipeline.settings
     for api in settings.api_candidates:
         if api.name == candidate:
-            return ModelReleased(source=MANUAL, detected_at=now(), api=api.released())
+            release = ApiRelease(model=api.model, rule=api.name)
+            return ModelReleased(source=MANUAL, detected_at=now(), api=release)
     if Path(candidate).expanduser().is_dir():
         return ModelReleased(source=MANUAL, detected_at=now(), repo_id=candidate)
     from watcher.discovery import release_of
@@ -62,10 +64,10 @@ def stored_verdict(settings: Settings, finetune: str, candidate: str) -> Verdict
     for job in JobStore(settings.store.url).benchmarks(candidate):
         try:
             pair = recorded_pair(job, finetune)
-        except MissingResult:
+            event = job.release()
+        except (MissingResult, ValueError):  # not finished, or an event this version refuses
             continue
-        event = job.release()
-        api = api_candidate(settings, candidate) or event_api(event)
+        api = api_candidate(settings, candidate) or event_api(settings, event)
         return judge_stored(settings, ft, pair, ResultStore(settings.store.url), api=api)
     raise ConfigError(
         f"no finished benchmark of {candidate} against {finetune} in the store; run "

@@ -28,6 +28,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal
 
 from benchmarks.cache import ResultStore
@@ -35,11 +36,13 @@ from benchmarks.cache import ResultStore
 # Imported here, not in the verdict job: a worker's parent process loads it once before it forks
 # its pool (it pulls in numpy, never torch), so a verdict job spends no time importing.
 from benchmarks.compare import MissingResult, judge_stored, score_candidate, score_finetune
+from benchmarks.limits import Limits, confined, describe_duration
 from benchmarks.sides import BenchmarkScores, PairScores
 from config.api import ApiCandidate
 from config.settings import FineTune, Settings, finetune, task_path
+from core.clock import now
 from core.constants import DEFAULT_QUEUE, TASK_BENCHMARK, TASK_NOTIFY, TASK_VERDICT, JobState
-from core.errors import FatalError, ModelRefused, RetryableError
+from core.errors import FatalError, ModelRefused, RetryableError, SupersedeError
 from watcher.events import Announcement, ModelReleased
 from workers.jobs import Job, JobStore, job_key
 from workers.notify import Notifier
@@ -67,9 +70,80 @@ def candidate_ref(event: ModelReleased) -> str:
     return f"api:{event.api.model}"
 
 
-def api_candidate(event: ModelReleased) -> ApiCandidate | None:
-    """The API candidate a release names, if it names one."""
-    return event.api.as_candidate() if event.api is not None else None
+def api_candidate(settings: Settings, event: ModelReleased) -> ApiCandidate | None:
+    """The API candidate a release names, built from this configuration: the rule the release
+    names gives the endpoint, the key variable and the prices (the release carries none of
+    them). None for a Hub release. :class:`~core.errors.ModelRefused` (the job is skipped with
+    the reason) when the release names a rule not configured here, or carries an endpoint."""
+    api = event.api
+    if api is None:
+        return None
+    what = f"API release of {api.model!r} refused"
+    if not api.model.strip():
+        raise ModelRefused(f"{what}: it names no model")
+    if api.endpoint_fields or api.rule is None:
+        fields = ", ".join(api.endpoint_fields) or "no rule"
+        raise ModelRefused(
+            f"{what}: it names its own endpoint ({fields}) instead of a configured rule (an event "
+            "from an earlier version, or a forged one). Releases name an api_candidates entry or "
+            "a feed's api_models rule; benchmark it with `supersede rerun <api_candidates name>`"
+        )
+    if api.feed is None:
+        names = [candidate.name for candidate in settings.api_candidates]
+        for candidate in settings.api_candidates:
+            if candidate.name == api.rule:
+                if candidate.model != api.model:
+                    raise ModelRefused(
+                        f"{what}: the api_candidates entry {api.rule!r} serves the model "
+                        f"{candidate.model!r}, not {api.model!r}"
+                    )
+                return candidate
+        raise ModelRefused(
+            f"{what}: it names the api_candidates entry {api.rule!r}, which is not configured "
+            f"here (configured: {', '.join(names) or 'none'})"
+        )
+    feed = next((f for f in settings.watch.feeds if f.name == api.feed), None)
+    rules = feed.api_models if feed is not None else ()
+    for rule in rules:
+        if rule.name == api.rule:
+            try:
+                return rule.serving(api.model)
+            except ValueError as exc:  # a model name no candidate can have
+                raise ModelRefused(f"{what}: {exc}") from None
+    known = f"its rules: {', '.join(r.name for r in rules) or 'none'}" if feed else "no such feed"
+    raise ModelRefused(
+        f"{what}: it names the api_models rule {api.rule!r} of the feed {api.feed!r}, which is "
+        f"not configured here ({known})"
+    )
+
+
+def _api_identity(event: ModelReleased) -> tuple[str, ...]:
+    """What tells API releases of one model name apart in a job key: the rule serving it (a
+    refused one never shares a key with a release that runs)."""
+    api = event.api
+    if api is None:
+        return ()
+    if api.endpoint_fields or api.rule is None:
+        return ("refused", *api.endpoint_fields)
+    return ("rule", api.feed or "", api.rule)
+
+
+def _unreadable(exc: ValueError) -> str:
+    """Why a job's event cannot be read, naming fields only (never the values it holds)."""
+    from pydantic import ValidationError
+
+    from watcher.events import plain_text
+
+    if isinstance(exc, ValidationError):
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        parts = [
+            f"{'.'.join(str(part)[:40] for part in error['loc'])}: {error['msg']}"
+            for error in errors[:3]
+        ]
+        detail = "; ".join(parts) + (f"; {len(errors) - 3} more" if len(errors) > 3 else "")
+    else:
+        detail = str(exc)
+    return plain_text(f"refused: its event cannot be read ({detail[:500]})")
 
 
 def recorded_pair(benchmark: Job | None, name: str) -> PairScores:
@@ -150,7 +224,8 @@ class Pipeline:
             return []
         ref = candidate_ref(event)
         task_hashes = sorted({self._task_hash(ft) for ft in chosen})
-        bench_key = job_key("benchmark", ref, *task_hashes, *sorted(ft.name for ft in chosen))
+        names = sorted(ft.name for ft in chosen)
+        bench_key = job_key("benchmark", ref, *task_hashes, *names, *_api_identity(event))
         target = self._route(event, queue)
         payload = {"event": event.model_dump(mode="json"), "finetunes": [f.name for f in chosen]}
         created = self.jobs.add(
@@ -185,11 +260,27 @@ class Pipeline:
     def _route(self, event: ModelReleased, queue: str | None) -> Any:
         from workers.routing import Route
 
+        if event.api is not None:
+            try:
+                api_candidate(self.settings, event)
+            except ModelRefused as exc:  # recorded on the job as the reason it was skipped
+                return Route(None, None, str(exc))
         if queue is not None:
             return Route(queue, None, "chosen by hand")
         if event.api is not None:
             return Route(DEFAULT_QUEUE, None, "API model")
-        return route(event.params, self.settings.runtime.dtype, self.workers)
+        weights = None
+        if event.params is None and event.repo_id:  # estimated from the listed weight sizes
+            from benchmarks.models import ModelResolver
+
+            token = self.settings.secrets.hf_token
+            secret = token.get_secret_value() if token else None
+            try:
+                resolver = ModelResolver(self.settings.hub, secret)
+                weights = resolver.weight_bytes(event.repo_id, event.revision)
+            except SupersedeError as exc:
+                log.info("%s: no weight sizes for routing (%s)", event.repo_id, exc)
+        return route(event.params, self.settings.runtime.dtype, self.workers, weight_bytes=weights)
 
     # ------------------------------------------------------------------ running
 
@@ -249,9 +340,15 @@ class Pipeline:
         if step is not None:
             return step
         assert job is not None
-        event = job.release()
         try:
-            with self._leased(key, owner):
+            event = job.release()
+        except ValueError as exc:  # a forged job, or one this version cannot read
+            return self._failed_try(key, owner, ModelRefused(_unreadable(exc)))
+        try:
+            # Each model runs in a child process, killed at the wall-clock or memory limit in
+            # every pool (Celery's solo pool, the embedded default, has no limits of its own).
+            limits = Limits(self.workers.soft_time_limit, self.workers.benchmark_memory)
+            with self._leased(key, owner), confined(limits):
                 summary = self._score(event, job.payload["finetunes"], job.queue)
         except (FatalError, RetryableError) as exc:
             return self._failed_try(key, owner, exc)
@@ -259,8 +356,8 @@ class Pipeline:
             from celery.exceptions import SoftTimeLimitExceeded
 
             if isinstance(exc, SoftTimeLimitExceeded):
-                limit = self.workers.soft_time_limit
-                return self._failed_try(key, owner, FatalError(f"over the {limit:.0f} s limit"))
+                limit = describe_duration(self.workers.soft_time_limit)
+                return self._failed_try(key, owner, FatalError(f"exceeded the {limit} limit"))
             log.exception("%s: benchmark crashed", key[:12])
             return self._failed_try(key, owner, RetryableError(f"{type(exc).__name__}: {exc}"))
         if not self.jobs.finish(key, owner, summary):
@@ -273,7 +370,7 @@ class Pipeline:
     def _score(self, event: ModelReleased, names: list[str], queue: str) -> BenchmarkScores:
         """Score both sides of every fine-tune here, on ``queue``'s hardware; the job's result
         is their keys (:class:`BenchmarkScores`)."""
-        api = api_candidate(event)
+        api = api_candidate(self.settings, event)
         pairs: dict[str, PairScores] = {}
         for ft in [f for f in self.settings.finetunes if f.name in names]:
             try:
@@ -297,12 +394,16 @@ class Pipeline:
         if step is not None:
             return step
         assert job is not None and job.finetune is not None and job.parent is not None
-        event = job.release()
+        try:
+            event = job.release()
+        except ValueError as exc:  # a forged job, or one this version cannot read
+            return self._failed_try(key, owner, ModelRefused(_unreadable(exc)))
         parent = self.jobs.get(job.parent)
         try:
+            api = api_candidate(self.settings, event)  # refused before anything else is asked
             pair = recorded_pair(parent, job.finetune)
             ft = finetune(self.settings, job.finetune)
-            report = judge_stored(self.settings, ft, pair, self.results, api=api_candidate(event))
+            report = judge_stored(self.settings, ft, pair, self.results, api=api)
         except MissingResult as exc:
             return self._benchmark_again(job, owner, str(exc))
         except (FatalError, RetryableError) as exc:
@@ -369,19 +470,21 @@ class Pipeline:
         wait = min(max(backoff, getattr(exc, "retry_after_s", None) or 0.0),
                    self.workers.notify_retry_max)  # fmt: skip
         tries = self.jobs.notify_failed(job.key, reason, wait)
+        at = (now() + timedelta(seconds=wait)).strftime("%H:%M:%S UTC")
+        # One line per try. The first (or a new reason) is an error carrying the verdict's
+        # headline, so the log alone tells what waits; the message itself is kept with the job
+        # (`supersede status`, `supersede report`) and sent once the destination takes it.
+        line = f"could not notify {job.kind} job {job.key[:12]} (try {tries}): {reason}; " \
+               f"next try at {at} (in {wait:.0f} s)"  # fmt: skip
         if tries == 1 or reason != job.notify_error:
-            from workers.notify import blocks
-            from workers.notify.console import render
-
             try:
-                text = render(blocks.for_job(job, self.settings.hub.endpoint))
+                verdict = job.verdict()
             except ValueError:
-                text = "(none: the record cannot be read)"
-            log.error("could not notify %s job %s: %s; trying again in %.0f s. The message:\n%s",
-                      job.kind, job.key[:12], reason, wait, text)  # fmt: skip
+                verdict = None
+            headline = f"{verdict.verdict}: {verdict.summary}" if verdict else job.reason
+            log.error("%s; it says: %s", line, headline or "(no verdict)")
         else:
-            log.warning("could not notify %s job %s (try %d): %s; trying again in %.0f s",
-                        job.kind, job.key[:12], tries, reason, wait)  # fmt: skip
+            log.warning("%s", line)
 
     # ------------------------------------------------------------------ reconciling
 

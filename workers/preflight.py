@@ -150,7 +150,10 @@ def check_api_keys(settings: Settings) -> None:
     without it every request would be refused, release after release."""
     named = [(f"api_candidates '{a.name}'", a.api_key_env) for a in settings.api_candidates]
     for feed in settings.watch.feeds:
-        named += [(f"watch.feeds '{feed.name}' api_models", r.api_key_env) for r in feed.api_models]
+        named += [
+            (f"watch.feeds '{feed.name}' api_models rule '{rule.name}'", rule.api_key_env)
+            for rule in feed.api_models
+        ]
     for where, variable in named:
         if variable and not secret(variable):
             raise ConfigError(

@@ -25,20 +25,41 @@ def need_gib(params: int, dtype: str, overhead: float) -> float:
     return params * DTYPE_BYTES.get(dtype, 2) * overhead / GIB
 
 
-def route(params: int | None, dtype: str, workers: WorkersSettings) -> Route:
-    """The smallest ``workers.gpu_queues`` entry that fits; the largest when size is unknown."""
+#: Bytes per stored parameter assumed when only the weights' size is known: releases are
+#: published in 16-bit almost always (bfloat16 or float16).
+STORED_BYTES_GUESS = 2
+
+
+def estimate_params(weight_bytes: int) -> int:
+    """A parameter count from the size of the safetensors weights (16-bit storage assumed)."""
+    return max(weight_bytes // STORED_BYTES_GUESS, 1)
+
+
+def route(
+    params: int | None, dtype: str, workers: WorkersSettings, *, weight_bytes: int | None = None
+) -> Route:
+    """The smallest ``workers.gpu_queues`` entry that fits.
+
+    When the Hub gives no parameter count, it is estimated from ``weight_bytes`` (the listed
+    size of the safetensors weights); only with neither is the largest queue taken.
+    """
     queues = sorted(workers.gpu_queues.items(), key=lambda item: (item[1], item[0]))
+    estimated = ""
+    if params is None and weight_bytes:
+        params = estimate_params(weight_bytes)
+        estimated = f"parameter count estimated from {weight_bytes / GIB:.2f} GiB of weights"
     if params is None:
         name, _ = queues[-1]
         return Route(name, None, "parameter count unknown: sent to the largest queue")
     need = need_gib(params, dtype, workers.memory_overhead)
     for name, gib in queues:
         if need <= gib:
-            return Route(name, need)
+            return Route(name, need, estimated)
     name, gib = queues[-1]
     return Route(
         None,
         need,
         f"too large: needs about {need:.0f} GiB of GPU memory ({params / 1e9:.1f}B parameters "
-        f"in {dtype}); the largest queue, {name}, has {gib:g} GiB",
+        f"in {dtype}{', ' + estimated if estimated else ''}); the largest queue, {name}, has "
+        f"{gib:g} GiB",
     )

@@ -13,13 +13,36 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from core.errors import TaskFileError
+from core.errors import ModelRefused, TaskFileError
 
 if TYPE_CHECKING:
     from benchmarks.tasks.task import Task
 
 #: lm-eval's default few-shot seed; shots are drawn exactly as lm-eval 0.4 draws them.
 FEWSHOT_SEED = 1234
+#: Characters per token of a model's context a chat-rendered prompt may take: generous (a token
+#: is a few characters; the engine cuts an over-long prompt from the left anyway), and still far
+#: below what a template built to exhaust memory renders.
+CHARS_PER_CONTEXT_TOKEN = 32
+
+
+def check_chat_prompt(text: str, *, model: str, max_chars: int, context_tokens: int) -> str:
+    """``text`` (a prompt ``model``'s chat template rendered), or :class:`ModelRefused` when it
+    is longer than ``max_chars`` or than ``context_tokens`` with slack. Templates run in
+    transformers' sandbox, which bounds neither output size nor loops (loops end at the
+    worker's wall-clock limit)."""
+    limit = min(max_chars, context_tokens * CHARS_PER_CONTEXT_TOKEN)
+    if len(text) <= limit:
+        return text
+    why = (
+        f"workers.max_prompt_chars = {max_chars:,}"
+        if limit == max_chars
+        else f"{CHARS_PER_CONTEXT_TOKEN} per token of its {context_tokens:,}-token context"
+    )
+    raise ModelRefused(
+        f"{model}: refused: its chat template rendered a prompt of {len(text):,} characters, "
+        f"over the limit of {limit:,} ({why})"
+    )
 
 
 def strict_jinja() -> Any:

@@ -156,8 +156,8 @@ def status(
                        "queued", "took"):  # fmt: skip
             table.add_column(column, no_wrap=True)
         table.add_column("reason / verdict", ratio=1)
-        for row in rows:
-            table.add_row(*row)
+        for cells in rows:
+            table.add_row(*cells)
         out.print(table)
     else:  # one block per job: nothing folds mid-word at 80 columns
         for key, kind, candidate, finetune, queue, state, tries, queued, took, note in rows:

@@ -30,7 +30,9 @@ def _event_line(event: Any) -> str:
     if event.repo_id:
         params = f"{event.params / 1e9:.2f}B params" if event.params else "params unknown"
         return f"release       {event.repo_id}@{(event.revision or '')[:12]}  ({params})"
-    return f"release       API model {event.api.model} at {event.api.base_url}"
+    api = event.api
+    rule = f"feed {api.feed} rule {api.rule}" if api.feed else f"api_candidates {api.rule}"
+    return f"release       API model {api.model} ({rule})"
 
 
 def poll(

@@ -11,6 +11,7 @@ the embedded default, or on Redis with a worker subprocess when a broker URL is 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -40,6 +41,9 @@ class Outcome:
     verdict: str
     summary: str
     seconds_to_verdict: float
+    #: True when the verdict is ready but its notification has not been delivered yet (Slack
+    #: unreachable): the daemon keeps trying; the demo does not wait for it.
+    delivery_pending: bool = False
 
 
 def _feed(items: list[tuple[str, str, str]]) -> bytes:
@@ -80,7 +84,15 @@ def write_config(workdir: Path, hub_url: str, feed_url: str, broker: str | None)
         ],
         "watch": {
             "hub": {"authors": [WATCHED], "interval": 10},
-            "feeds": [{"name": "otherlab-blog", "url": feed_url, "interval": 10}],
+            "feeds": [
+                {
+                    "name": "otherlab-blog",
+                    "url": feed_url,
+                    "interval": 10,
+                    # The blog's posts may link only Other Lab's own repos.
+                    "accept_from": [SECOND.partition("/")[0]],
+                }
+            ],
             "jitter_s": 0,
         },
         "workers": {"broker_url": broker, "reconcile_every": 5, "queued_timeout": 120},
@@ -102,14 +114,32 @@ def _fresh(workdir: Path) -> None:
             target.unlink()
 
 
+@dataclass(frozen=True)
+class Serving:
+    """What ``supersede demo --serve`` keeps up after the demo: the local Hub and feed."""
+
+    hub_url: str
+    feed_url: str
+    config: Path
+
+    @property
+    def publish_url(self) -> str:
+        """``POST`` a JSON object here (``{"repo": "newlab/...", "like": "stronger"}``, both
+        optional) to publish another release on the local Hub."""
+        return f"{self.hub_url}/api/demo/publish"
+
+
 def run_demo(
     workdir: Path,
     *,
     broker: str | None = None,
     say: Callable[[str], None] = print,
     timeout_s: float = 300.0,
+    then: Callable[[list[Outcome], Serving], None] | None = None,
 ) -> tuple[list[Outcome], Path]:
-    """Run the demo; returns each release's outcome and the config file written."""
+    """Run the demo; returns each release's outcome and the config file written. ``then``, when
+    given, is called with the outcomes while the local Hub, the feed and the daemon are still up
+    (``supersede demo --serve`` waits there for Ctrl-C)."""
     from config.settings import load_settings
     from supersede.demo.localhub.feeds import FeedServer
     from supersede.demo.localhub.hub import HubServer
@@ -156,12 +186,37 @@ def run_demo(
             link = f"{hub.url}/{SECOND}"
             feeds.publish(FEED_PATH, _feed([("otherlab-1", f"Introducing {SECOND}", link)]))
             outcomes.append(_await(jobs, SECOND, "the vendor feed", published, timeout_s, say))
+            if then is not None:
+                hub.publisher = _publisher(hub, zoo)
+                then(outcomes, Serving(hub.url, feed_url, config))
         finally:
             system.stop()
             if process is not None:
                 process.terminate()
                 process.wait(timeout=60)
     return outcomes, config
+
+
+def _publisher(hub: Any, zoo: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Publishes another release on request: a copy of the stronger (or weaker) tiny model under
+    a watched organisation's name, ``newlab/Tiny-Chat-3`` and on by default."""
+    count = [2]
+
+    def publish(request: dict[str, Any]) -> dict[str, Any]:
+        from supersede.demo.localhub.hub_repos import Reply
+
+        like = request.get("like", "stronger")
+        if like not in ("stronger", "weaker"):
+            raise Reply(400, 'like must be "stronger" or "weaker"')
+        count[0] += 1
+        repo = request.get("repo") or f"{WATCHED}/Tiny-Chat-{count[0]}"
+        if not isinstance(repo, str) or not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
+            raise Reply(400, "repo must look like org/name")
+        sha = hub.add_repo(repo, zoo.stronger if like == "stronger" else zoo.weaker,
+                           extra={"pipeline_tag": "text-generation"})  # fmt: skip
+        return {"repo": repo, "sha": sha, "watched": repo.split("/")[0] == WATCHED}
+
+    return publish
 
 
 def _worker_process(config: Path, queues: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -187,7 +242,7 @@ def _await(
                 shown.add(step)
                 say(f"  {time.monotonic() - published:5.1f} s  {job.kind} job {job.state}")
         verdicts = [j for j in mine if j.kind == "verdict"]
-        if verdicts and all(j.state in ("notified", "failed", "skipped") for j in verdicts):
+        if verdicts and all(_settled(j) for j in verdicts):
             job = verdicts[0]
             report = job.verdict()
             return Outcome(
@@ -196,6 +251,15 @@ def _await(
                 verdict=str(report.verdict) if report else job.state.upper(),
                 summary=report.summary if report else job.reason or "",
                 seconds_to_verdict=time.monotonic() - published,
+                delivery_pending=any(j.state == "done" for j in verdicts),
             )
         time.sleep(0.5)
     raise TimeoutError(f"no verdict for {repo} within {timeout_s:.0f} s")
+
+
+def _settled(job: Any) -> bool:
+    """Nothing more to wait for: notified, ended, or ready with its delivery failing (retried
+    later by the daemon's reconciler)."""
+    return job.state in ("notified", "failed", "skipped") or (
+        job.state == "done" and bool(job.notify_error)
+    )

@@ -141,7 +141,8 @@ def test_remote_code_is_refused_unless_allow_listed(
     with pytest.raises(RemoteCodeRefused, match="trust_remote_code"):
         resolver(make_settings()).resolve(str(folder))
     assert not sentinel.exists()
-    allowed = resolver(make_settings(trust_remote_code=(str(folder),))).resolve(str(folder))
+    pinned = f"{folder}@{models.content_hash(folder)}"
+    allowed = resolver(make_settings(trust_remote_code=(pinned,))).resolve(str(folder))
     assert allowed.trust_remote_code is True
     assert not sentinel.exists()  # resolving never imports anything
 

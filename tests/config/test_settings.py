@@ -30,6 +30,8 @@ DEFAULTS: dict[str, Any] = {
         "cache_dir": None,
         "timeout_s": 30.0,
         "trust_remote_code": (),
+        "max_download_gib": 300.0,
+        "cache_max_gib": 200.0,
     },
     "runtime": {"device": "auto", "dtype": "auto", "batch_size": 32, "max_length": None},
     "serving": {"gpu_hour_usd": 2.0},
@@ -115,14 +117,15 @@ def test_yaml_values_override_defaults(tmp_path: Path) -> None:
     path = write(
         tmp_path / "s.yaml",
         "runtime:\n  batch_size: 16\n  device: cpu\n"
-        "hub:\n  timeout_s: 5\n  trust_remote_code: [acme/model]\n",
+        "hub:\n  timeout_s: 5\n"
+        "  trust_remote_code: [acme/model@0123456789abcdef0123456789abcdef01234567]\n",
     )
     loaded = load_settings(path)
     assert loaded.source_file == path
     assert loaded.runtime.batch_size == 16
     assert loaded.runtime.device == "cpu"
     assert loaded.hub.timeout_s == 5.0
-    assert loaded.hub.trust_remote_code == ("acme/model",)
+    assert loaded.hub.trust_remote_code == ("acme/model@0123456789abcdef0123456789abcdef01234567",)
     # keys the file does not name keep their defaults
     assert loaded.runtime.dtype == "auto"
     assert loaded.store.url == DEFAULTS["store"]["url"]

@@ -212,6 +212,11 @@ FAULTS: tuple[Fault, ...] = (
           "message, retried by the reconciler with a doubling wait (`workers.notify_retry`)",
           "the verdict, notified once it can be",
           (f"{P}::test_a_failed_notification_is_recorded_and_retried_with_back_off",)),
+    Fault("slack", "Slack unreachable while the demo runs (token and channel set)",
+          "one warning line per try with the next try's time, no traceback; the demo ends with "
+          "\"verdicts ready, Slack delivery pending (retrying)\"",
+          "the verdicts, delivered by the daemon once Slack answers",
+          ("tests/supersede/test_demo.py::test_with_slack_unreachable_the_demo_finishes_with_delivery_pending",)),
     # ---------------------------------------------------------------- configuration
     Fault("config", "Slack token set, no channel",
           "`supersede run`, `demo` and every worker exit 2 before any work, one line naming "
@@ -225,6 +230,10 @@ FAULTS: tuple[Fault, ...] = (
           ("tests/workers/test_preflight.py::test_a_worker_with_a_missing_task_file_exits_2_before_consuming",
            "tests/workers/test_preflight.py::test_a_missing_task_file_names_the_fine_tune_and_the_file",
            "tests/workers/test_preflight.py::test_more_shots_than_the_task_has_is_refused_at_start")),
+    Fault("config", "`supersede demo` or `example` run from a read-only folder",
+          "exit 2 with one line naming the folder and how to choose another (`--workdir` or "
+          "`SUPERSEDE_DEMO_WORKDIR` / `SUPERSEDE_EXAMPLE_WORKDIR`)", "nothing started",
+          ("tests/supersede/test_front_door.py::test_a_read_only_working_folder_is_one_line_naming_the_way_out",)),
     Fault("config", "a store in a read-only folder",
           "every command and worker exits 2 with one line naming `store.url`", "the store unchanged",
           ("tests/workers/test_preflight.py::test_a_store_in_a_read_only_folder_is_one_line",)),
@@ -238,11 +247,12 @@ FAULTS: tuple[Fault, ...] = (
           ("tests/benchmarks/test_tasks.py::test_fuzzed_task_files_load_or_raise_task_file_error",
            "tests/benchmarks/test_tasks.py::test_bug_templates_cannot_reach_python_internals")),
     Fault("input", "webhook: wrong or missing secret, bad JSON, non-Hub payload, huge body, "
-          "no length, fuzzed bodies (hypothesis)", "401 / 403 / 400 / 400 / 413 / 411; never 500",
-          "nothing recorded",
+          "no length, a length that is no number, fuzzed bodies (hypothesis)",
+          "401 / 403 / 400 / 400 / 413 / 411 / 400; never 500", "nothing recorded",
           (f"{W}::test_secret_is_required_and_checked", f"{W}::test_bad_bodies_are_refused",
            f"{W}::test_oversized_body_is_refused_unread",
-           f"{W}::test_body_without_a_length_is_refused", "tests/faults/test_webhook_fuzz.py")),
+           f"{W}::test_body_without_a_length_is_refused",
+           f"{W}::test_a_length_that_is_not_a_number_is_refused", "tests/faults/test_webhook_fuzz.py")),
     Fault("input", "replayed or concurrent duplicate webhook deliveries", "`200 ignored`",
           "one release",
           (f"{W}::test_repo_created_is_released_once",
@@ -269,6 +279,121 @@ FAULTS: tuple[Fault, ...] = (
            "tests/supersede/test_observability.py::test_json_lines_with_secrets_redacted",
            f"{A}::test_wrong_key_is_refused_at_once_and_never_shown",
            f"{ST}::test_a_store_that_cannot_be_opened_is_a_config_error_without_the_password")),
+    # ---------------------------------------------------------------- security: what a release can make us do
+    Fault("security", "a repo whose listed files add up past the cap (parameter count x stored bytes, or `hub.max_download_gib`)",
+          "`DownloadRefused` from the listing's sizes, before any file request; `skipped`",
+          "nothing downloaded",
+          ("tests/faults/test_downloads.py::test_listing_over_the_cap_is_refused_before_any_download",)),
+    Fault("security", "nested folders and extra `*.json`/`*.txt` files, shards the index does not name",
+          "only the top-level config, generation config, tokenizer, chat template and indexed shards are requested",
+          "nothing else downloaded",
+          ("tests/faults/test_downloads.py::test_only_the_top_level_files_a_model_needs_are_requested",
+           "tests/faults/test_downloads.py::test_sharded_model_fetches_only_the_shards_its_index_names")),
+    Fault("security", "the disk fills up while downloading (`ENOSPC`)",
+          "`DiskFull` naming the cache folder: the job fails once with the reason, not retried as Hub unavailable",
+          "its verdict jobs end with it, notified",
+          ("tests/faults/test_downloads.py::test_full_disk_while_downloading_is_fatal_with_its_reason",
+           "tests/faults/test_downloads.py::test_full_disk_ends_the_job_once_instead_of_retrying_as_hub_unavailable")),
+    Fault("security", "the Hub cache grows past `hub.cache_max_gib`",
+          "least recently used candidate snapshots deleted through huggingface_hub's cache API",
+          "the snapshot in use and the fine-tunes' snapshots",
+          ("tests/faults/test_downloads.py::test_cache_evicts_the_least_recently_used_candidate_and_keeps_the_one_in_use",)),
+    Fault("security", "no parameter count on the Hub",
+          "estimated from the listed weight sizes for routing, not sent to the largest queue", "",
+          ("tests/faults/test_downloads.py::test_unknown_parameter_count_is_estimated_from_the_weights_for_routing",)),
+    Fault("security", "an unpinned remote-code allow-list entry, or a push after the reviewed commit",
+          "a bare repo id is a `ConfigError` naming the key and the `org/name@<sha>` form; only the pinned commit runs its code",
+          "a later push's code is never downloaded or run",
+          ("tests/faults/test_downloads.py::test_unpinned_allow_list_entry_is_a_config_error",
+           "tests/faults/test_downloads.py::test_pinned_allow_list_entry_allows_only_that_commit",
+           "tests/faults/test_downloads.py::test_local_folder_allow_list_entry_pins_its_content")),
+    Fault("security", "`auto_map` naming code in another repo (`other/repo--module.Class`)",
+          "`RemoteCodeRefused`, even for an allow-listed commit", "no code or weights downloaded",
+          ("tests/faults/test_downloads.py::test_auto_map_naming_another_repo_is_refused_even_when_allowed",)),
+    Fault("security", "a safetensors index mapping weights to `../../../<other model>/model.safetensors`",
+          "`DownloadRefused`: an index may name only plain top-level files of the listing", "no weights downloaded or read",
+          ("tests/faults/test_downloads.py::test_index_pointing_outside_the_repo_is_refused",)),
+    Fault("security", "a decoy `adapter_model-unused.safetensors` beside an adapter's pickle weights",
+          "an adapter is exactly `adapter_model.safetensors`; any pickle file in its folder is refused", "no pickle loaded",
+          ("tests/faults/test_downloads.py::test_decoy_safetensors_beside_pickle_adapter_is_refused",
+           "tests/faults/test_downloads.py::test_adapter_with_pickle_beside_its_safetensors_is_refused")),
+    Fault("security", "a chat template that never ends (three nested `range(100000)` loops)",
+          "each model's run is a child process killed at `workers.soft_time_limit`, in every pool "
+          "(the embedded solo pool too); the job `failed` with the limit named, the lease released",
+          "the worker and daemon run on and take the next job",
+          ("tests/faults/test_limits.py::test_an_endless_chat_template_is_killed_and_the_worker_takes_the_next_job",)),
+    Fault("security", "a chat template rendering 300 MB (`{{'A'*300000000}}`)",
+          "refused past `workers.max_prompt_chars` (or 32 characters per token of the model's "
+          "context): `skipped` with the length and the limit", "-",
+          ("tests/faults/test_limits.py::test_a_chat_template_rendering_300_mb_is_refused",)),
+    Fault("security", "a model's run allocating past the memory limit",
+          "its child process's address space is capped (`RLIMIT_AS`; resident memory watched on "
+          "CUDA): `failed`, \"ran out of its N GiB memory limit\"", "the worker's own process",
+          ("tests/faults/test_limits.py::test_a_run_past_the_memory_limit_fails_with_the_reason",)),
+    # ---------------------------------------------------------------- security: what may enter
+    Fault("security", "a webhook delivery or a feed post naming a repo of an author not watched",
+          "skipped and logged with the reason (`author X is not in watch.hub.authors` or "
+          "`... watch.feeds[name].accept_from`); a feed post's repo is not even looked up",
+          "no download, no job, no GPU time",
+          ("tests/faults/test_intake.py::test_webhook_delivery_for_an_author_not_watched",
+           "tests/faults/test_intake.py::test_feed_post_linking_a_repo_of_an_author_not_accepted",
+           "tests/watcher/test_filters.py::test_only_accepted_authors_pass_before_any_other_rule")),
+    Fault("security", "a feed redirecting to loopback, link-local (cloud metadata) or private "
+          "addresses", "refused before it is followed (host names resolved); the feed's error "
+          "names the hop and why; same-origin and public redirects are still followed",
+          "the inner host is never asked",
+          ("tests/faults/test_intake.py::test_feed_redirect_to_a_non_public_address_is_refused",
+           "tests/faults/test_intake.py::test_ordinary_redirects_are_still_followed")),
+    Fault("security", "200 half-open connections to the webhook endpoint (half a header, never "
+          "finished)", "one event loop under uvicorn, no thread per connection: a request must "
+          "arrive whole within `watch.webhook.request_timeout_s` or its connection is closed; at "
+          "most `watch.webhook.max_connections` open",
+          "a valid delivery answered at once; connections and threads back to idle",
+          ("tests/faults/test_webhook_server.py::test_half_open_connections_do_not_starve_a_delivery",
+           "tests/faults/test_webhook_server.py::test_connections_over_the_cap_are_closed_as_they_arrive")),
+    Fault("security", "a webhook delivery announcing a large body behind a wrong or missing secret",
+          "401 / 403 at once: the secret is checked before the body is read; the connection is "
+          "closed", "nothing read, nothing recorded",
+          ("tests/faults/test_webhook_server.py::test_a_large_body_behind_a_wrong_secret_is_not_read",)),
+    Fault("security", "`Content-Length: ²` and other non-ASCII digits on the webhook endpoint",
+          "400 with a JSON reason (ASCII digits only); errors logged through the redacting "
+          "handlers, never a traceback; the server goes on", "nothing recorded",
+          ("tests/faults/test_webhook_server.py::test_a_length_in_other_digits_is_refused_and_the_server_goes_on",)),
+    Fault("security", "a release on the broker or in the store naming its own endpoint (a URL of "
+          "the sender's, `HF_TOKEN` as the key variable), or a rule not configured",
+          "releases name a configured rule (a feed's `api_models` rule or an `api_candidates` "
+          "entry); the worker reads endpoint, key variable and prices from its own configuration; "
+          "anything else is `skipped` with `refused: ...` (shown by `supersede status`)",
+          "no request to the named URL; the token nowhere; earlier versions' events read and refused",
+          ("tests/faults/test_event_rules.py::test_a_forged_release_never_sends_a_token_to_the_url_it_names",
+           "tests/faults/test_event_rules.py::test_a_release_naming_an_unknown_rule_is_refused_and_recorded",
+           "tests/faults/test_event_rules.py::test_a_configured_rule_benchmarks_with_the_workers_own_key")),
+    Fault("security", "terminal escape codes and control characters in feed, Hub or webhook text "
+          "(`\\x1b[2J`, `\\x1b]0;...\\x07`, C1, NUL)",
+          "removed when an event is built or read back (line breaks become spaces); other "
+          "Unicode kept", "the post, announced as plain text",
+          ("tests/faults/test_event_rules.py::test_feed_text_reaches_the_terminal_and_logs_without_control_characters",)),
+    # ---------------------------------------------------------------- security: deployment
+    Fault("security", "docker-compose: Flower on every interface without a login, Redis without a "
+          "password, PostgreSQL trusting every connection",
+          "Flower on the host's loopback behind basic auth; Redis `requirepass` and a PostgreSQL "
+          "password, each from a required variable (`docker compose up` stops naming it) and in "
+          "every broker and store URL", "-",
+          ("tests/faults/test_deployment.py::test_compose_stops_when_a_required_secret_is_unset",
+           "tests/faults/test_deployment.py::test_flower_is_on_loopback_behind_basic_auth",
+           "tests/faults/test_deployment.py::test_redis_requires_a_password_every_broker_url_carries",
+           "tests/faults/test_deployment.py::test_postgres_needs_a_password_every_store_url_carries")),
+    Fault("security", "store and broker passwords in what a worker reports (Celery's remote "
+          "`conf` and `report`, shown by Flower) or in printed and logged settings",
+          "the settings are not a Celery configuration entry, and their URLs show passwords as "
+          "`***` in every repr and str", "a worker answering with no password",
+          ("tests/faults/test_deployment.py::test_a_worker_reports_its_configuration_without_passwords",
+           "tests/faults/test_deployment.py::test_printed_settings_hide_url_passwords")),
+    Fault("security", "containers running as root, every service given every secret",
+          "an unprivileged image user (the Hub cache in its home); each service only the secrets "
+          "it uses (GPU workers: no Slack token, no webhook secret)", "-",
+          ("tests/faults/test_deployment.py::test_the_image_runs_as_an_unprivileged_user",
+           "tests/faults/test_deployment.py::test_each_service_gets_only_the_secrets_it_uses")),
 )  # fmt: skip
 
 

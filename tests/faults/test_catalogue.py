@@ -48,5 +48,6 @@ def test_the_catalogue_covers_each_kind_of_fault() -> None:
         "config",
         "input",
         "secrets",
+        "security",
     }
     assert len(FAULTS) >= 30

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from config.watch import HubWatch, WatchSettings, WebhookWatch
-from tests.support.settings import build_settings
+from tests.support.settings import build_settings, isolated_environment
 from tests.watcher.test_webhook import REPO, made_public, payload, pushed
 from watcher.discovery import Discovery
 from watcher.publish import Collect
@@ -49,10 +48,7 @@ class Endpoint:
 @pytest.fixture(scope="module")
 def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
     folder = tmp_path_factory.mktemp("webhook-fuzz")
-    with pytest.MonkeyPatch.context() as env:
-        for name in list(os.environ):
-            if name.startswith(("SUPERSEDE_", "HF_")) or name == "HUGGING_FACE_HUB_TOKEN":
-                env.delenv(name)
+    with isolated_environment():
         config = build_settings(
             folder,
             watch=WatchSettings(

@@ -83,10 +83,10 @@ def test_metrics_come_from_the_store(tmp_path: Path) -> None:
     outbox.sent("d1", "1.000001")
     server = serve(url, "127.0.0.1", free_port())
     try:
-        port = server.server_address[1]
+        port = server.port
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
     finally:
-        server.shutdown()
+        server.stop()
     body = text.decode()
     for line in (
         'supersede_source_polls_total{source="hub"} 1.0',

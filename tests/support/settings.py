@@ -8,9 +8,13 @@ as a config file, for what reads one (the CLI, worker processes, ``load_settings
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from pydantic_core import to_jsonable_python
 
@@ -68,3 +72,14 @@ def write_settings(
     path = folder / name
     path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     return path
+
+
+@contextmanager
+def isolated_environment() -> Iterator[None]:
+    """No Supersede or Hub variable of the caller's environment, for fixtures wider than one
+    test (each test is isolated by ``tests/conftest.py`` already)."""
+    with pytest.MonkeyPatch.context() as env:
+        for name in list(os.environ):
+            if name.startswith(("SUPERSEDE_", "HF_")) or name == "HUGGING_FACE_HUB_TOKEN":
+                env.delenv(name)
+        yield

@@ -12,7 +12,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from config.api import ApiModel
 from config.settings import Settings, load_settings
 from config.watch import ApiModelRule, FeedWatch, WatchSettings
 from core.errors import ConfigError, FeedInvalid, FeedUnavailable
@@ -20,7 +19,7 @@ from tests.support.feed_server import FeedServer
 from tests.support.hub_server import HubServer
 from tests.watcher.fixtures import OLD_AGE, RECENT_AGE, load_fixture
 from watcher.discovery import Discovery
-from watcher.events import Announcement, ModelReleased
+from watcher.events import Announcement, ApiRelease, ModelReleased
 from watcher.publish import Collect
 from watcher.sources import feeds as feeds_module
 from watcher.sources.feeds import feed_source, hub_model, parse
@@ -89,7 +88,7 @@ def test_vendor_rss_first_pass_classifies_every_entry(
 ) -> None:
     sha = publish_model("acme/Acme-7B-Instruct")
     url = feeds.publish("/blog/rss.xml", load_fixture("vendor_rss.xml", now=NOW))
-    feed = FeedWatch(name="acme", url=url, api_models=(API_RULE,))
+    feed = FeedWatch(name="acme", url=url, accept_from=("acme",), api_models=(API_RULE,))
     settings = watch_settings(hub, authors=(), feeds=(feed,))
     discovery, collected = discover(settings)
 
@@ -140,7 +139,9 @@ def test_vendor_rss_first_pass_classifies_every_entry(
     assert release.api is None
 
     assert isinstance(api_release, ModelReleased)
-    assert api_release.api == ApiModel(model="acme-mini-2026-11", base_url=API_RULE.base_url)
+    # The release names the model and the rule, never the endpoint: the worker reads that.
+    assert api_release.api == ApiRelease(model="acme-mini-2026-11", rule="api.acme.example",
+                                         feed="acme")  # fmt: skip
     assert api_release.created_at == RECENT
     assert api_release.repo_id is None and api_release.revision is None
 
@@ -172,7 +173,7 @@ def test_entry_linking_a_repo_not_on_the_hub_yet_is_released_once_it_is(
     publish_model("acme/Acme-7B-Instruct")
     body = load_fixture("vendor_rss.xml", now=NOW)
     url = feeds.publish("/blog/rss.xml", body)
-    feed = FeedWatch(name="acme", url=url, api_models=(API_RULE,))
+    feed = FeedWatch(name="acme", url=url, accept_from=("acme",), api_models=(API_RULE,))
     discovery, collected = discover(watch_settings(hub, authors=(), feeds=(feed,)))
     assert len(discovery.poll(feed_source(feed)).events) == 4
 
@@ -217,7 +218,7 @@ def test_waiting_entry_is_retried_on_the_next_pass_of_an_unchanged_feed(
         "/blog/rss.xml",
         rss(item("acme-1b", "Acme-1B", link="https://huggingface.co/acme/Acme-1B")),
     )
-    feed = FeedWatch(name="acme", url=url)
+    feed = FeedWatch(name="acme", url=url, accept_from=("acme",))
     discovery, _ = discover(watch_settings(hub, authors=(), feeds=(feed,)))
     first = discovery.poll(feed_source(feed))
     assert (first.status, first.events) == ("ok", [])
@@ -244,7 +245,7 @@ def test_unchanged_feed_is_not_modified_across_passes_and_restarts(
     publish_model("acme/Acme-1B")  # nothing waits: a waiting entry makes the next read full
     body = load_fixture("vendor_rss.xml", now=NOW)
     url = feeds.publish("/blog/rss.xml", body)
-    feed = FeedWatch(name="acme", url=url, api_models=(API_RULE,))
+    feed = FeedWatch(name="acme", url=url, accept_from=("acme",), api_models=(API_RULE,))
     settings = watch_settings(hub, authors=(), feeds=(feed,))
     discovery, collected = discover(settings)
 
@@ -328,7 +329,7 @@ def test_atom_feed_resolves_links_against_xml_base_and_reads_dates(
     sha = publish_model("beta/Beta-3B", params=3_000_000_000)
     body = load_fixture("vendor_atom.xml", now=NOW)
     url = feeds.publish("/news/feed.atom", body, content_type="application/atom+xml")
-    feed = FeedWatch(name="beta", url=url)
+    feed = FeedWatch(name="beta", url=url, accept_from=("beta",))
     discovery, collected = discover(watch_settings(hub, authors=(), feeds=(feed,)))
 
     report = discovery.poll(feed_source(feed))
@@ -398,7 +399,7 @@ def test_latin1_feed_without_charset_decodes_titles(
     body = load_fixture("latin1_rss.xml", now=NOW)
     assert "Modèle".encode("latin-1") in body  # really ISO-8859-1 bytes
     url = feeds.publish("/rss.xml", body, content_type="application/rss+xml")
-    feed = FeedWatch(name="gallic", url=url)
+    feed = FeedWatch(name="gallic", url=url, accept_from=("gallic",))
     discovery, collected = discover(watch_settings(hub, authors=(), feeds=(feed,)))
 
     report = discovery.poll(feed_source(feed))
@@ -771,3 +772,4 @@ def test_config_accepts_feeds_with_api_rules(tmp_path: Path) -> None:
     assert (feed.name, feed.interval) == ("acme", 900.0)
     assert feed.api_models[0].pattern == API_RULE.pattern
     assert feed.api_models[0].api_key_env == "ACME_API_KEY"
+    assert feed.api_models[0].name == "api.acme.example"  # by default, base_url's host

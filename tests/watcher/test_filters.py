@@ -8,9 +8,18 @@ import pytest
 from huggingface_hub import ModelInfo
 
 from config.watch import HubWatch
-from watcher.filters import RepoFacts, decide, derivative_reason, parents
+from watcher.filters import (
+    ACCEPT,
+    Decision,
+    RepoFacts,
+    author_reason,
+    decide,
+    derivative_reason,
+    parents,
+)
 
-RULES = HubWatch(authors=("acme",))
+#: ``bob`` is watched too, so his fine-tune of acme's model is dropped as a derivative.
+RULES = HubWatch(authors=("acme", "bob"))
 
 
 def facts(repo_id: str = "acme/Acme-7B", **fields: Any) -> RepoFacts:
@@ -102,7 +111,22 @@ def test_parents_come_from_tags_else_the_model_card() -> None:
     ],
 )
 def test_configured_filters(rules: dict[str, Any], fields: dict[str, Any], action: str) -> None:
-    assert decide(facts(**fields), HubWatch(**rules)).action == action
+    assert decide(facts(**fields), HubWatch(**{"authors": ("acme",), **rules})).action == action
+
+
+def test_only_accepted_authors_pass_before_any_other_rule() -> None:
+    stranger = facts("mallory/Acme-7B")
+    refused = decide(stranger, RULES)
+    assert refused == Decision("drop", "author mallory is not in watch.hub.authors")
+    empty = decide(facts(), HubWatch(authors=()))
+    assert empty.reason == "author acme is not in watch.hub.authors (the list is empty)"
+    # A feed's own list replaces the authors, and is named in the reason.
+    setting = "watch.feeds[vendor].accept_from"
+    assert decide(stranger, RULES, accept_from=("Mallory",), accept_setting=setting) == ACCEPT
+    assert decide(facts(), RULES, accept_from=(), accept_setting=setting).reason == (
+        f"author acme is not in {setting} (the list is empty)"
+    )
+    assert author_reason("no-slash", ("acme",)) == "author (none) is not in watch.hub.authors"
 
 
 def test_facts_from_a_real_model_info() -> None:

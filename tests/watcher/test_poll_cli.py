@@ -53,7 +53,7 @@ def test_poll_once_reports_exactly_the_new_foundation_models(
         hub,
         [
             {"name": "acme-blog", "url": rss, "api_models": [api_rule]},
-            {"name": "beta-news", "url": atom},
+            {"name": "beta-news", "url": atom, "accept_from": ["beta"]},
         ],
     )
 

@@ -7,15 +7,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 import typer
-import yaml
 
 from config.settings import Settings, load_settings
 from config.workers import WorkersSettings
 from core.constants import DEFAULT_QUEUE
 from core.errors import ConfigError
 from supersede.cli import app as cli_app
+from tests.support.compose import compose, interpolate, published
 from tests.support.settings import build_settings, write_settings
 from workers.app import celery_config, embedded_broker, make_app, safe_broker
 from workers.routing import route
@@ -113,42 +114,102 @@ def test_unknown_workers_key_is_a_config_error(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- docker-compose
 
 
-def compose() -> dict[str, Any]:
-    data = yaml.safe_load((REPO / "docker-compose.yml").read_text())
-    assert isinstance(data, dict)
-    return data
+#: Every variable docker-compose.yml requires, set (to values no file holds).
+COMPOSE_ENV = {"REDIS_PASSWORD": "r", "POSTGRES_PASSWORD": "p", "FLOWER_BASIC_AUTH": "u:p"}
+
+
+def services() -> dict[str, Any]:
+    found: dict[str, Any] = interpolate(compose()["services"], COMPOSE_ENV)
+    return found
 
 
 def test_compose_redis_keeps_queued_jobs() -> None:
-    command = compose()["services"]["redis"]["command"]
+    command = services()["redis"]["command"]
     assert command[0] == "redis-server"
     assert command[command.index("--appendonly") + 1] == "yes"
     assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
 
 
+def _options(command: click.Command) -> set[str]:
+    return {opt for param in command.params for opt in getattr(param, "opts", [])}
+
+
+def _check_words(service: str, words: list[str], options: set[str]) -> None:
+    for word in words:
+        if word.startswith("-"):
+            assert word.split("=")[0] in options, f"{service}: {word} is not an option"
+
+
 def test_compose_commands_exist_in_the_cli() -> None:
-    services = compose()["services"]
+    """Every ``supersede`` command is a subcommand with those options; every ``celery -A
+    workers`` command is a Celery subcommand with those options (``-A workers`` itself loads:
+    see test_importing_the_worker_app_loads_no_torch)."""
+    from celery.bin.celery import celery as celery_cli
+
     root = typer.main.get_command(cli_app)
     commands: dict[str, Any] = root.commands  # type: ignore[attr-defined]
-    checked = 0
-    for name, service in services.items():
+    celery_commands: dict[str, Any] = celery_cli.commands
+    checked = set()
+    for name, service in services().items():
         command = service.get("command") or []
-        if command[:1] != ["supersede"]:
-            continue
-        sub = commands[command[1]]
-        options = {opt for param in sub.params for opt in getattr(param, "opts", [])}
-        for word in command[2:]:
-            if word.startswith("-"):
-                assert word.split("=")[0] in options, f"{name}: {word} is not an option"
-        checked += 1
-    assert checked >= 1
+        if command[:1] == ["supersede"]:
+            assert command[1] in commands, f"{name}: supersede {command[1]} does not exist"
+            _check_words(name, command[2:], _options(commands[command[1]]))
+            checked.add(name)
+        elif command[:3] == ["celery", "-A", "workers"]:
+            assert command[3] in celery_commands, f"{name}: celery {command[3]} does not exist"
+            _check_words(name, command[4:], _options(celery_commands[command[3]]))
+            checked.add(name)
+    assert checked == {"daemon", "worker-gpu-80g", "worker-default"}
+
+
+def _listeners(service: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> set[tuple[str, int]]:
+    """(address, port) pairs a service listens on inside its container, from its command and
+    the settings its environment gives (over the shipped config/, which compose mounts)."""
+    command = service.get("command") or []
+    if command[:2] == ["supersede", "run"]:
+        for name, value in service.get("environment", {}).items():
+            if name.startswith("SUPERSEDE_") and name != "SUPERSEDE_CONFIG":
+                monkeypatch.setenv(name, str(value))
+        settings = load_settings(REPO / "config" / "supersede.yaml")
+        webhook, observed = settings.watch.webhook, settings.observability
+        found = {(webhook.host, webhook.port)}  # when watch.webhook.enabled
+        if observed.metrics_port:
+            found.add((observed.metrics_host, observed.metrics_port))
+        return found
+    if command[:2] == ["celery", "flower"]:
+        flags = dict(
+            word.split("=", 1) for word in command if word.startswith("--") and "=" in word
+        )
+        return {(flags.get("--address", "0.0.0.0") or "0.0.0.0", int(flags.get("--port", 5555)))}
+    return set()
+
+
+def test_compose_publishes_only_ports_a_service_listens_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    published_somewhere = 0
+    for name, service in services().items():
+        with monkeypatch.context() as env:
+            listening = _listeners(service, env)
+        reachable = {port for address, port in listening if address in ("0.0.0.0", "::")}
+        for address, _host_port, port in published(service):
+            assert port in reachable, (
+                f"{name} publishes {port} but listens on {sorted(listening)} in its container"
+            )
+            assert address in ("", "127.0.0.1"), f"{name}: {address}"
+            published_somewhere += 1
+    assert published_somewhere >= 3  # webhook, metrics, Flower
+    daemon = {port for _, _, port in published(services()["daemon"])}
+    shipped = load_settings(REPO / "config" / "supersede.yaml")
+    assert {shipped.watch.webhook.port, shipped.observability.metrics_port} <= daemon
 
 
 def test_compose_workers_consume_configured_queues() -> None:
-    services = compose()["services"]
+    services_ = services()
     known = {DEFAULT_QUEUE, *WorkersSettings().gpu_queues}
     celery = ["celery", "-A", "workers"]
-    workers = {n: s for n, s in services.items() if s.get("command", [])[:3] == celery}
+    workers = {n: s for n, s in services_.items() if s.get("command", [])[:3] == celery}
     assert set(workers) == {"worker-gpu-80g", "worker-default"}
     consumed: set[str] = set()
     for service in workers.values():
@@ -161,17 +222,18 @@ def test_compose_workers_consume_configured_queues() -> None:
     gpu = workers["worker-gpu-80g"]["command"]
     assert gpu[gpu.index("-c") + 1] == "1"
     assert gpu[gpu.index("--max-tasks-per-child") + 1] == "1"
-    devices = services["worker-gpu-80g"]["deploy"]["resources"]["reservations"]["devices"]
+    devices = services_["worker-gpu-80g"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
 
 
 def test_compose_points_everything_at_one_broker_and_store() -> None:
-    services = compose()["services"]
-    env = services["daemon"]["environment"]
-    assert env["SUPERSEDE_WORKERS__BROKER_URL"] == "redis://redis:6379/0"
-    assert env["SUPERSEDE_STORE__URL"].startswith("postgresql+psycopg://")
-    flower = services["flower"]["command"]
-    assert "--broker=redis://redis:6379/0" in flower
+    services_ = services()
+    env = services_["daemon"]["environment"]
+    assert env["SUPERSEDE_WORKERS__BROKER_URL"] == "redis://:r@redis:6379/0"
+    assert env["SUPERSEDE_STORE__URL"] == "postgresql+psycopg://supersede:p@postgres:5432/supersede"
     for name in ("daemon", "worker-gpu-80g", "worker-default"):
-        assert services[name]["environment"] == env
+        mine = services_[name]["environment"]
+        for key in ("SUPERSEDE_CONFIG", "SUPERSEDE_WORKERS__BROKER_URL", "SUPERSEDE_STORE__URL"):
+            assert mine[key] == env[key], f"{name}: {key}"
+    assert services_["flower"]["environment"]["CELERY_BROKER_URL"] == "redis://:r@redis:6379/0"
     assert (REPO / "Dockerfile").is_file()

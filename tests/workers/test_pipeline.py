@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from benchmarks.sides import BenchmarkScores
-from config.api import ApiModel
 from config.settings import FineTune, RuntimeSettings
 from config.workers import WorkersSettings
 from core.clock import now
@@ -17,7 +16,7 @@ from core.constants import DEFAULT_QUEUE, TASK_BENCHMARK, TASK_NOTIFY, TASK_VERD
 from supersede.demo.zoo import Zoo
 from tests.conftest import SHIPPED_TASK, copy_model
 from tests.support.settings import build_settings
-from watcher.events import Announcement, ModelReleased
+from watcher.events import Announcement, ApiRelease, ModelReleased
 from workers.jobs import Job, JobStore
 from workers.pipeline import Pipeline
 
@@ -44,7 +43,7 @@ class Notes:
 
 
 def make(
-    tmp_path: Path, zoo: Zoo | None = None, **workers: Any
+    tmp_path: Path, zoo: Zoo | None = None, *, api_candidates: Any = (), **workers: Any
 ) -> tuple[Pipeline, Recorder, Notes]:
     finetunes = ()
     if zoo is not None:
@@ -54,7 +53,9 @@ def make(
             FineTune(name="reviews-2", task=str(SHIPPED_TASK), base=str(zoo.base),
                      adapter=str(zoo.adapter)),
         )  # fmt: skip
-    settings = build_settings(tmp_path, finetunes=finetunes, workers=workers)
+    settings = build_settings(
+        tmp_path, finetunes=finetunes, workers=workers, api_candidates=api_candidates
+    )
     sent, notes = Recorder(), Notes()
     return Pipeline(settings, JobStore(settings.store.url), sent, notes), sent, notes
 
@@ -168,9 +169,12 @@ def test_a_retryable_failure_is_retried_then_capped(tmp_path: Path, zoo: Zoo) ->
 
 
 def test_api_models_and_announcements(tmp_path: Path, zoo: Zoo) -> None:
-    pipeline, sent, notes = make(tmp_path, zoo)
-    model = ApiModel(model="acme-mini", base_url="http://127.0.0.1:9/v1")
-    api = ModelReleased(source="feed:acme", detected_at=now(), api=model)
+    pipeline, sent, notes = make(
+        tmp_path, zoo, api_candidates=[{"name": "acme", "model": "acme-mini",
+                                        "base_url": "http://127.0.0.1:9/v1"}],
+    )  # fmt: skip
+    model = ApiRelease(model="acme-mini", rule="acme")
+    api = ModelReleased(source="manual", detected_at=now(), api=model)
     (key,) = pipeline.plan(api)
     job = pipeline.jobs.get(key)
     assert job is not None and job.queue == DEFAULT_QUEUE and job.candidate == "api:acme-mini"

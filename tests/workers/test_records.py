@@ -12,9 +12,8 @@ from pydantic import ValidationError
 
 from benchmarks.sides import BenchmarkScores, PairScores, ScoredSide
 from benchmarks.verdict import Verdict, VerdictReport
-from config.api import ApiModel
 from core.constants import JobKind, JobState
-from watcher.events import Announcement, ModelReleased
+from watcher.events import Announcement, ApiRelease, ModelReleased
 from workers.jobs import JobStore
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
@@ -80,13 +79,13 @@ def test_benchmark_scores_and_announcements_round_trip(jobs: JobStore) -> None:
     )
     api = ModelReleased(
         source="feed:acme", detected_at=T0,
-        api=ApiModel(model="acme-mini", base_url="https://api.acme.test/v1"),
+        api=ApiRelease(model="acme-mini", rule="acme-mini"),
     )  # fmt: skip
     finished(jobs, "b", "benchmark", scores, api.model_dump(mode="json"))
     bench = jobs.get("b")
     assert bench is not None and bench.scores() == scores and bench.verdict() is None
     assert bench.event() == api and api.api is not None
-    assert api.api.as_candidate().name == "acme-mini"
+    assert api.api.rule == "acme-mini" and not api.api.endpoint_fields
 
     post = Announcement(source="feed:acme", detected_at=T0, title="News", entry_id="p-1")
     jobs.add(key="a", kind="announcement", candidate="News", queue="default", state="done",

@@ -14,6 +14,7 @@ anything else is an announcement.
 from __future__ import annotations
 
 import calendar
+import contextlib
 import functools
 import logging
 import re
@@ -27,14 +28,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from config.api import ApiModel
 from config.settings import Settings
 from config.watch import FeedWatch, WatchSettings
 from core.clock import now
 from core.errors import FeedInvalid, FeedUnavailable, ModelNotFound, SupersedeError
-from core.http import retry_after
-from watcher.events import Announcement, ModelReleased
-from watcher.filters import decide
+from core.http import Resolver, non_public_reason, resolve_host, retry_after
+from watcher.events import Announcement, ApiRelease, ModelReleased
+from watcher.filters import AUTHORS_SETTING, author_reason, decide
 from watcher.sources.base import Channel, Listener, SourceReport, register
 from watcher.state import ANNOUNCED, BASELINE, RELEASED, NewRow
 
@@ -57,6 +57,8 @@ _NOT_MODELS = frozenset(
 )  # fmt: skip
 _NAME = re.compile(r"^[\w.\-]{1,96}$")
 SUMMARY_CHARS = 500
+#: Redirects followed per fetch (each to the same origin or a public address).
+MAX_REDIRECTS = 5
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ class FeedItem:
     published_at: datetime | None
     summary: str
     hub_repo: str | None = None
-    api: ApiModel | None = None
+    api: ApiRelease | None = None
 
 
 @dataclass(frozen=True)
@@ -88,8 +90,15 @@ def fetch(
     etag: str | None = None,
     last_modified: str | None = None,
     hub_hosts: Iterable[str] = (),
+    resolve: Resolver = resolve_host,
 ) -> Fetched:
-    """Fetch and classify ``feed``; raises FeedUnavailable (retry later) or FeedInvalid."""
+    """Fetch and classify ``feed``; raises FeedUnavailable (retry later) or FeedInvalid.
+
+    Redirects are followed, at most :data:`MAX_REDIRECTS`, but only within the configured URL's
+    origin or to public addresses (:func:`_check_redirect`). ``resolve`` resolves a redirect
+    target's host name for that check only (the connection uses the system resolver): a test
+    passes its own to follow a redirect to a local server as if it were public.
+    """
     headers = {"User-Agent": USER_AGENT, "Accept": ACCEPT}
     if etag:
         headers["If-None-Match"] = etag
@@ -98,8 +107,8 @@ def fetch(
     timeout = httpx.Timeout(watch.read_timeout_s, connect=watch.connect_timeout_s)
     try:
         with (
-            httpx.Client(timeout=timeout, follow_redirects=True, max_redirects=5) as client,
-            client.stream("GET", feed.url, headers=headers) as response,
+            httpx.Client(timeout=timeout) as client,
+            contextlib.closing(_open(client, feed, headers, resolve)) as response,
         ):
             if response.status_code == 304:
                 return Fetched(None, etag, last_modified)
@@ -115,6 +124,53 @@ def fetch(
         raise FeedUnavailable(f"feed {feed.name}: {type(exc).__name__}: {exc}") from None
     items = parse(feed, body, content_type=content_type, base=base, hub_hosts=hub_hosts)
     return Fetched(items, new_etag, new_modified)
+
+
+def _open(
+    client: httpx.Client, feed: FeedWatch, headers: dict[str, str], resolve: Resolver
+) -> httpx.Response:
+    """The streamed answer at the end of the feed's redirects, each hop checked before it is
+    requested."""
+    origin = httpx.URL(feed.url)
+    request = client.build_request("GET", origin, headers=headers)
+    for _ in range(MAX_REDIRECTS + 1):
+        response = client.send(request, stream=True)
+        if response.next_request is None:
+            return response
+        response.close()
+        request = response.next_request
+        _check_redirect(feed, origin, request.url, resolve)
+    raise FeedInvalid(f"feed {feed.name}: more than {MAX_REDIRECTS} redirects from {feed.url}")
+
+
+def _check_redirect(
+    feed: FeedWatch, origin: httpx.URL, target: httpx.URL, resolve: Resolver
+) -> None:
+    """Refuse a redirect out of the configured URL's origin to a non-public address.
+
+    The configured URL is the operator's choice and may be local (a mirror, a test server); where
+    it redirects is the server's, so a redirect may stay on that origin (scheme, host and port)
+    or go to a host whose every address is public, never to loopback, link-local (cloud metadata),
+    private or otherwise non-public ones.
+    """
+    if _origin(target) == _origin(origin):
+        return
+    hop = f"{target.scheme}://{target.netloc.decode('ascii', 'replace')}{target.path}"[:300]
+    try:
+        reason = non_public_reason(target.raw_host.decode("ascii"), resolve)
+    except (OSError, UnicodeError) as exc:
+        raise FeedUnavailable(
+            f"feed {feed.name}: redirected to {hop}, whose host does not resolve ({exc})"
+        ) from None
+    if reason is not None:
+        raise FeedInvalid(
+            f"feed {feed.name}: refused the redirect to {hop}: {reason}; a feed may only "
+            "redirect to public addresses"
+        )
+
+
+def _origin(url: httpx.URL) -> tuple[str, bytes, int | None]:
+    return url.scheme, url.raw_host, url.port
 
 
 def _check_status(feed: FeedWatch, response: httpx.Response) -> None:
@@ -223,13 +279,15 @@ def hub_model(url: str, hub_hosts: Iterable[str] = HUB_HOSTS) -> str | None:
     return f"{org}/{name}"
 
 
-def _api_model(feed: FeedWatch, text: str) -> ApiModel | None:
+def _api_model(feed: FeedWatch, text: str) -> ApiRelease | None:
+    """The API model a post names, by the first matching rule: the model and the rule's name
+    only (the worker reads the endpoint from its own configuration)."""
     for rule in feed.api_models:
         match = re.search(rule.pattern, text)
         if match:
             model = match.group(1) if match.groups() else match.group(0)
             if model:  # a group that matched nothing names no model
-                return rule.serving(model)
+                return ApiRelease(model=model[:128], rule=rule.name, feed=feed.name)
     return None
 
 
@@ -273,6 +331,13 @@ class _Text(HTMLParser):
 
 
 # --------------------------------------------------------------------------- the source
+
+
+def accepted_authors(feed: FeedWatch, watch: WatchSettings) -> tuple[tuple[str, ...], str]:
+    """Whose repos a post of ``feed`` may link to be benchmarked, and the setting that says so."""
+    if feed.accept_from is None:
+        return watch.hub.authors, AUTHORS_SETTING
+    return feed.accept_from, f"watch.feeds[{feed.name}].accept_from"
 
 
 def feed_source(feed: FeedWatch) -> str:
@@ -320,7 +385,7 @@ def poll(feed: FeedWatch, discovery: Discovery) -> SourceReport:
             report.status = "not_modified"
         else:
             for item in fetched.items:
-                _record_item(discovery, item, report, first_poll=known.first_poll)
+                _record_item(discovery, feed, item, report, first_poll=known.first_poll)
     except SupersedeError as exc:
         log.warning("%s: %s", report.source, exc)
         discovery.finish(report, exc)
@@ -334,7 +399,12 @@ def poll(feed: FeedWatch, discovery: Discovery) -> SourceReport:
 
 
 def _record_item(
-    discovery: Discovery, item: FeedItem, report: SourceReport, *, first_poll: bool
+    discovery: Discovery,
+    feed: FeedWatch,
+    item: FeedItem,
+    report: SourceReport,
+    *,
+    first_poll: bool,
 ) -> None:
     report.seen += 1
     state = discovery.state
@@ -349,7 +419,7 @@ def _record_item(
         return
     if item.hub_repo:
         try:
-            release = _linked_release(discovery, item, report.source)
+            release = _linked_release(discovery, feed, item, report.source)
         except SupersedeError as exc:  # not public yet, Hub busy: this entry waits a pass
             log.info("%s: %s: %s", report.source, item.entry_id, exc)
             report.waiting += 1
@@ -386,11 +456,18 @@ def _record_item(
         report.events.append(event)
 
 
-def _linked_release(discovery: Discovery, item: FeedItem, source: str) -> ModelReleased | None:
+def _linked_release(
+    discovery: Discovery, feed: FeedWatch, item: FeedItem, source: str
+) -> ModelReleased | None:
     """The release a post links to, or None when it is not one (then it is announced)."""
     assert item.hub_repo is not None
+    accepted, setting = accepted_authors(feed, discovery.watch)
+    refused = author_reason(item.hub_repo, accepted, setting)
+    if refused:  # before any Hub request: the post may name anyone's repo
+        log.info("%s: %s linked but skipped: %s", source, item.hub_repo, refused)
+        return None
     facts = discovery.hub.facts(item.hub_repo)  # not found yet: raised, retried next pass
-    decision = decide(facts, discovery.watch.hub)
+    decision = decide(facts, discovery.watch.hub, accept_from=accepted, accept_setting=setting)
     if decision.action == "drop" or facts.sha is None:
         log.info("%s: %s linked but %s", source, item.hub_repo, decision.reason)
         return None

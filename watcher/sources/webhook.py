@@ -6,24 +6,38 @@ a model repo created, a push to ``main``, and a ``repo.config`` update that make
 public (vendors often launch that way). Everything else is acknowledged and ignored. Accepted
 events go through the same filters and dedupe as polling, so a replayed delivery changes nothing.
 
-As a source it polls nothing: the daemon serves its endpoint (:class:`WebhookListener`) when
-``watch.webhook.enabled``.
+As a source it polls nothing: the daemon serves its endpoint (:class:`WebhookListener`, an ASGI
+app under uvicorn, see :mod:`core.asgi`) when ``watch.webhook.enabled``. The secret is checked
+before the body is read, the body's length is parsed strictly and capped, and a client that is
+slow to send its request is disconnected (``watch.webhook.request_timeout_s``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hmac
 import json
 import logging
 import re
-import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from config.settings import Settings, secret
 from config.watch import WebhookWatch
+from core.asgi import (
+    Headers,
+    Limits,
+    Receive,
+    Reply,
+    Router,
+    Scope,
+    Send,
+    Server,
+    in_thread,
+    read_body,
+    reply,
+)
 from core.constants import ENV_NESTED_DELIMITER, ENV_PREFIX
 from core.errors import ConfigError, FatalError, RetryableError
 from watcher.filters import decide
@@ -40,13 +54,10 @@ SECRET_HEADER = "X-Webhook-Secret"
 MAIN_REF = "refs/heads/main"
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]{0,95}/[\w.\-]{1,96}$")
 SHA = re.compile(r"^[0-9a-f]{40}$")
+#: Deliveries handled at once (each a Hub lookup and a store write); more wait their turn.
+WORKERS = 4
 
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    body: dict[str, Any] = field(default_factory=dict)
-    headers: dict[str, str] = field(default_factory=dict)
+__all__ = ["SECRET_HEADER", "Reply", "WebhookHandler", "WebhookListener", "webhook_app"]
 
 
 def what_changed(payload: Mapping[str, Any]) -> tuple[str, str | None] | str:
@@ -121,12 +132,19 @@ class WebhookHandler:
         self._secret = secret.encode()
         self.settings = settings
 
-    def handle(self, headers: Mapping[str, str], body: bytes) -> Reply:
+    def authorize(self, headers: Mapping[str, str]) -> Reply | None:
+        """The refusal of a delivery without the right secret (compared in constant time)."""
         given = headers.get(SECRET_HEADER)
         if given is None:
             return Reply(401, {"error": f"missing {SECRET_HEADER} header"})
         if not hmac.compare_digest(given.encode(), self._secret):
             return Reply(403, {"error": f"wrong {SECRET_HEADER}"})
+        return None
+
+    def handle(self, headers: Mapping[str, str], body: bytes) -> Reply:
+        refused = self.authorize(headers)
+        if refused is not None:
+            return refused
         try:
             payload = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
@@ -153,89 +171,39 @@ class WebhookHandler:
         return Reply(200, {"ignored": report.error or "already seen"})
 
 
-class WebhookServer:
-    """``POST <path>`` for the Hub, ``GET /healthz`` for probes; one thread per request."""
+def webhook_app(handler: WebhookHandler) -> Router:
+    """``POST <path>`` for the Hub, ``GET /healthz`` for probes.
 
-    def __init__(self, handler: WebhookHandler) -> None:
-        settings = handler.settings
-        outer = self
+    The secret is checked and the declared length validated before a byte of the body is read;
+    a refused delivery's connection is closed with its body unread. The delivery itself (a Hub
+    lookup, the store) runs on a thread, ``WORKERS`` at most at once, never on the event loop.
+    """
+    settings = handler.settings
+    workers = asyncio.Semaphore(WORKERS)
 
-        class _Http(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            server_version = "supersede"
-            sys_version = ""
+    async def health(scope: Scope, receive: Receive, send: Send) -> None:
+        await reply(send, Reply(200, {"ok": True}))
 
-            def log_message(self, format: str, *args: Any) -> None:
-                log.debug("webhook %s " + format, self.client_address[0], *args)
+    async def deliver(scope: Scope, receive: Receive, send: Send) -> None:
+        headers = Headers.of(scope)
+        refused = handler.authorize(headers)
+        body = refused or await read_body(scope, receive, settings.max_body_bytes)
+        if isinstance(body, Reply):
+            await reply(send, body, close=True)
+            return
+        try:
+            async with workers:
+                call = functools.partial(handler.handle, headers, body)
+                answer = await in_thread(call, name="webhook delivery")
+        except Exception:  # a bug: answered and logged, never a dropped connection
+            log.exception("webhook delivery could not be handled")
+            answer = Reply(500, {"error": "internal error; the delivery was not recorded"})
+        await reply(send, answer)
 
-            def do_GET(self) -> None:
-                if self.path.split("?")[0] == "/healthz":
-                    self._reply(Reply(200, {"ok": True}))
-                else:
-                    self._reply(Reply(404, {"error": "not found"}))
-
-            def do_POST(self) -> None:
-                if self.path.split("?")[0] != settings.path:
-                    self._reply(Reply(404, {"error": "not found"}), drain=True)
-                    return
-                length = self.headers.get("Content-Length")
-                if length is None or not length.isdigit():
-                    self._reply(Reply(411, {"error": "Content-Length required"}), close=True)
-                    return
-                if int(length) > settings.max_body_bytes:
-                    limit = settings.max_body_bytes
-                    self._reply(Reply(413, {"error": f"body over {limit} bytes"}), close=True)
-                    return
-                body = self.rfile.read(int(length))
-                headers = {key: value for key, value in self.headers.items()}
-                try:
-                    reply = outer.handler.handle(_Caseless(headers), body)
-                except Exception:  # a bug: answered and logged, never a dropped connection
-                    log.exception("webhook delivery could not be handled")
-                    reply = Reply(500, {"error": "internal error; the delivery was not recorded"})
-                self._reply(reply)
-
-            def _reply(self, reply: Reply, *, drain: bool = False, close: bool = False) -> None:
-                if drain:
-                    length = self.headers.get("Content-Length", "0")
-                    if length.isdigit() and int(length) <= settings.max_body_bytes:
-                        self.rfile.read(int(length))
-                    else:
-                        close = True
-                data = json.dumps(reply.body).encode()
-                self.send_response(reply.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for key, value in reply.headers.items():
-                    self.send_header(key, value)
-                if close:
-                    self.send_header("Connection", "close")
-                    self.close_connection = True
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.handler = handler
-        self._server = ThreadingHTTPServer((settings.host, settings.port), _Http)
-        self._server.daemon_threads = True
-        port = self._server.server_address[1]
-        self.url = f"http://{settings.host}:{port}{settings.path}"
-
-    def serve_forever(self) -> None:
-        self._server.serve_forever(poll_interval=0.2)
-
-    def shutdown(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-class _Caseless(dict[str, str]):
-    """Header lookup without regard to case."""
-
-    def __init__(self, headers: Mapping[str, str]) -> None:
-        super().__init__({key.lower(): value for key, value in headers.items()})
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return super().get(key.lower(), default)
+    router = Router(WEBHOOK)
+    router.add("GET", "/healthz", health)
+    router.add("POST", settings.path, deliver)
+    return router
 
 
 @register
@@ -261,18 +229,27 @@ class WebhookSource:
 
 
 class WebhookListener:
-    """The webhook endpoint served on a background thread."""
+    """The webhook endpoint, served on a thread of its own (:mod:`core.asgi`)."""
 
     def __init__(self, handler: WebhookHandler) -> None:
         self.handler = handler
         self.url = ""
-        self._server: WebhookServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: Server | None = None
+
+    @property
+    def connections(self) -> int:
+        """Connections open now."""
+        return self._server.connections if self._server else 0
 
     def start(self) -> None:
         hook = self.handler.settings
+        limits = Limits(
+            request_timeout_s=hook.request_timeout_s, max_connections=hook.max_connections
+        )
         try:
-            self._server = WebhookServer(self.handler)
+            server = Server(
+                webhook_app(self.handler), hook.host, hook.port, name="webhook", limits=limits
+            )
         except OSError as exc:
             variable = f"{ENV_PREFIX}WATCH{ENV_NESTED_DELIMITER}WEBHOOK{ENV_NESTED_DELIMITER}PORT"
             raise ConfigError(
@@ -280,13 +257,13 @@ class WebhookListener:
                 f"({exc.strerror or exc}): stop what uses that port, or set watch.webhook.port "
                 f"(or {variable}) to a free one"
             ) from None
-        self.url = self._server.url
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="webhook", daemon=True
-        )
-        self._thread.start()
+        server.start()
+        self._server = server
+        self.url = f"http://{hook.host}:{server.port}{hook.path}"
 
     def stop(self) -> None:
         server, self._server = self._server, None
         if server is not None:
-            server.shutdown()
+            # A delivery still in a Hub lookup after the grace period is answered 503 and ends on
+            # its own thread; the Hub's redelivery is deduplicated.
+            server.stop()

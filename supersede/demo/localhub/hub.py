@@ -46,6 +46,7 @@ import hashlib
 import pathlib
 import re
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from supersede.demo.localhub.hub_repos import (
@@ -99,6 +100,8 @@ class HubServer(LocalServer):
         self._repos: dict[str, Repo] = {}
         self._grants: dict[str, set[str]] = {}
         self._blobs: dict[str, bytes] = {}
+        #: When set, ``POST /api/demo/publish`` (a JSON object) is answered with its result.
+        self.publisher: Callable[[dict[str, Any]], dict[str, Any]] | None = None
         super().__init__()
 
     handler_class = HubHandler

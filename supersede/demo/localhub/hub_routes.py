@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import TYPE_CHECKING, cast
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -72,6 +73,17 @@ class HubHandler(LocalHandler):
                 return self.send_json(200, hub._list_models(query, auth))
             repo, repo_id, rest = hub._find_repo(segments[2:])
             return self._route_api(repo, repo_id, rest, query, auth)
+        if segments == ["api", "demo", "publish"] and hub.publisher is not None:
+            # `supersede demo --serve` publishes another release on request.
+            if self.command != "POST":
+                raise Reply(405, "Method not allowed")
+            try:
+                request = json.loads(self._read_body() or b"{}")
+            except ValueError:
+                raise Reply(400, "the body is not JSON") from None
+            if not isinstance(request, dict):
+                raise Reply(400, "the body is not a JSON object")
+            return self.send_json(200, hub.publisher(request))
         if segments == ["api", "agent-harnesses"]:
             # Fetched once per process by the client's user-agent builder (unless telemetry is off).
             return self.send_json(200, {"standardEnvVars": [], "harnesses": {}})
