@@ -96,6 +96,11 @@ class HubUnavailable(RetryableError):
     """The Hub (or the configured endpoint) is unreachable, rate-limiting or failing."""
 
 
+class HubUnreachable(HubUnavailable):
+    """No connection to the Hub could be made at all (no route, name not resolved, refused):
+    asking it again in the same pass would fail the same way."""
+
+
 class EndpointRefused(FatalError):
     """An API endpoint rejected the request and retrying cannot help (400, 401, 403, 404)."""
 

@@ -107,3 +107,19 @@ def _kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
         if flag:
             return kind
     return None
+
+
+def connect_probe(url: str, timeout_s: float) -> None:
+    """Open (and close) one TCP connection to ``url``'s host and port, or raise ``OSError``:
+    a fast answer to "can this host be reached at all" before a client's own retries spend
+    half a minute finding out. Nothing is checked when a proxy carries requests to that host
+    (the direct connection is not the one the client will make)."""
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if urllib.request.getproxies().get(parts.scheme) and not urllib.request.proxy_bypass(host):
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    socket.create_connection((host, port), timeout=timeout_s).close()

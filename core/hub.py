@@ -27,8 +27,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.errors import DiskFull, GatedModelError, HubUnavailable, ModelNotFound
-from core.http import retry_after
+from core.errors import DiskFull, GatedModelError, HubUnavailable, HubUnreachable, ModelNotFound
+from core.http import connect_probe, retry_after
 
 if TYPE_CHECKING:
     import httpx2
@@ -161,6 +161,15 @@ class HubAdapter:
                 yield
             finally:
                 _active.reset(scope)
+
+    def check_reachable(self, timeout_s: float) -> None:
+        """:class:`HubUnreachable`, naming the address and why, when no connection to the Hub
+        can be opened within ``timeout_s`` (one try, no back-off)."""
+        try:
+            connect_probe(self.endpoint, timeout_s)
+        except OSError as exc:
+            why = exc.strerror or str(exc) or type(exc).__name__
+            raise HubUnreachable(f"the Hub at {self.endpoint} is unreachable ({why})") from None
 
     def list_models(self, name: str, **query: Any) -> list[Any]:
         """``HfApi.list_models(**query)``, read to the end inside the call (it is lazy)."""
@@ -331,7 +340,7 @@ class hub_errors:
             ) from None
         if isinstance(exc, _network_errors()):
             at = f" at {self.endpoint}" if self.endpoint else ""
-            raise HubUnavailable(
+            raise HubUnreachable(
                 f"{name}: the Hub{at} is unreachable ({type(exc).__name__})"
             ) from None
         return None

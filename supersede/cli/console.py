@@ -120,8 +120,11 @@ def setup_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    for noisy in ("httpx", "httpx2", "huggingface_hub", "apscheduler.executors", "urllib3"):
+    for noisy in ("httpx", "httpx2", "apscheduler.executors", "urllib3", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # huggingface_hub warns on each retry through a handler of its own as well as ours (every
+    # line twice); Supersede reports each failed call once, with its reason.
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
 
 
 def fail(exc: SupersedeError) -> typer.Exit:

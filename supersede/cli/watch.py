@@ -68,6 +68,8 @@ def poll(
         # channel or task file; the daemon serves the webhook, so it needs its secret.
         preflight(settings, "poll-once" if once else "poll")
         if once:
+            if not verbose:  # each failed source is one line below, not a log line as well
+                logging.getLogger("watcher").setLevel(logging.ERROR)
             collected = Collect()
             publisher = JsonLines() if as_json else collected
             state = WatchState(settings.store.url)
@@ -76,7 +78,8 @@ def poll(
             if not as_json:
                 _print_pass(reports, collected.events)
             for report in failed:
-                err.print(f"[yellow]{report.source}[/]: {report.error}", highlight=False)
+                err.print(f"[yellow]{report.source}[/]: {report.error}", highlight=False,
+                          soft_wrap=True)  # fmt: skip
             if failed:
                 raise typer.Exit(EXIT_RETRYABLE)
             return
@@ -93,13 +96,16 @@ class _LogPublisher:
 
 def _print_pass(reports: list[Any], events: list[Any]) -> None:
     table = Table(title="supersede poll --once", title_justify="left")
-    for column in ("source", "status", "seen", "dropped", "baseline", "new", "note"):
-        table.add_column(column, overflow="fold")
+    for column in ("source", "status", "seen", "dropped", "baseline", "new"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("note", overflow="fold", ratio=1)
     for r in reports:
         counts = (r.seen, r.dropped, r.baseline, len(r.events))
         table.add_row(r.source, r.status, *map(str, counts), r.error or "")
     out.print(table)
     for event in events:
         out.print(_event_line(event), highlight=False)
+    failed = sum(r.status == "failed" for r in reports)
     if not events:
-        out.print("nothing new")
+        out.print("nothing new" + (f" ({failed} of {len(reports)} sources failed: asked again "
+                                   "at the next pass)" if failed else ""))  # fmt: skip

@@ -81,6 +81,11 @@ FAULTS: tuple[Fault, ...] = (
            f"{H}::test_one_failing_author_does_not_stop_the_others",
            f"{S}::test_a_failing_hub_does_not_stop_the_feeds",
            f"{M}::test_hub_failures_are_retryable")),
+    Fault("outage", "no network at all (`supersede poll --once` offline)",
+          "one connection tried per host before any retry: every source given up for the pass "
+          "at once, one line each naming the address and why; exit 75 in about a second",
+          "the sources asked again at the next pass",
+          ("tests/supersede/test_front_door.py::test_poll_once_offline_gives_each_source_up_at_once",)),
     Fault("outage", "feed stalls mid-body, drips, is 50 MB (with or without a length)",
           "the pass fails (read timeout, deadline, byte cap) and the feed backs off",
           "nothing half-read recorded; other sources go on",

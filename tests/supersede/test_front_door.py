@@ -166,3 +166,40 @@ def test_suggested_commands_are_typeable_as_printed(
     assert shown.startswith("supersede " if activated else f"{program} "), shown
     ran = subprocess.run(shlex.split(shown), env=env, cwd=tmp_path, capture_output=True, text=True)
     assert ran.returncode == 0 and "review-sentiment" in ran.stdout, ran.stderr
+
+
+# ---------------------------------------------------------------------- offline
+
+
+def test_poll_once_offline_gives_each_source_up_at_once(tmp_path: Path) -> None:
+    """No network: every source fails fast, once, each on one line; the summary lists them all,
+    and the exit code says "try again later"."""
+    import socket
+    import time
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    config = write_settings(
+        tmp_path,
+        store={"url": f"sqlite:///{tmp_path / 'supersede.db'}"},
+        hub={"endpoint": "http://hub.supersede-offline.invalid"},
+        watch={
+            "hub": {"authors": [f"org{i}" for i in range(10)]},
+            "feeds": [{"name": "vendor-blog", "url": f"{dead}/blog/rss.xml"},
+                      {"name": "other-news", "url": "http://news.supersede-offline.invalid/f"}],
+        },
+    )  # fmt: skip
+    started = time.monotonic()
+    done = supersede("poll", "--once", "-c", str(config), cwd=tmp_path, env={"COLUMNS": "80"},
+                     timeout=120)  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert done.returncode == 75, done.stdout + done.stderr
+    assert elapsed < 15, f"took {elapsed:.0f} s"
+    lines = done.stderr.strip().splitlines()
+    assert sorted(line.split(": ")[0] for line in lines) == [
+        "feed:other-news", "feed:vendor-blog", "hub"], done.stderr  # fmt: skip
+    assert "the Hub at http://hub.supersede-offline.invalid is unreachable" in done.stderr
+    for source in ("hub", "feed:vendor-blog", "feed:other-news"):
+        assert source in done.stdout
+    assert "3 of 3 sources failed" in done.stdout

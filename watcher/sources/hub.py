@@ -18,7 +18,7 @@ import logging
 from typing import TYPE_CHECKING, ClassVar
 
 from config.settings import Settings
-from core.errors import FatalError, RetryableError
+from core.errors import FatalError, HubUnreachable, RetryableError
 from core.hub import HubAdapter, RequestPolicy
 from watcher.filters import RepoFacts
 from watcher.sources.base import Channel, Listener, SourceReport, register
@@ -103,14 +103,20 @@ def poll(discovery: Discovery) -> SourceReport:
         return report
     rules = discovery.watch.hub
     failure: RetryableError | FatalError | None = None
+    try:  # one quick connection first: offline, the pass ends at once, not after every retry
+        discovery.hub.adapter.check_reachable(discovery.watch.connect_timeout_s)
+    except HubUnreachable as exc:
+        log.warning("hub: %s", exc)
+        discovery.finish(report, exc)
+        return report
     for author in rules.authors:
         try:
             listing = discovery.hub.newest(author, rules.limit)
         except RetryableError as exc:
             failure = exc
             log.warning("hub: %s", exc)
-            if exc.retry_after_s is not None:
-                break  # rate-limited: the other authors would be refused too
+            if exc.retry_after_s is not None or isinstance(exc, HubUnreachable):
+                break  # rate-limited or unreachable: the other authors would fail the same way
             continue
         except FatalError as exc:
             failure = exc
