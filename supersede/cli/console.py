@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shlex
 import shutil
 import sys
@@ -37,15 +36,6 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout."
 
 #: Below this many columns tables give way to one block per row.
 WIDE_COLUMNS = 180
-
-_FULL_SHA = re.compile(r"\b([0-9a-f]{12})[0-9a-f]{28}\b")
-
-
-def short_shas(text: str) -> str:
-    """``text`` with every 40-character commit sha cut to its first 12 characters, as tables
-    show them (``--json`` keeps them whole)."""
-    return _FULL_SHA.sub(r"\1", text)
-
 
 def typeable(arguments: str) -> str:
     """``supersede ARGUMENTS`` as the user can type it in this shell: plain ``supersede`` when

@@ -23,9 +23,9 @@ from supersede.cli.console import (
     out,
     quiet_libraries,
     setup_logging,
-    short_shas,
     typeable,
 )
+from supersede.report.formatting import short_shas
 
 if TYPE_CHECKING:
     from benchmarks.verdict import VerdictReport

@@ -104,7 +104,8 @@ def _job_row(job: Job, verdict: ReportedVerdict | None) -> dict[str, Any]:
     return {
         "key": job.key[:12],
         "kind": job.kind,
-        "candidate": job.candidate,
+        "candidate": fmt.short_shas(job.candidate),
+        "full_candidate": job.candidate,
         "finetune": job.finetune or "",
         "queue": job.queue,
         "state": job.state,

@@ -32,6 +32,12 @@ FINETUNE_COLOUR = "#1f3a93"
 LOG_COST_RATIO = 20.0
 #: z for a two-sided 95% interval.
 Z95 = 1.96
+#: Figure size (inches) and the resolution written: the page shows two figures a row, each
+#: about 560 px wide at a 1,400 px window, so a point of text here is about 1.2 px there.
+FIGSIZE = (6.4, 4.4)
+DPI = 150
+#: Text sizes (points): at the width the page shows them, no smaller than the tables' text.
+TITLE_PT, LABEL_PT, TICK_PT, NAME_PT, LEGEND_PT = 13.0, 12.0, 11.0, 11.0, 10.5
 LABEL_BOX = {
     "boxstyle": "round,pad=0.15",
     "facecolor": "white",
@@ -69,25 +75,63 @@ def _new_figure() -> MplFigure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure as MplFigure
 
-    figure = MplFigure(figsize=(9.0, 4.8), dpi=100, layout="constrained")
+    figure = MplFigure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
     return figure
 
 
 def _finish(figure: MplFigure, ax: Axes, title: str, ylabel: str, path: Path) -> None:
     """Title, labels and legend, then write the figure as PNG."""
-    ax.set_title(title, fontsize=11, parse_math=False)
-    ax.set_ylabel(ylabel, parse_math=False)
+    ax.set_title(title, fontsize=TITLE_PT, parse_math=False, wrap=True)
+    ax.set_ylabel(ylabel, fontsize=LABEL_PT, parse_math=False)
+    ax.xaxis.label.set_fontsize(LABEL_PT)
+    ax.tick_params(labelsize=TICK_PT)
     handles, labels = ax.get_legend_handles_labels()
     if handles:
-        ax.legend(handles, labels, fontsize=8, loc="best", framealpha=0.85)
-    figure.savefig(path, format="png", dpi=100)
+        ax.legend(handles, labels, fontsize=LEGEND_PT, loc="best", framealpha=0.85)
+    figure.savefig(path, format="png", dpi=DPI)
 
 
-def _name_point(ax: Axes, text: str, x: float, y: float, **style: Any) -> None:
-    """Label a point with a name read from the store: drawn as is, never parsed as math."""
-    style = {"xytext": (6, 6), "fontsize": 8, "color": "#222222", "bbox": LABEL_BOX, **style}
-    ax.annotate(fmt.label(text), (x, y), textcoords="offset points", parse_math=False, **style)
+def _name_point(ax: Axes, text: str, x: float, y: float, *, left: bool = False,
+                **style: Any) -> None:  # fmt: skip
+    """Label a point with a name read from the store: drawn as is, never parsed as math; on the
+    point's ``left`` when it lies in the right half, so the label stays inside the frame."""
+    dx, dy = style.pop("xytext", (7, 7))
+    style = {"fontsize": NAME_PT, "color": "#222222", "bbox": LABEL_BOX, **style}
+    ax.annotate(fmt.label(text), (x, y), xytext=(-dx if left else dx, dy),
+                textcoords="offset points", ha="right" if left else "left",
+                parse_math=False, **style)  # fmt: skip
+
+
+def _in_right_half(value: float, values: Sequence[float], logarithmic: bool = False) -> bool:
+    """Whether ``value`` lies in the right half of the span of ``values``."""
+    if logarithmic:
+        value, values = math.log(value), [math.log(v) for v in values]
+    low, high = min(values), max(values)
+    return high > low and value > (low + high) / 2
+
+
+def _price(value: float) -> str:
+    """A tick's price in plain decimals (``0.00009``, never ``9e-05``), two significant digits."""
+    import numpy
+
+    return str(numpy.format_float_positional(value, precision=2, unique=True, fractional=False,
+                                             trim="-"))  # fmt: skip
+
+
+def _tick_labels(moments: Sequence[Any]) -> list[str]:
+    """Distinct labels for the verdicts' times: minutes, seconds where minutes repeat, then a
+    count where even seconds do."""
+    for pattern in ("%m-%d\n%H:%M", "%m-%d\n%H:%M:%S"):
+        labels = [m.strftime(pattern) for m in moments]
+        if len(set(labels)) == len(labels):
+            return labels
+    seen: dict[str, int] = {}
+    unique = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        unique.append(label if seen[label] == 1 else f"{label} #{seen[label]}")
+    return unique
 
 
 def _level(
@@ -148,12 +192,14 @@ def _history_figure(
             label=kind,
         )
     for position, verdict in zip(positions, scored, strict=True):
-        _name_point(ax, verdict.report.candidate, position, verdict.report.score_candidate or 0.0)
+        _name_point(ax, verdict.report.candidate, position, verdict.report.score_candidate or 0.0,
+                    left=_in_right_half(position, [*positions, 1]))  # fmt: skip
 
-    step = max(1, math.ceil(len(scored) / 8))
+    step = max(1, math.ceil(len(scored) / 6))
     ticks = positions[::step]
-    ax.set_xticks(ticks, [scored[p].when.strftime("%Y-%m-%d\n%H:%M") for p in ticks], fontsize=8)
+    ax.set_xticks(ticks, _tick_labels([scored[p].when for p in ticks]))
     ax.set_xlim(-0.6, max(len(scored) - 0.4, 1.0))
+    ax.margins(y=0.14)  # room for the names of the highest and lowest points
     ax.set_xlabel("verdict made (UTC), oldest first")
     ax.grid(axis="y", alpha=0.3)
     latest = scored[-1]
@@ -202,15 +248,22 @@ def _cost_figure(
             zorder=3,
         )
     for verdict in priced:
-        _name_point(ax, verdict.report.candidate, verdict.report.cost_per_1k_candidate or 0.0,
-                    verdict.report.score_candidate or 0.0)  # fmt: skip
+        cost = verdict.report.cost_per_1k_candidate or 0.0
+        _name_point(ax, verdict.report.candidate, cost, verdict.report.score_candidate or 0.0,
+                    left=_in_right_half(cost, costs, logarithmic))  # fmt: skip
     if ft_cost is not None and ft_score is not None:
         ax.scatter([ft_cost], [ft_score], marker="*", s=260, color=FINETUNE_COLOUR,
                    edgecolors="white", linewidths=0.8, label="fine-tune", zorder=4)  # fmt: skip
-        _name_point(ax, section.name, ft_cost, ft_score, xytext=(8, -14),
+        _name_point(ax, section.name, ft_cost, ft_score, xytext=(9, -16),
+                    left=_in_right_half(ft_cost, costs, logarithmic),
                     color=FINETUNE_COLOUR, fontweight="bold")  # fmt: skip
     if logarithmic:
         ax.set_xscale("log")
+    else:  # a few round prices, not a ruler of eight-digit decimals
+        from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4, min_n_ticks=3))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: "$" + _price(value)))
     ax.set_xlabel("serving cost per 1,000 requests (USD" + (", log scale)" if logarithmic else ")"))
     ax.grid(alpha=0.3)
     ax.margins(x=0.15, y=0.15)

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
 
 #: Names longer than this are cut (with an ellipsis) in figure titles and point labels.
 LABEL_CHARS = 40
+
+
+_FULL_SHA = re.compile(r"\b([0-9a-f]{12})[0-9a-f]{28}\b")
+
+
+def short_shas(text: str) -> str:
+    """``text`` with every 40-character commit sha cut to its first 12 characters, as tables
+    show them (JSON and link targets keep them whole)."""
+    return _FULL_SHA.sub(r"\1", text)
 
 
 def when(value: datetime | None) -> str:

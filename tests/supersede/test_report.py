@@ -13,11 +13,18 @@ from typing import Any
 import pytest
 
 from core.errors import FatalError
+from supersede.report import figures
 from supersede.report.build import build_report
 from tests.support.cli import supersede
 from tests.support.settings import build_settings, write_settings
 from workers.jobs import JobStore
 
+#: Where tests leave what a person may want to look at after a run (the report's screenshot).
+ARTIFACTS = Path(
+    os.environ.get(
+        "SUPERSEDE_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / ".test-artifacts"
+    )
+)
 HOSTILE = "<script>alert(1)</script>"
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
 SECTION_IDS = ("summary", "finetune-review-sentiment", "finetune-ticket-router", "verdicts", "jobs")
@@ -265,9 +272,17 @@ def test_browser_renders_page_and_decodes_every_figure(report_dir: Path, tmp_pat
     assert loaded.group(1) == total.group(1)
     assert ESCAPED in dom and "<script>alert(1)" not in dom
 
-    shot = tmp_path / "shot.png"
+    # The figures' smallest text, as shown at this width, is no smaller than the tables' text.
+    scale = float(re.search(r'data-figure-scale="([0-9.]+)"', dom).group(1))  # type: ignore[union-attr]
+    table_px = float(re.search(r'data-table-text-px="([0-9.]+)px"', dom).group(1))  # type: ignore[union-attr]
+    smallest_pt = min(figures.TICK_PT, figures.LEGEND_PT, figures.NAME_PT)
+    assert smallest_pt / 72 * figures.DPI * scale >= table_px - 0.5, (scale, table_px)
+
+    # What a lead sees at 1,400 px, kept for a person to look at.
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "report-1400px.png"
     taken = _headless(binary, tmp_path / "profile-shot", f"--screenshot={shot}",
-                      "--window-size=1280,2000", "--hide-scrollbars", url)  # fmt: skip
+                      "--window-size=1400,2200", "--hide-scrollbars", url)  # fmt: skip
     assert taken.returncode == 0, taken.stderr[-2000:]
     assert shot.is_file() and shot.read_bytes().startswith(b"\x89PNG")
     assert shot.stat().st_size > 20_000
@@ -301,3 +316,23 @@ def test_an_unwritable_folder_is_a_plain_error(tmp_path: Path) -> None:
     settings = build_settings(tmp_path)
     with pytest.raises(FatalError, match="cannot write the report"):
         build_report(settings, blocker)
+
+
+# ---------------------------------------------------------------------------- figure text
+
+
+def test_time_ticks_are_distinct_even_within_one_minute() -> None:
+    same_minute = [T0, T0 + timedelta(seconds=5), T0 + timedelta(minutes=3)]
+    labels = figures._tick_labels(same_minute)
+    assert len(set(labels)) == 3 and all(":" in label for label in labels)
+    apart = [T0, T0 + timedelta(minutes=1)]
+    assert figures._tick_labels(apart) == [t.strftime("%m-%d\n%H:%M") for t in apart]
+    assert len(set(figures._tick_labels([T0, T0, T0]))) == 3
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"), [(0.00009, "0.00009"), (0.000096, "0.000096"), (0.0001, "0.0001"),
+                         (1.5, "1.5"), (1200.0, "1200")],
+)  # fmt: skip
+def test_cost_ticks_are_plain_decimals(value: float, shown: str) -> None:
+    assert figures._price(value) == shown
