@@ -114,6 +114,7 @@ def serve_webhook(
     ids=["another-author", "empty-authors"],
 )
 def test_webhook_delivery_for_an_author_not_watched_is_not_queued(
+    hub: HubServer,
     publish_model: Callable[..., str],
     serve_webhook: Callable[[tuple[str, ...]], tuple[str, Discovery, Collect]],
     caplog: pytest.LogCaptureFixture,
@@ -130,6 +131,7 @@ def test_webhook_delivery_for_an_author_not_watched_is_not_queued(
 
     assert (refused.status_code, refused.json()) == (200, {"ignored": reason})
     assert f"{STRANGER} skipped: {reason}" in caplog.text
+    assert not [path for _, path in hub.requests if STRANGER in path]  # not even looked up
     if authors:  # a watched author's repo still goes through (names match whatever the case)
         assert watched.status_code == 202
         assert [(e.repo_id, e.revision) for e in collected.events] == [(WATCHED, watched_sha)]

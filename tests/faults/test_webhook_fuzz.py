@@ -52,7 +52,7 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
         config = build_settings(
             folder,
             watch=WatchSettings(
-                hub=HubWatch(authors=()),
+                hub=HubWatch(authors=("acme",)),
                 webhook=WebhookWatch(port=0),
                 connect_timeout_s=2,
                 read_timeout_s=1,

@@ -546,7 +546,7 @@ def test_hub_unreachable_is_retryable_with_a_default_wait(
     watch_settings: Callable[..., Settings],
     discover: Callable[[Settings], tuple[Discovery, Collect]],
 ) -> None:
-    settings = watch_settings(None, authors=())  # the endpoint has nothing listening
+    settings = watch_settings(None, authors=("acme",))  # the endpoint has nothing listening
     discovery, collected = discover(settings)
     handler = WebhookHandler(discovery, SECRET, WebhookWatch(port=0))
 

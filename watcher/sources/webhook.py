@@ -40,7 +40,7 @@ from core.asgi import (
 )
 from core.constants import ENV_NESTED_DELIMITER, ENV_PREFIX
 from core.errors import ConfigError, FatalError, RetryableError
-from watcher.filters import decide
+from watcher.filters import author_reason, decide
 from watcher.sources.base import Channel, SourceReport, register
 from watcher.state import RELEASED
 
@@ -109,8 +109,13 @@ def what_changed(payload: Mapping[str, Any]) -> tuple[str, str | None] | str:
 def on_repo(discovery: Discovery, repo_id: str, sha: str | None) -> SourceReport:
     """A Hub webhook said ``repo_id`` changed (created, pushed to main, made public)."""
     report = SourceReport(WEBHOOK)
-    facts = discovery.hub.facts(repo_id, revision=sha)
     report.seen = 1
+    refused = author_reason(repo_id, discovery.watch.hub.authors)
+    if refused:  # before asking the Hub anything: a stranger's repo costs no request
+        log.info("%s skipped: %s", repo_id, refused)
+        report.dropped, report.error = True, refused
+        return report
+    facts = discovery.hub.facts(repo_id, revision=sha)
     decision = decide(facts, discovery.watch.hub)
     if decision.action != "accept" or facts.sha is None:
         report.dropped = decision.action == "drop"
