@@ -37,6 +37,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout."
 #: Below this many columns tables give way to one block per row.
 WIDE_COLUMNS = 180
 
+
 def typeable(arguments: str) -> str:
     """``supersede ARGUMENTS`` as the user can type it in this shell: plain ``supersede`` when
     that is this program on the PATH, else its path (``.venv/bin/supersede`` before the
