@@ -83,6 +83,7 @@ def bench(
     if device is not None:
         runtime = runtime.model_copy(update={"device": device})
     task = load_task(task_path)
+    timings: dict[str, float] = {"task_s": time.perf_counter() - started}
     resolver = ModelResolver(
         settings.hub,
         settings.secrets.hf_token.get_secret_value() if settings.secrets.hf_token else None,
@@ -110,7 +111,10 @@ def bench(
         "prompt": prompt.model_dump() if prompt else None,
     }
     key = result_key(identity)
+    timings["resolve_s"] = time.perf_counter() - started - timings["task_s"]
+    opening = time.perf_counter()
     store = store or ResultStore(settings.store.url)
+    timings["store_s"] = time.perf_counter() - opening
     resolved_s = time.perf_counter() - started
     if use_cache:
         hit = store.get(key)
@@ -124,7 +128,7 @@ def bench(
                 load_s=0.0,
                 device=chosen_device,
                 dtype=dtype,
-                timings={"resolve_s": resolved_s},
+                timings=timings,
             )
     run = {
         "base": _resolved_to_dict(base),
@@ -141,7 +145,9 @@ def bench(
         n = len(task.docs) if limit is None else limit
         if progress is not None:
             progress.start(n, f"{task.name} · {base.name}" + (f" + {lora.name}" if lora else ""))
-        result, load_s = _run_model(run, progress.advance if progress is not None else None)
+        result, load_s = _run_model(
+            run, progress.advance if progress is not None else None, timings
+        )
     else:
         # A worker: the model runs in a child process, under the configured limits.
         what = base.name + (f" + {lora.name}" if lora else "")
@@ -160,7 +166,7 @@ def bench(
         load_s=load_s,
         device=chosen_device,
         dtype=dtype,
-        timings={"resolve_s": resolved_s},
+        timings=timings,
     )
 
 
@@ -171,13 +177,24 @@ def run_model(run: dict[str, Any]) -> dict[str, Any]:
     return {"result": result_to_dict(result), "load_s": load_s}
 
 
-def _run_model(run: dict[str, Any], progress: Any) -> tuple[RunResult, float]:
+def _run_model(
+    run: dict[str, Any], progress: Any, timings: dict[str, float] | None = None
+) -> tuple[RunResult, float]:
+    """Load and score; with ``timings``, record where the start-up went (seconds): importing
+    the model libraries, loading the tokenizer and weights (adapters included), the first batch."""
     started = time.perf_counter()
     adapter, prompt = run["adapter"], run["prompt"]
     runtime = RuntimeSettings(**run["runtime"])
     adapters = [_resolved_from_dict(adapter)] if adapter else []
+    if timings is not None:
+        _import_model_libraries(bool(adapters))
+        timings["libraries_s"] = time.perf_counter() - started
     loaded = load_model(_resolved_from_dict(run["base"]), runtime, adapters)
-    load_s = time.perf_counter() - started
+    loaded_at = time.perf_counter()
+    load_s = loaded_at - started
+    if timings is not None:
+        timings["model_s"] = load_s - timings["libraries_s"]
+        progress = _stamp_first_batch(progress, timings, loaded_at)
     result = run_task(
         loaded,
         load_task(run["task"]),
@@ -189,6 +206,50 @@ def _run_model(run: dict[str, Any], progress: Any) -> tuple[RunResult, float]:
         max_prompt_chars=run["max_prompt_chars"],
     )
     return result, load_s
+
+
+def _import_model_libraries(adapters: bool) -> None:
+    """Import what :func:`load_model` imports, so that its cost is told apart from loading.
+
+    The first import creates hundreds of thousands of long-lived objects and little garbage: the
+    cyclic collector stays off meanwhile (it would walk them again and again), and they are
+    frozen after, out of every later collection's way (once a process: a later call imports
+    nothing, and freezes nothing more)."""
+    import gc
+    import sys
+
+    first = "transformers.modeling_utils" not in sys.modules
+    enabled = gc.isenabled()
+    if first:
+        gc.disable()
+    try:
+        import torch  # noqa: F401
+        import transformers
+        import transformers.modeling_utils
+
+        # The lazy module imports its heavy parts on first use: the auto classes' own modules.
+        transformers.AutoTokenizer  # noqa: B018
+        transformers.AutoModelForCausalLM  # noqa: B018
+        if adapters:
+            import peft  # noqa: F401
+    finally:
+        if first:
+            if enabled:
+                gc.enable()
+            gc.freeze()
+
+
+def _stamp_first_batch(progress: Any, timings: dict[str, float], loaded_at: float) -> Any:
+    """``progress`` that also records, once, the seconds from the loaded model to the first
+    finished batch."""
+
+    def advance(n: int) -> None:
+        if "first_batch_s" not in timings:
+            timings["first_batch_s"] = time.perf_counter() - loaded_at
+        if progress is not None:
+            progress(n)
+
+    return advance
 
 
 def _resolved_to_dict(model: ResolvedModel) -> dict[str, Any]:

@@ -100,8 +100,51 @@ class _RichProgress:
             self.progress.advance(self.task_id, n)
 
 
-def outcome_json(outcome: Any) -> dict[str, Any]:
-    """The ``--json`` object of ``supersede bench``."""
+#: The start-up phases of ``supersede bench --json`` (``startup``), in the order they happen:
+#: the interpreter's and the command's imports, reading the settings and the task, resolving
+#: (and pinning) the model and adapter, opening the result store, importing torch and
+#: transformers, loading the tokenizer, weights and adapter, and the first batch. Each is 0
+#: where it did not happen (a cached result, or a model run in a child process).
+STARTUP_PHASES = (
+    "imports",
+    "settings",
+    "task",
+    "resolve",
+    "store",
+    "libraries",
+    "model",
+    "first_batch",
+)
+
+
+def _startup(outcome: Any, phases: dict[str, float]) -> dict[str, float]:
+    timings = {**phases, **getattr(outcome, "timings", {})}
+    return {phase: round(max(timings.get(f"{phase}_s", 0.0), 0.0), 4) for phase in STARTUP_PHASES}
+
+
+def _seconds_since_process_start() -> float:
+    """Seconds since this process started: the interpreter's and the command's imports.
+
+    On Linux, from the process's start in clock ticks since boot (``/proc/self/stat``) against
+    the boot clock: to 10 ms. Elsewhere from psutil's start time, which can be a second off where
+    the boot time it adds is whole seconds."""
+    import os
+    import time
+
+    try:
+        with open("/proc/self/stat", encoding="ascii") as handle:
+            ticks = int(handle.read().rsplit(")", 1)[1].split()[19])
+        since = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        import psutil
+
+        since = time.time() - psutil.Process().create_time()
+    return max(since, 0.0)
+
+
+def outcome_json(outcome: Any, phases: dict[str, float] | None = None) -> dict[str, Any]:
+    """The ``--json`` object of ``supersede bench``; ``phases`` are the start-up seconds spent
+    before :func:`benchmarks.bench.bench` was called (``imports_s``, ``settings_s``)."""
     result, identity = outcome.result, outcome.identity
     stats = result.stats
     return {
@@ -115,6 +158,7 @@ def outcome_json(outcome: Any) -> dict[str, Any]:
         "metrics": {k: {"score": v[0], "stderr": v[1]} for k, v in result.metrics.items()},
         "wall_s": round(outcome.wall_s, 4),
         "load_s": round(outcome.load_s, 4),
+        "startup": _startup(outcome, phases or {}),
         "scoring_s": round(stats.scoring_s, 4),
         "examples_per_s": round(stats.examples_per_s, 2),
         "tokens_per_s": round(stats.tokens_per_s, 2),
@@ -182,12 +226,17 @@ def bench(
     config: ConfigOption = None,
 ) -> None:
     """Score a model (optionally with a LoRA adapter) on a task file."""
+    import time
+
     quiet_libraries()
     from benchmarks.bench import bench as run_bench
     from config.settings import load_settings
 
+    phases = {"imports_s": _seconds_since_process_start()}
     try:
+        reading = time.perf_counter()
         settings = load_settings(config)
+        phases["settings_s"] = time.perf_counter() - reading
         with _RichProgress(enabled=not as_json and err.is_terminal) as progress:
             outcome = run_bench(
                 settings,
@@ -202,7 +251,7 @@ def bench(
             )
     except SupersedeError as exc:
         raise fail(exc) from None
-    row = outcome_json(outcome)
+    row = outcome_json(outcome, phases)
     if as_json:
         sys.stdout.write(json.dumps(row) + "\n")
     else:

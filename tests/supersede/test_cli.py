@@ -187,3 +187,26 @@ def test_poll_needs_no_slack_channel(tmp_path: Path) -> None:
     done = supersede("poll", "--once", "-c", str(config), cwd=tmp_path, env=SLACK_WITHOUT_CHANNEL)
     assert done.returncode == 0, done.stderr
     assert "nothing new" in done.stdout
+
+
+def test_bench_json_reports_where_start_up_went(zoo: Zoo, tmp_path: Path) -> None:
+    task = shipped_task_copy(tmp_path / "task")
+    args = ("bench", "-m", str(zoo.base), "-a", str(zoo.adapter), "-t", str(task))
+    started = time.perf_counter()
+    done = supersede(*args, "--limit", "8", "--device", "cpu", "--json", cwd=tmp_path)
+    command_s = time.perf_counter() - started
+    assert done.returncode == 0, done.stderr
+    row = json.loads(done.stdout)
+    startup = row["startup"]
+    phases = ("imports", "settings", "task", "resolve", "store", "libraries", "model")
+    assert set(startup) >= {*phases, "first_batch"}
+    assert all(isinstance(s, float) and s >= 0 for s in startup.values()), startup
+    # The phases fit in the command's own wall time, and the model's share is within load_s.
+    assert all(startup[phase] > 0 for phase in ("imports", "libraries", "model", "first_batch"))
+    assert sum(startup.values()) <= command_s
+    assert startup["libraries"] + startup["model"] <= row["load_s"] <= row["wall_s"]
+    # A stored result loads no model: those phases are 0, the rest still measured.
+    cached = json.loads(supersede(*args, "--limit", "8", "--json", cwd=tmp_path).stdout)
+    assert cached["cached"] is True
+    assert cached["startup"]["libraries"] == cached["startup"]["model"] == 0
+    assert cached["startup"]["first_batch"] == 0 and cached["startup"]["imports"] > 0
