@@ -1,5 +1,8 @@
 """One comparison: score both sides where this process runs (I/O), then judge (pure).
 
+* :func:`check_deployable` reads the candidate's licence and size before anything is
+  downloaded (:mod:`benchmarks.deploy`); a candidate it blocks is not scored unless
+  ``deploy.benchmark_blocked`` asks for it.
 * :func:`score_finetune` and :func:`score_candidate` score one side each on the fine-tune's task,
   answering from the result store when the same model, revision, task, settings, dtype, device
   type and hardware class were scored before. The benchmark job calls them on its GPU queue.
@@ -20,13 +23,14 @@ from pathlib import Path
 from benchmarks import cost
 from benchmarks.bench import LOCAL, ProgressSink, bench
 from benchmarks.cache import ResultStore, result_key
+from benchmarks.deploy import Deployability, assess, final, probe, request_tokens_estimate
 from benchmarks.scoring import RunResult
 from benchmarks.sides import PairScores, ScoredSide
 from benchmarks.stats import compare_paired
 from benchmarks.tasks.task import load_task
 from benchmarks.verdict import VerdictReport, decide
 from config.api import ApiCandidate
-from config.settings import FineTune, Settings, api_key, finetune, task_path
+from config.settings import FineTune, Settings, api_key, deploy_for, finetune, task_path
 from core.errors import FatalError
 
 
@@ -45,6 +49,31 @@ class MissingResult(FatalError):
 def api_candidate(settings: Settings, name: str) -> ApiCandidate | None:
     """The configured API candidate called ``name``, if any."""
     return next((a for a in settings.api_candidates if a.name == name), None)
+
+
+# ---------------------------------------------------------------------------------- deploying
+
+
+def check_deployable(
+    settings: Settings, ft: FineTune, candidate: str, *, api: ApiCandidate | None = None
+) -> Deployability:
+    """The candidate's licence and serving memory against the fine-tune's deploy settings,
+    read from the Hub's metadata and ``config.json`` (a folder's own files; an API candidate's
+    rule): no weight is downloaded. :meth:`Deployability.blockers` lists what blocks it."""
+    from benchmarks.models import ModelResolver
+
+    deploy = deploy_for(settings, ft)
+    tokens = None
+    if api is None:
+        task = load_task(task_path(settings, ft.task))
+        tokens = request_tokens_estimate(task, settings.candidates.prompt)
+    token = settings.secrets.hf_token
+    resolver = ModelResolver(settings.hub, token.get_secret_value() if token else None)
+    facts = probe(resolver, candidate, api=api, tokens=tokens)
+    checked = assess(facts, deploy)
+    if checked.blockers and not deploy.benchmark_blocked:
+        return checked.model_copy(update={"benchmarked": False})
+    return checked
 
 
 # ---------------------------------------------------------------------------------- scoring
@@ -161,10 +190,17 @@ def judge(
     candidate_side: Scored | None,
     api: ApiCandidate | None = None,
     failure: str | None = None,
+    deploy: Deployability | None = None,
 ) -> VerdictReport:
     """The verdict on two scored sides (see :mod:`benchmarks.verdict`). Pure: the same results
-    and settings give the same report (the bootstrap is seeded by ``verdict.seed``)."""
+    and settings give the same report (the bootstrap is seeded by ``verdict.seed``).
+
+    ``deploy``: the checks made before the benchmark (:func:`check_deployable`); the memory is
+    checked again with the request lengths the candidate's run measured, and its latency
+    against the target."""
     comparison = cost_ft = cost_cand = None
+    if deploy is not None and candidate_side is not None and deploy.benchmarked:
+        deploy = final(deploy, deploy_for(settings, ft), candidate_side.result.extra)
     if finetune_side is not None and candidate_side is not None and failure is None:
         comparison = compare_paired(
             finetune_side.result.outcomes,
@@ -191,6 +227,7 @@ def judge(
         cost_candidate=cost_cand,
         open_weights=api.open_weights if api is not None else True,
         failure=failure,
+        deploy=deploy,
     )
     details = {
         "finetune": _details(finetune_side),
@@ -205,7 +242,11 @@ def _cost(settings: Settings, scored: Scored, api: ApiCandidate | None) -> cost.
             raise FatalError(f"{scored.side.model}: the API candidate's prices are not configured")
         return cost.api(scored.result, api)
     where = f"{scored.side.device or 'cpu'} ({scored.side.dtype})"
-    return cost.self_hosted(scored.result, settings.serving.gpu_hour_usd, where)
+    queue = settings.workers.gpu_queues.get(scored.side.hardware or "")
+    price = settings.serving.gpu_hour_usd
+    if queue is not None and queue.usd_per_hour is not None:
+        price, where = queue.usd_per_hour, f"{where} on {scored.side.hardware}"
+    return cost.self_hosted(scored.result, price, where)
 
 
 def _details(scored: Scored | None) -> dict[str, object] | None:
@@ -228,8 +269,15 @@ def judge_stored(
     Raises :class:`MissingResult` when either result is gone. Both sides must have been scored
     on the same hardware class, so their serving costs compare like with like.
     """
+    if pair.candidate is None:  # blocked before its benchmark
+        return judge(
+            settings, ft, pair.candidate_name or "?", finetune_side=None, candidate_side=None,
+            api=api, deploy=pair.deploy,
+        )  # fmt: skip
     sides: list[Scored] = []
     for record in (pair.finetune, pair.candidate):
+        if record is None:
+            raise MissingResult(f"its benchmark job recorded no fine-tune result on {pair.task}")
         hit = store.get(record.key)
         if hit is None:
             raise MissingResult(
@@ -247,8 +295,9 @@ def judge_stored(
             f"on {cand_side.side.scored_on}; their costs do not compare"
         )
     return judge(
-        settings, ft, cand_side.side.model, finetune_side=ft_side, candidate_side=cand_side, api=api
-    )
+        settings, ft, cand_side.side.model, finetune_side=ft_side, candidate_side=cand_side,
+        api=api, deploy=pair.deploy,
+    )  # fmt: skip
 
 
 def compare(
@@ -273,10 +322,21 @@ def compare(
     ft_side = cand_side = None
     failure = None
     try:
-        ft_side = score_finetune(
-            settings, ft, hardware=hardware, limit=limit, use_cache=use_cache, progress=progress,
-            store=store,
+        deploy = check_deployable(settings, ft, candidate, api=api)
+    except FatalError as exc:
+        deploy = None
+        failure = f"{candidate} could not be checked: {exc}"
+    if deploy is not None and not deploy.benchmarked:
+        return judge(
+            settings, ft, candidate, finetune_side=None, candidate_side=None, api=api,
+            deploy=deploy,
         )  # fmt: skip
+    try:
+        if failure is None:
+            ft_side = score_finetune(
+                settings, ft, hardware=hardware, limit=limit, use_cache=use_cache,
+                progress=progress, store=store,
+            )  # fmt: skip
     except FatalError as exc:
         failure = f"the fine-tune {ft.name} could not be scored: {exc}"
     if failure is None:
@@ -289,5 +349,5 @@ def compare(
             failure = f"{candidate} could not be scored: {exc}"
     return judge(
         settings, ft, candidate, finetune_side=ft_side, candidate_side=cand_side, api=api,
-        failure=failure,
+        failure=failure, deploy=deploy,
     )  # fmt: skip

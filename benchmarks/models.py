@@ -82,6 +82,16 @@ CAP_SLACK_BYTES = 32 * 1024 * 1024
 GIB = 1024**3
 
 
+#: Bytes per stored parameter assumed when only the weights' size is known: releases are
+#: published in 16-bit almost always (bfloat16 or float16).
+STORED_BYTES_GUESS = 2
+
+
+def estimate_params(weight_bytes: int) -> int:
+    """A parameter count from the size of the safetensors weights (16-bit storage assumed)."""
+    return max(weight_bytes // STORED_BYTES_GUESS, 1)
+
+
 @dataclass(frozen=True)
 class ModelRef:
     """A parsed reference: ``repo_id`` (+ optional ``revision``) on the Hub, or a local ``path``."""

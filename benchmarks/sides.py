@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from benchmarks.deploy import Deployability
+
 
 class ScoredSide(BaseModel):
     """One side's result, by reference: where it is stored and how it was obtained."""
@@ -43,15 +45,20 @@ class ScoredSide(BaseModel):
 
 
 class PairScores(BaseModel):
-    """A fine-tune and the candidate, scored on the fine-tune's task in one benchmark job."""
+    """A fine-tune and the candidate, scored on the fine-tune's task in one benchmark job; or,
+    when the candidate's deploy checks blocked it, neither side (``candidate`` None)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     task: str
     metric: str
     n: int
-    finetune: ScoredSide
-    candidate: ScoredSide
+    finetune: ScoredSide | None
+    candidate: ScoredSide | None
+    #: The candidate as named in the release (shown when it was not scored).
+    candidate_name: str | None = None
+    #: The deploy checks made before the benchmark (None: recorded by an earlier version).
+    deploy: Deployability | None = None
 
 
 class BenchmarkScores(BaseModel):

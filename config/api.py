@@ -30,6 +30,12 @@ class ApiEndpoint(BaseModel):
     )
     input_usd_per_1m: float = Field(0.0, ge=0, description="Price per 1M input tokens.")
     output_usd_per_1m: float = Field(0.0, ge=0, description="Price per 1M output tokens.")
+    license: str | None = Field(
+        None,
+        max_length=128,
+        description="The terms its models are used under, as an id checked against "
+        "deploy.licenses (e.g. 'vendor-terms'); None = not checked.",
+    )
 
     def serving(self, model: str) -> ApiCandidate:
         """The API candidate ``model`` on this endpoint, at these prices: named by its model,

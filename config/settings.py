@@ -108,6 +108,14 @@ class RuntimeSettings(_Section):
     max_length: int | None = Field(
         None, ge=8, description="Token budget per sequence; None = the model's own limit."
     )
+    latency_sample: int = Field(
+        16,
+        ge=0,
+        le=1000,
+        description="Requests timed one at a time (batch size 1) after the batched run, for the "
+        "per-request latency a deployment sees (p50/p95; time to first token and per output "
+        "token on generation tasks). 0 = not measured.",
+    )
 
 
 class PromptSettings(_Section):
@@ -123,11 +131,108 @@ class PromptSettings(_Section):
 
 
 class Economics(_Section):
-    """What a deployed fine-tune cost and costs."""
+    """What a deployed fine-tune cost and costs, and what switching away from it would."""
 
     tuning_cost_usd: float = Field(0.0, ge=0, description="Spent on tuning (sunk).")
     monthly_upkeep_usd: float = Field(0.0, ge=0, description="Monthly cost of keeping it alive.")
     monthly_requests: int = Field(0, ge=0, description="Requests served per month.")
+    switching_cost_usd: float = Field(
+        0.0,
+        ge=0,
+        description="One-off cost of switching to a candidate: integration, prompt migration, "
+        "validation, a canary. Switching must pay it back within horizon_months.",
+    )
+    candidate_monthly_upkeep_usd: float = Field(
+        0.0, ge=0, description="Monthly cost of running a candidate besides serving it."
+    )
+    horizon_months: float = Field(
+        12.0, gt=0, le=120, description="Months within which switching must pay back."
+    )
+    value_per_point_usd: float | None = Field(
+        None,
+        ge=0,
+        description="What one point of the task metric (0.01) is worth per month. None (and no "
+        "value_per_error_usd) = quality is not priced.",
+    )
+    value_per_error_usd: float | None = Field(
+        None,
+        ge=0,
+        description="What one wrong answer costs, per request: quality is then worth "
+        "value_per_error_usd x monthly_requests x the change in the metric. Give this or "
+        "value_per_point_usd, not both.",
+    )
+
+    @model_validator(mode="after")
+    def _one_value(self) -> Economics:
+        if self.value_per_point_usd is not None and self.value_per_error_usd is not None:
+            raise ValueError(
+                "give value_per_point_usd (per point, per month) or value_per_error_usd (per "
+                "wrong answer), not both"
+            )
+        return self
+
+
+#: Serving dtypes and their bytes per parameter (int8 and int4: weight-only quantised serving).
+SERVING_DTYPE_BYTES = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0, "int8": 1.0, "int4": 0.5}
+
+
+#: Licences allowed by default: permissive ones that allow commercial use without conditions a
+#: legal review must weigh. A vendor's own licence (llama3.1, gemma, ...) is added by the user.
+DEFAULT_LICENSES = ("apache-2.0", "mit", "bsd-2-clause", "bsd-3-clause", "cc-by-4.0", "cc0-1.0",
+                    "unlicense")  # fmt: skip
+
+
+class DeploySettings(_Section):
+    """What a candidate must satisfy to replace a fine-tune in production. A check whose setting
+    is unset (None) is not made, and the verdict says so."""
+
+    licenses: tuple[str, ...] | None = Field(
+        DEFAULT_LICENSES,
+        description="Licences allowed (Hub / SPDX ids, e.g. apache-2.0, or the license_name of "
+        "an 'other' licence). None = licences are not checked. A standard licence not listed "
+        "blocks the candidate; a vendor's own or unknown licence needs review.",
+    )
+    gpu_memory_gb: float | None = Field(
+        None, gt=0, description="GiB of memory per serving GPU. None = fit is not checked."
+    )
+    gpu_count: int = Field(1, ge=1, le=64, description="Serving GPUs a model may span.")
+    memory_utilization: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="Share of the serving GPUs' memory weights and KV cache may take (the rest: "
+        "CUDA context, activations); vLLM calls it gpu_memory_utilization.",
+    )
+    dtype: Literal["float32", "bfloat16", "float16", "int8", "int4"] = Field(
+        "bfloat16", description="The dtype weights are served in (bytes per parameter)."
+    )
+    concurrency: int = Field(
+        8, ge=1, le=4096, description="Requests served at once: KV cache is held for each."
+    )
+    latency_p95_ms: float | None = Field(
+        None,
+        gt=0,
+        description="Per-request p95 latency a candidate must meet, ms, measured at batch size "
+        "1 where it was benchmarked. None = no target.",
+    )
+    benchmark_blocked: bool = Field(
+        False,
+        description="Benchmark a candidate even when its licence or size blocks it (to know "
+        "what you are missing). False = it is not downloaded.",
+    )
+
+
+class DeployOverrides(_Section):
+    """A fine-tune's own deploy settings: each key set here replaces the top-level one."""
+
+    licenses: tuple[str, ...] | None = None
+    gpu_memory_gb: float | None = Field(None, gt=0)
+    gpu_count: int | None = Field(None, ge=1, le=64)
+    memory_utilization: float | None = Field(None, gt=0, le=1)
+    dtype: Literal["float32", "bfloat16", "float16", "int8", "int4"] | None = None
+    concurrency: int | None = Field(None, ge=1, le=4096)
+    latency_p95_ms: float | None = Field(None, gt=0)
+    benchmark_blocked: bool | None = None
 
 
 class FineTune(_Section):
@@ -141,6 +246,9 @@ class FineTune(_Section):
     #: The prompt format it was trained on (its own; candidates get ``candidates.prompt``).
     prompt: PromptSettings = PromptSettings(chat_template="off")
     economics: Economics = Economics()
+    deploy: DeployOverrides = Field(
+        DeployOverrides(), description="Overrides of the top-level deploy settings for this one."
+    )
     slack_channel: str | None = Field(None, description="Overrides notify.slack.channel.")
 
     @model_validator(mode="after")
@@ -166,7 +274,12 @@ class CandidateSettings(_Section):
 class ServingSettings(_Section):
     """Serving prices."""
 
-    gpu_hour_usd: float = Field(2.0, ge=0, description="Price of one GPU hour for self-hosting.")
+    gpu_hour_usd: float = Field(
+        2.0,
+        ge=0,
+        description="Price of one GPU hour for self-hosting, where the GPU queue a model was "
+        "benchmarked on names no usd_per_hour of its own (and for `local` runs).",
+    )
 
 
 class VerdictSettings(_Section):
@@ -206,6 +319,7 @@ class Settings(BaseSettings):
     hub: HubSettings = HubSettings()
     runtime: RuntimeSettings = RuntimeSettings()
     serving: ServingSettings = ServingSettings()
+    deploy: DeploySettings = DeploySettings()
     verdict: VerdictSettings = VerdictSettings()
     candidates: CandidateSettings = CandidateSettings()
     finetunes: tuple[FineTune, ...] = ()
@@ -380,6 +494,13 @@ def finetune(settings: Settings, name: str) -> FineTune:
     hint = did_you_mean(name, known)
     listed = ", ".join(known) if known else "none: add one under 'finetunes:'"
     raise ConfigError(f"no fine-tune named '{name}' in the config{hint}; configured: {listed}")
+
+
+def deploy_for(settings: Settings, ft: FineTune) -> DeploySettings:
+    """The deploy settings a fine-tune's candidates are held to: the top-level ``deploy``
+    section, with each key the fine-tune's own ``deploy`` sets in its place."""
+    own = ft.deploy.model_dump(exclude_unset=True)
+    return settings.deploy.model_copy(update=own) if own else settings.deploy
 
 
 def task_path(settings: Settings, task: str) -> Path:

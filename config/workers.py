@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from config.urls import SecretUrl
 from config.watch import Duration
+
+
+class GpuQueue(BaseModel):
+    """The GPUs behind one queue: their memory and what an hour of one costs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    memory_gb: float = Field(gt=0, description="GiB of GPU memory of the workers consuming it.")
+    usd_per_hour: float | None = Field(
+        None,
+        ge=0,
+        description="Price of one GPU hour on this queue; None = serving.gpu_hour_usd. The "
+        "serving cost of a model benchmarked here is its GPU-seconds per request at this price.",
+    )
 
 
 class WorkersSettings(BaseModel):
@@ -21,9 +37,10 @@ class WorkersSettings(BaseModel):
     result_backend: SecretUrl | None = Field(
         None, description="Celery result backend; None = the broker's Redis (or none embedded)."
     )
-    gpu_queues: dict[str, float] = Field(
-        {"gpu-24g": 24.0, "gpu-80g": 80.0},
-        description="GPU queue name -> GiB of GPU memory of the workers consuming it.",
+    gpu_queues: dict[str, GpuQueue] = Field(
+        {"gpu-24g": GpuQueue(memory_gb=24.0), "gpu-80g": GpuQueue(memory_gb=80.0)},
+        description="GPU queue name -> {memory_gb, usd_per_hour} of the workers consuming it "
+        "(a bare number is read as memory_gb, the earlier form).",
     )
     memory_overhead: float = Field(
         1.2, ge=1.0, description="Weights x this = the memory a benchmark needs (activations)."
@@ -67,6 +84,16 @@ class WorkersSettings(BaseModel):
     notify_retry_max: Duration = Field(
         3600.0, ge=1, description="The longest wait between two failed notifications."
     )
+
+    @field_validator("gpu_queues", mode="before")
+    @classmethod
+    def _bare_memory(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {
+                name: {"memory_gb": queue} if isinstance(queue, int | float | str) else queue
+                for name, queue in value.items()
+            }
+        return value
 
     @model_validator(mode="after")
     def _limits(self) -> WorkersSettings:

@@ -35,7 +35,13 @@ from benchmarks.cache import ResultStore
 
 # Imported here, not in the verdict job: a worker's parent process loads it once before it forks
 # its pool (it pulls in numpy, never torch), so a verdict job spends no time importing.
-from benchmarks.compare import MissingResult, judge_stored, score_candidate, score_finetune
+from benchmarks.compare import (
+    MissingResult,
+    check_deployable,
+    judge_stored,
+    score_candidate,
+    score_finetune,
+)
 from benchmarks.limits import Limits, confined, describe_duration
 from benchmarks.sides import BenchmarkScores, PairScores
 from config.api import ApiCandidate
@@ -371,19 +377,31 @@ class Pipeline:
         """Score both sides of every fine-tune here, on ``queue``'s hardware; the job's result
         is their keys (:class:`BenchmarkScores`)."""
         api = api_candidate(self.settings, event)
+        ref = candidate_ref(event)
         pairs: dict[str, PairScores] = {}
         for ft in [f for f in self.settings.finetunes if f.name in names]:
+            # Licence and size first, from the Hub's metadata: a candidate they block is not
+            # downloaded (unless deploy.benchmark_blocked asks for it).
+            deploy = check_deployable(self.settings, ft, ref, api=api)
+            if not deploy.benchmarked:
+                log.info("%s blocked for %s, not benchmarked: %s", ref, ft.name,
+                         "; ".join(deploy.blockers))  # fmt: skip
+                pairs[ft.name] = PairScores(
+                    task=ft.task, metric="", n=0, finetune=None, candidate=None,
+                    candidate_name=event.name, deploy=deploy,
+                )  # fmt: skip
+                continue
             try:
                 baseline = score_finetune(self.settings, ft, hardware=queue, store=self.results)
             except FatalError as exc:
                 raise FatalError(f"the fine-tune {ft.name} could not be scored: {exc}") from None
             scored = score_candidate(
-                self.settings, ft, candidate_ref(event), api=api, hardware=queue,
-                store=self.results,
-            )  # fmt: skip
+                self.settings, ft, ref, api=api, hardware=queue, store=self.results
+            )
             pairs[ft.name] = PairScores(
                 task=scored.result.task, metric=scored.result.metric, n=scored.result.n,
-                finetune=baseline.side, candidate=scored.side,
+                finetune=baseline.side, candidate=scored.side, candidate_name=event.name,
+                deploy=deploy,
             )  # fmt: skip
         return BenchmarkScores(pairs=pairs)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from benchmarks.models import estimate_params
 from config.workers import WorkersSettings
 
 GIB = 1024**3
@@ -25,16 +26,6 @@ def need_gib(params: int, dtype: str, overhead: float) -> float:
     return params * DTYPE_BYTES.get(dtype, 2) * overhead / GIB
 
 
-#: Bytes per stored parameter assumed when only the weights' size is known: releases are
-#: published in 16-bit almost always (bfloat16 or float16).
-STORED_BYTES_GUESS = 2
-
-
-def estimate_params(weight_bytes: int) -> int:
-    """A parameter count from the size of the safetensors weights (16-bit storage assumed)."""
-    return max(weight_bytes // STORED_BYTES_GUESS, 1)
-
-
 def route(
     params: int | None, dtype: str, workers: WorkersSettings, *, weight_bytes: int | None = None
 ) -> Route:
@@ -43,7 +34,10 @@ def route(
     When the Hub gives no parameter count, it is estimated from ``weight_bytes`` (the listed
     size of the safetensors weights); only with neither is the largest queue taken.
     """
-    queues = sorted(workers.gpu_queues.items(), key=lambda item: (item[1], item[0]))
+    queues = sorted(
+        ((name, queue.memory_gb) for name, queue in workers.gpu_queues.items()),
+        key=lambda item: (item[1], item[0]),
+    )
     estimated = ""
     if params is None and weight_bytes:
         params = estimate_params(weight_bytes)

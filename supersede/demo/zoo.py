@@ -123,6 +123,20 @@ def build_tokenizer(corpus: Iterable[str], *, pad_vocab_to: int = 0) -> Any:
     )
 
 
+#: The licence the zoo's models are published under (their README.md card says so).
+ZOO_LICENSE = "apache-2.0"
+
+
+def write_card(folder: Path, license_id: str = ZOO_LICENSE, **metadata: Any) -> Path:
+    """A model card (``README.md``) whose metadata names the licence, as on the Hub."""
+    import yaml
+
+    front = yaml.safe_dump({"license": license_id, **metadata}, sort_keys=False)
+    path = folder / "README.md"
+    path.write_text(f"---\n{front}---\n\nA tiny model built for tests and the demo.\n")
+    return path
+
+
 def build_base(
     out_dir: Path,
     tokenizer: Any,
@@ -156,6 +170,7 @@ def build_base(
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
+    write_card(out_dir)
     return out_dir
 
 
@@ -269,6 +284,7 @@ def train_full(
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
+    write_card(out_dir)
     return out_dir
 
 
@@ -309,7 +325,7 @@ def build_zoo(
         weaker=root / "release-weaker",
     )
     marker = root / ".complete"
-    if marker.is_file():
+    if marker.is_file() and (zoo.stronger / "README.md").is_file():
         return zoo
     corpus = [PROMPT.format(text=row["text"]) for row in train_rows]
     corpus += [" " + choice for choice in CHOICES]

@@ -158,7 +158,7 @@ def test_superseded_when_significantly_better_and_cheaper() -> None:
     assert "significantly better" in report.reason
     # $2,500 (fine-tune incl. upkeep) - $1,000 (candidate) = $1,500
     assert report.summary == (
-        "Switching to newmodel-8b saves $1,500/month; the $5,000 spent on tuning is sunk."
+        "Switch to newmodel-8b: saves $1,500/month; the $5,000 spent on tuning is sunk."
     )
 
 
@@ -168,8 +168,8 @@ def test_superseded_when_significantly_better_even_if_more_expensive() -> None:
     assert report.verdict is Verdict.SUPERSEDED
     assert report.monthly_savings_usd == pytest.approx(-2_500)
     assert report.summary == (
-        "newmodel-8b is better by +3.0 points and would cost $2,500/month more to serve; "
-        "the $5,000 spent on tuning is sunk."
+        "Switch to newmodel-8b: it is better by +3.0 points and would cost $2,500/month more "
+        "to serve (quality not priced); the $5,000 spent on tuning is sunk."
     )
 
 
@@ -213,9 +213,9 @@ def test_superseded_when_non_inferior_and_cheaper() -> None:
     report = _decide(_comparison(-0.015, 0.01, delta=-0.002), cand_per_1k=1.0)
     assert report.verdict is Verdict.SUPERSEDED
     assert "non-inferior" in report.reason
-    assert "no more expensive" in report.reason
+    assert "switching costs nothing to recover" in report.reason
     assert report.summary == (
-        "Switching to newmodel-8b saves $1,500/month; the $5,000 spent on tuning is sunk."
+        "Switch to newmodel-8b: saves $1,500/month; the $5,000 spent on tuning is sunk."
     )
 
 
@@ -228,32 +228,55 @@ def test_non_inferiority_boundary_on_interval_low() -> None:
 
 
 def test_cost_tolerance_boundary() -> None:
+    # No upkeep to save: only the serving cost decides, and differences within the tolerance
+    # are timing noise (counted as $0).
     comp = _comparison(-0.01, 0.01)
-    at_tolerance = _decide(comp, cand_per_1k=FT_PER_1K * (1 + RULES.cost_tolerance))
-    above = _decide(comp, cand_per_1k=FT_PER_1K * (1 + RULES.cost_tolerance) + 1e-9)
-    equal = _decide(comp, cand_per_1k=FT_PER_1K)
+    plain = Economics(monthly_requests=1_000_000)
+    at_tolerance = _decide(
+        comp, cand_per_1k=FT_PER_1K * (1 + RULES.cost_tolerance), economics=plain
+    )
+    above = _decide(
+        comp, cand_per_1k=FT_PER_1K * (1 + RULES.cost_tolerance) + 1e-9, economics=plain
+    )
+    equal = _decide(comp, cand_per_1k=FT_PER_1K, economics=plain)
     assert at_tolerance.verdict is Verdict.SUPERSEDED
+    assert at_tolerance.monthly_net_usd == 0
     assert equal.verdict is Verdict.SUPERSEDED
     assert above.verdict is Verdict.AT_RISK
-    assert "more expensive" in above.reason
+    assert "would cost $100/month more" in above.reason
 
 
 def test_cost_tolerance_comes_from_the_rules() -> None:
     comp = _comparison(-0.01, 0.01)
     loose = VerdictSettings(margin=MARGIN, cost_tolerance=0.5)
-    assert _decide(comp, cand_per_1k=2.9, rules=loose).verdict is Verdict.SUPERSEDED
-    assert _decide(comp, cand_per_1k=2.9).verdict is Verdict.AT_RISK
-
-
-def test_at_risk_more_expensive_but_upkeep_still_saves() -> None:
-    # $2.30 per 1k: $2,300/month, against $2,000 + $500 upkeep = $2,500
-    report = _decide(_comparison(-0.01, 0.01), cand_per_1k=2.3)
-    assert report.verdict is Verdict.AT_RISK
-    assert report.monthly_savings_usd == pytest.approx(200)
-    assert report.summary == (
-        "newmodel-8b matches the fine-tune; it costs more per request, but dropping the "
-        "fine-tune's upkeep still saves $200/month."
+    plain = Economics(monthly_requests=1_000_000)
+    assert _decide(comp, cand_per_1k=2.9, rules=loose, economics=plain).verdict is (
+        Verdict.SUPERSEDED
     )
+    assert _decide(comp, cand_per_1k=2.9, economics=plain).verdict is Verdict.AT_RISK
+
+
+def test_superseded_more_expensive_per_request_but_upkeep_saves_more() -> None:
+    # $2.30 per 1k: $2,300/month, against $2,000 + $500 upkeep = $2,500: switching saves $200
+    # a month, all counted (the per-request price alone no longer decides).
+    report = _decide(_comparison(-0.01, 0.01), cand_per_1k=2.3)
+    assert report.verdict is Verdict.SUPERSEDED
+    assert report.monthly_savings_usd == pytest.approx(200)
+    assert report.monthly_net_usd == pytest.approx(200)
+    assert report.payback_months == 0
+    assert report.summary == (
+        "Switch to newmodel-8b: saves $200/month; the $5,000 spent on tuning is sunk."
+    )
+
+
+def test_at_risk_more_expensive_per_request_without_monthly_requests() -> None:
+    # With no traffic configured, a dearer request cannot be priced: as good, not a switch.
+    economics = Economics(tuning_cost_usd=5_000, monthly_upkeep_usd=500)
+    report = _decide(_comparison(-0.01, 0.01), cand_per_1k=3.0, economics=economics)
+    assert report.verdict is Verdict.AT_RISK
+    assert "economics.monthly_requests is not set" in report.reason
+    cheaper = _decide(_comparison(-0.01, 0.01), cand_per_1k=1.0, economics=economics)
+    assert cheaper.verdict is Verdict.SUPERSEDED
 
 
 def test_at_risk_more_expensive_and_costs_more() -> None:
@@ -261,9 +284,11 @@ def test_at_risk_more_expensive_and_costs_more() -> None:
     report = _decide(_comparison(-0.01, 0.01), cand_per_1k=3.0)
     assert report.verdict is Verdict.AT_RISK
     assert report.monthly_savings_usd == pytest.approx(-500)
+    assert report.monthly_net_usd == pytest.approx(-500)
+    assert report.payback_months is None
     assert report.summary == (
-        "newmodel-8b matches the fine-tune but would cost $500/month more: "
-        "the fine-tune is worth keeping while that holds."
+        "newmodel-8b is as good as the fine-tune (+0.0 points acc (95% CI -1.0 points to "
+        "+1.0 points)), but switching would cost $500/month more, all counted."
     )
 
 
@@ -302,7 +327,7 @@ def test_small_dollar_amounts_keep_cents() -> None:
     assert report.verdict is Verdict.SUPERSEDED
     assert report.monthly_savings_usd == pytest.approx(12.5)
     assert report.summary == (
-        "Switching to newmodel-8b saves $12.50/month; the $80.00 spent on tuning is sunk."
+        "Switch to newmodel-8b: saves $12.50/month; the $80.00 spent on tuning is sunk."
     )
 
 
@@ -313,7 +338,7 @@ def test_large_dollar_amounts_have_thousands_separators() -> None:
     # fine-tune $2 x 100k = $200,000; candidate $0.5 x 100k = $50,000
     report = _decide(_comparison(-0.01, 0.01), cand_per_1k=0.5, economics=economics)
     assert report.summary == (
-        "Switching to newmodel-8b saves $150,000/month; the $1,234,567 spent on tuning is sunk."
+        "Switch to newmodel-8b: saves $150,000/month; the $1,234,567 spent on tuning is sunk."
     )
 
 

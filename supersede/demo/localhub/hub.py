@@ -75,6 +75,26 @@ _LIST_DEFAULT_KEYS = (
 )  # fmt: skip
 
 
+def card_info(readme: bytes | None) -> dict[str, Any]:
+    """What the Hub derives from a model card's YAML metadata: ``cardData``, and a
+    ``license:<id>`` tag."""
+    if not readme or not readme.startswith(b"---"):
+        return {}
+    import yaml
+
+    head, marker, _ = readme[3:].partition(b"\n---")
+    try:
+        data = yaml.safe_load(head.decode("utf-8")) if marker else None
+    except (yaml.YAMLError, UnicodeDecodeError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    info: dict[str, Any] = {"cardData": data}
+    if isinstance(data.get("license"), str):
+        info["tags"] = [f"license:{data['license']}"]
+    return info
+
+
 class HubServer(LocalServer):
     """A local Hugging Face Hub on ``http://127.0.0.1:<free port>``, served from a daemon thread.
 
@@ -170,6 +190,7 @@ class HubServer(LocalServer):
             counted = safetensors_info(files)
             if counted and "safetensors" not in (extra or {}):
                 repo.extra["safetensors"] = counted
+            repo.extra.update(card_info(files.get("README.md")))
             repo.extra.update(extra or {})
             for entry in built.values():
                 if entry.lfs:
