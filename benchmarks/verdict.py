@@ -386,7 +386,7 @@ def _pays_back(pay: Payoff, economics: Economics) -> str:
         return "switching costs nothing to recover"
     return (
         f"switching ({_usd(economics.switching_cost_usd)}) pays back in "
-        f"{_months(pay.payback_months)}, within {economics.horizon_months:g}"
+        f"{_months(pay.payback_months)}, within {economics.horizon_months:g} months"
     )
 
 

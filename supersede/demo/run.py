@@ -2,8 +2,9 @@
 
 A local server speaking the Hub's API serves a tiny base model and a LoRA fine-tune (the
 "deployed fine-tune" of a retailer's review-sentiment task); a local RSS feed plays a vendor's
-blog. Two releases are then published one after the other: one on the Hub under a watched
-organisation (found by polling), one only announced in the feed (found through the post's link).
+blog. Three releases are then published one after the other: one on the Hub under a watched
+organisation (found by polling), one only announced in the feed (found through the post's link),
+and a research-only one under a non-commercial licence (blocked before any download).
 The real daemon path runs: scheduler -> queue -> worker -> benchmark -> verdict -> notifier, on
 the embedded default, or on Redis with a worker subprocess when a broker URL is given.
 """
@@ -29,6 +30,8 @@ FINETUNE = "review-sentiment"
 WATCHED = "newlab"
 BASE, ADAPTER = "acme-retail/tiny-base", "acme-retail/reviews-lora"
 FIRST, SECOND = "newlab/Tiny-Chat-2", "otherlab/Tiny-Mini"
+#: The stronger model again, published for research only: blocked by its licence.
+THIRD, THIRD_LICENSE = "newlab/Tiny-Chat-2-Research", "cc-by-nc-4.0"
 FEED_PATH = "/otherlab/blog/rss.xml"
 
 
@@ -79,7 +82,12 @@ def write_config(workdir: Path, hub_url: str, feed_url: str, broker: str | None)
                     "tuning_cost_usd": 18000,
                     "monthly_upkeep_usd": 1200,
                     "monthly_requests": 2000000,
+                    "switching_cost_usd": 15000,
+                    "candidate_monthly_upkeep_usd": 200,
+                    "horizon_months": 12,
+                    "value_per_point_usd": 100,
                 },
+                "deploy": {"gpu_memory_gb": 24, "latency_p95_ms": 2000},
             }
         ],
         "watch": {
@@ -186,6 +194,14 @@ def run_demo(
             link = f"{hub.url}/{SECOND}"
             feeds.publish(FEED_PATH, _feed([("otherlab-1", f"Introducing {SECOND}", link)]))
             outcomes.append(_await(jobs, SECOND, "the vendor feed", published, timeout_s, say))
+            say(f"\nRelease 3: {THIRD} appears on the Hub, licensed {THIRD_LICENSE}.")
+            published = time.monotonic()
+            card = {"license": THIRD_LICENSE}
+            hub.add_repo(THIRD, zoo.stronger, extra={
+                "pipeline_tag": "text-generation", "cardData": card,
+                "tags": [f"license:{THIRD_LICENSE}"],
+            })  # fmt: skip
+            outcomes.append(_await(jobs, THIRD, "Hub polling", published, timeout_s, say))
             if then is not None:
                 hub.publisher = _publisher(hub, zoo)
                 then(outcomes, Serving(hub.url, feed_url, config))

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from benchmarks.cost import ServingCost
+from benchmarks.deploy import Check, Deployability
 from benchmarks.stats import MIN_EXAMPLES, PairedComparison, compare_paired
-from benchmarks.verdict import Verdict, VerdictReport, decide
+from benchmarks.verdict import REPORT_ADAPTER, Verdict, VerdictReport, decide
 from config.settings import Economics, VerdictSettings
 
 MARGIN = 0.02
@@ -517,3 +518,153 @@ def test_end_to_end_identical_large_sample_cheaper_is_superseded() -> None:
     assert report.verdict is Verdict.SUPERSEDED
     assert "non-inferior" in report.reason
     assert report.warnings == ()
+
+
+# --------------------------------------------------------------------------- money and deploy
+
+
+def _deployable(*checks: tuple[str, str, str], benchmarked: bool = True) -> Deployability:
+    return Deployability(
+        checks=tuple(Check(check=c, status=s, detail=d) for c, s, d in checks),  # type: ignore[arg-type]
+        benchmarked=benchmarked,
+    )
+
+
+def test_switching_cost_paid_back_within_the_horizon_is_superseded() -> None:
+    # $20k migration; the candidate saves $1,200 a month (fine-tune $2,500, candidate $1,300)
+    economics = Economics(
+        monthly_upkeep_usd=500, monthly_requests=1_000_000, switching_cost_usd=20_000,
+        horizon_months=24,
+    )  # fmt: skip
+    report = _decide(_comparison(-0.01, 0.01), cand_per_1k=1.3, economics=economics)
+    assert report.verdict is Verdict.SUPERSEDED
+    assert report.monthly_net_usd == pytest.approx(1_200)
+    assert report.payback_months == pytest.approx(20_000 / 1_200)
+    assert report.horizon_net_usd == pytest.approx(1_200 * 24 - 20_000)
+    assert "pays back in 17 months" in report.summary
+    assert "+$1,200/month after that" in report.summary
+
+
+def test_switching_cost_not_paid_back_within_the_horizon_is_at_risk() -> None:
+    economics = Economics(
+        monthly_upkeep_usd=500, monthly_requests=1_000_000, switching_cost_usd=20_000,
+        horizon_months=12,
+    )  # fmt: skip
+    report = _decide(_comparison(-0.01, 0.01), cand_per_1k=1.3, economics=economics)
+    assert report.verdict is Verdict.AT_RISK
+    assert report.payback_months == pytest.approx(20_000 / 1_200)
+    assert "does not pay back within 12 months" in report.reason
+    assert "takes 17 months" in report.summary
+    assert report.horizon_net_usd == pytest.approx(1_200 * 12 - 20_000)
+
+
+def test_a_hair_better_but_much_dearer_is_not_superseded_at_a_low_value_per_point() -> None:
+    # Better by half a point (interval +0.1 to +0.9), $10k a month dearer to serve; a point is
+    # worth $100 a month: the quality is worth $10, the serving costs $10,000.
+    economics = Economics(monthly_requests=1_000_000, value_per_point_usd=100)
+    report = _decide(_comparison(0.001, 0.009, delta=0.005), cand_per_1k=12.0, economics=economics)
+    assert report.verdict is Verdict.AT_RISK
+    assert report.quality_value_usd == pytest.approx(10)
+    assert report.monthly_net_usd == pytest.approx(-10_000 + 10)
+    assert report.payback_months is None
+    # Priced high enough, the same gain pays for the serving cost.
+    rich = Economics(monthly_requests=1_000_000, value_per_point_usd=200_000)
+    assert (
+        _decide(_comparison(0.001, 0.009, delta=0.005), cand_per_1k=12.0, economics=rich).verdict
+        is Verdict.SUPERSEDED
+    )
+
+
+def test_quality_is_valued_at_the_low_end_of_the_interval() -> None:
+    per_point = Economics(monthly_requests=1_000_000, value_per_point_usd=1_000)
+    report = _decide(_comparison(-0.015, 0.01), cand_per_1k=FT_PER_1K, economics=per_point)
+    # as good (non-inferior), but possibly 1.5 points worse: -$1,500 a month, conservatively
+    assert report.quality_value_usd == pytest.approx(-1_500)
+    assert report.verdict is Verdict.AT_RISK
+    per_error = Economics(monthly_requests=1_000_000, value_per_error_usd=0.01)
+    report = _decide(_comparison(0.01, 0.03), cand_per_1k=FT_PER_1K, economics=per_error)
+    # 1% fewer errors on a million requests at a cent each: $100 a month
+    assert report.quality_value_usd == pytest.approx(100)
+    assert report.verdict is Verdict.SUPERSEDED
+
+
+def test_value_per_point_and_per_error_are_exclusive() -> None:
+    with pytest.raises(ValueError, match="not both"):
+        Economics(value_per_point_usd=1, value_per_error_usd=1)
+
+
+def test_unpriced_gain_cannot_pay_back_a_switching_cost_when_dearer() -> None:
+    economics = Economics(monthly_requests=1_000_000, switching_cost_usd=5_000)
+    report = _decide(_comparison(0.01, 0.05), cand_per_1k=3.0, economics=economics)
+    assert report.verdict is Verdict.AT_RISK
+    assert "value_per_point_usd" in report.reason
+
+
+def test_blocked_candidate_that_is_as_good_is_blocked_with_the_reasons() -> None:
+    deploy = _deployable(
+        ("licence", "blocked", "licence cc-by-nc-4.0 not allowed"),
+        ("memory", "blocked", "needs 41.0 GiB, serving GPUs have 24 GiB"),
+    )
+    report = decide(
+        finetune="support-ft", candidate="newmodel-8b", task="t", metric="acc",
+        economics=ECONOMICS, rules=RULES, comparison=_comparison(0.01, 0.05),
+        cost_finetune=ServingCost(FT_PER_1K, "ft"), cost_candidate=ServingCost(1.0, "c"),
+        open_weights=True, deploy=deploy,
+    )  # fmt: skip
+    assert report.verdict is Verdict.BLOCKED
+    assert report.blockers == (
+        "licence cc-by-nc-4.0 not allowed",
+        "needs 41.0 GiB, serving GPUs have 24 GiB",
+    )
+    assert report.summary.startswith("Blocked: licence cc-by-nc-4.0 not allowed; needs 41.0 GiB")
+
+
+def test_blocked_candidate_that_is_worse_still_holds() -> None:
+    deploy = _deployable(("licence", "blocked", "licence cc-by-nc-4.0 not allowed"))
+    report = decide(
+        finetune="f", candidate="c", task="t", metric="acc", economics=ECONOMICS, rules=RULES,
+        comparison=_comparison(-0.09, -0.05), cost_finetune=ServingCost(FT_PER_1K, "ft"),
+        cost_candidate=ServingCost(1.0, "c"), open_weights=False, deploy=deploy,
+    )  # fmt: skip
+    assert report.verdict is Verdict.HOLDS
+    assert report.blockers == ("licence cc-by-nc-4.0 not allowed",)
+
+
+def test_not_benchmarked_blocked_candidate_has_no_scores() -> None:
+    deploy = _deployable(
+        ("licence", "blocked", "licence cc-by-nc-4.0 not allowed"), benchmarked=False
+    )
+    report = decide(
+        finetune="f", candidate="c", task="t", metric="acc", economics=ECONOMICS, rules=RULES,
+        comparison=None, cost_finetune=None, cost_candidate=None, open_weights=True,
+        deploy=deploy,
+    )  # fmt: skip
+    assert report.verdict is Verdict.BLOCKED
+    assert report.benchmarked is False
+    assert report.score_candidate is None and report.n == 0
+    assert "not downloaded or benchmarked" in report.summary
+    assert json.loads(json.dumps(report.to_dict()))["verdict"] == "BLOCKED"
+
+
+def test_custom_licence_needs_review_when_as_good() -> None:
+    deploy = _deployable(
+        ("licence", "review", "custom licence acme-research needs review"),
+        ("memory", "ok", "fits"),
+    )
+    report = decide(
+        finetune="f", candidate="c", task="t", metric="acc", economics=ECONOMICS, rules=RULES,
+        comparison=_comparison(-0.01, 0.01), cost_finetune=ServingCost(FT_PER_1K, "ft"),
+        cost_candidate=ServingCost(1.0, "c"), open_weights=False, deploy=deploy,
+    )  # fmt: skip
+    assert report.verdict is Verdict.NEEDS_REVIEW
+    assert report.reviews == ("custom licence acme-research needs review",)
+    assert "acme-research" in report.summary
+
+
+def test_reports_stored_before_the_new_fields_still_read() -> None:
+    old = _decide(_comparison(-0.01, 0.01)).to_dict()
+    for key in ("payback_months", "monthly_net_usd", "blockers", "checks", "license",
+                "benchmarked", "horizon_net_usd", "quality_value_usd"):  # fmt: skip
+        old.pop(key)
+    report = REPORT_ADAPTER.validate_python(old)
+    assert report.blockers == () and report.benchmarked is True

@@ -56,10 +56,11 @@ def test_the_demo_ends_with_both_verdicts_in_slack_and_a_report(
         parents = slack.posts("C0DEMO")
         assert sorted(p["text"].split(":")[0] for p in parents) == [
             "New release newlab/Tiny-Chat-2",
+            "New release newlab/Tiny-Chat-2-Research",
             "New release otherlab/Tiny-Mini",
         ]
         verdicts = sorted(r["text"].split(":")[0] for p in parents for r in slack.replies(p["ts"]))
-        assert verdicts == ["HOLDS", "SUPERSEDED"]
+        assert verdicts == ["BLOCKED", "HOLDS", "SUPERSEDED"]
         assert slack.errors == []
     report = workdir / "report" / "index.html"
     assert f"Report: {report}" in done.stdout.replace("\n", "")
@@ -91,7 +92,7 @@ def test_with_slack_unreachable_the_demo_finishes_with_delivery_pending(
     assert "Slack delivery pending (retrying)" in done.stdout
     assert "Traceback" not in output and TOKEN not in output
     failures = [line for line in output.splitlines() if "could not notify" in line]
-    assert len(failures) == 2, output[-3000:]  # one per verdict, each on one line
+    assert len(failures) == 3, output[-3000:]  # one per verdict, each on one line
     assert all("next try at" in line for line in failures)
 
 
