@@ -109,6 +109,7 @@ def bench(
         "limit": limit,
         "max_length": runtime.max_length,
         "prompt": prompt.model_dump() if prompt else None,
+        "latency_sample": runtime.latency_sample,
     }
     key = result_key(identity)
     timings["resolve_s"] = time.perf_counter() - started - timings["task_s"]
@@ -139,6 +140,7 @@ def bench(
         "batch_size": batch_size or runtime.batch_size,
         "prompt": prompt.model_dump(mode="json") if prompt else None,
         "max_prompt_chars": settings.workers.max_prompt_chars,
+        "latency_sample": runtime.latency_sample,
     }
     limits = active_limits()
     if limits is None:
@@ -204,6 +206,7 @@ def _run_model(
         progress=progress,
         prompt=PromptSettings(**prompt) if prompt else None,
         max_prompt_chars=run["max_prompt_chars"],
+        latency_sample=run["latency_sample"],
     )
     return result, load_s
 

@@ -16,6 +16,7 @@ over-long inputs are cut from the left, and a choice's score is the sum of its t
 
 from __future__ import annotations
 
+import copy
 import math
 import resource
 import statistics
@@ -51,12 +52,28 @@ class Engine:
         self.batch_times: list[float] = []
         self._encoded: dict[str, list[int]] = {}
         self.tokens = 0
+        #: The longest model input of the run, in tokens: context + continuation when scoring
+        #: choices, the prompt when generating. With the next, what a serving KV cache holds
+        #: for one sequence.
+        self.max_prompt_tokens = 0
+        #: The longest continuation (choices) or generated output (generation), in tokens.
+        self.max_output_tokens = 0
         self._bos_text = self._prefix_text()
         self._keeps_logits = _accepts_logits_to_keep(self.model)
         if self.device.startswith("cuda"):
             import torch
 
             torch.cuda.reset_peak_memory_stats()
+
+    def fresh_copy(self) -> Engine:
+        """This engine on the same model and settings, with its own empty counters and token
+        cache: what the latency pass runs, so it leaves this engine's statistics alone (and
+        pays for tokenizing, as a served request does)."""
+        clone = copy.copy(self)
+        clone.batch_times = []
+        clone._encoded = {}
+        clone.tokens = clone.max_prompt_tokens = clone.max_output_tokens = 0
+        return clone
 
     def warm_up(self, requests: Sequence[Request]) -> None:
         """One untimed forward pass of a batch's shape: the first pass in a process pays for
@@ -153,6 +170,10 @@ class Engine:
                         f"document {request.doc_id}: choice {request.continuations[c_i]!r} "
                         "encodes to no tokens"
                     )
+                self.max_prompt_tokens = max(
+                    self.max_prompt_tokens, min(len(context_enc) + len(cont_enc), self.max_length)
+                )
+                self.max_output_tokens = max(self.max_output_tokens, len(cont_enc))
                 if single:
                     # all choices are one token after this context: the context alone is the row
                     inp = tuple(context_enc[-self.max_length :])
@@ -216,8 +237,12 @@ class Engine:
         until: Sequence[str],
         max_gen_toks: int,
         progress: Progress | None,
+        watchers: Sequence[Any] = (),
     ) -> list[str]:
-        """Greedy continuations, cut at the first stop sequence (left-padded batches)."""
+        """Greedy continuations, cut at the first stop sequence (left-padded batches).
+
+        ``watchers`` are extra stopping criteria that only observe (they return all false),
+        e.g. a clock for the first token."""
         import torch
 
         tok = self.tokenizer
@@ -227,6 +252,7 @@ class Engine:
         budget = max(1, self.max_length - max_gen_toks)
         self.prefetch([r.context for r in requests])
         encoded = [self.encode(r.context)[-budget:] for r in requests]
+        self.max_prompt_tokens = max([self.max_prompt_tokens, *map(len, encoded)])
         order = sorted(range(len(requests)), key=lambda i: -len(encoded[i]))
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
         outputs: list[str] = [""] * len(requests)
@@ -246,7 +272,7 @@ class Engine:
                 attention_mask=mask.to(self.device),
                 max_new_tokens=max_gen_toks,
                 do_sample=False,
-                stopping_criteria=[criteria],
+                stopping_criteria=[criteria, *watchers],
                 pad_token_id=pad_id,
             )
             new_tokens = generated[:, width:]
@@ -255,7 +281,9 @@ class Engine:
                 for stop in stops:
                     text = text.split(stop)[0]
                 outputs[i] = text
-                self.tokens += len(encoded[i]) + int((new_tokens[b] != pad_id).sum())
+                produced = int((new_tokens[b] != pad_id).sum())
+                self.tokens += len(encoded[i]) + produced
+                self.max_output_tokens = max(self.max_output_tokens, produced)
             self.batch_times.append(time.perf_counter() - t0)
             if progress is not None:
                 progress(len(chunk))
@@ -266,7 +294,7 @@ class Engine:
     def stats(self, elapsed: float, n: int) -> RunStats:
         """The run's statistics for ``n`` examples scored in ``elapsed`` seconds."""
         times = sorted(self.batch_times) or [0.0]
-        p95 = times[min(len(times) - 1, math.ceil(0.95 * len(times)) - 1)]
+        p95 = nearest_rank(times, 0.95)
         return RunStats(
             scoring_s=elapsed,
             examples_per_s=n / elapsed if elapsed > 0 else 0.0,
@@ -277,6 +305,12 @@ class Engine:
             batches=len(self.batch_times),
             tokens=self.tokens,
         )
+
+
+def nearest_rank(ordered: Sequence[float], q: float) -> float:
+    """The ``q`` quantile of sorted, non-empty ``ordered`` by the nearest-rank rule: the
+    smallest value with at least ``q`` of the values at or below it (no interpolation)."""
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 class _StopOnStrings:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from benchmarks.engine import Engine, Progress, context_length
+from benchmarks.latency import measure_latency
 from benchmarks.scoring import RunResult, build_result, score_choices, score_texts
 from benchmarks.tasks.render import Request, check_chat_prompt
 from benchmarks.tasks.task import Task
@@ -29,12 +30,18 @@ def run_task(
     progress: Progress | None = None,
     prompt: PromptSettings | None = None,
     max_prompt_chars: int | None = None,
+    latency_sample: int = 0,
 ) -> RunResult:
     """Score ``loaded`` (a :class:`benchmarks.models.LoadedModel`) on ``task``.
 
     ``prompt`` adapts the task's own prompt to the model: another number of few-shot examples,
     and the model's chat template (with an optional system prompt). A prompt the chat template
     renders longer than ``max_prompt_chars`` (or than the model's context allows) is refused.
+
+    ``extra`` holds ``max_prompt_tokens`` and ``max_output_tokens`` (see
+    :class:`~benchmarks.engine.Engine`) and, when ``latency_sample`` is positive, ``latency``:
+    that many requests served one at a time after the timed run (:mod:`benchmarks.latency`),
+    so neither the run statistics nor any score depend on it.
     """
     import torch
 
@@ -58,7 +65,20 @@ def run_task(
             texts = engine.generate(requests, task.until, task.max_gen_toks, progress)
             per_metric, predictions = score_texts(task, requests, texts)
     elapsed = time.perf_counter() - started
-    return build_result(task, per_metric, predictions, engine.stats(elapsed, len(requests)))
+    stats = engine.stats(elapsed, len(requests))
+    extra: dict[str, Any] = {
+        "max_prompt_tokens": engine.max_prompt_tokens,
+        "max_output_tokens": engine.max_output_tokens,
+    }
+    if latency_sample > 0:
+        generation = (
+            None if task.output_type == "multiple_choice" else (task.until, task.max_gen_toks)
+        )
+        with torch.inference_mode(), loaded.scoring_model():
+            latency = measure_latency(engine, requests, latency_sample, generation=generation)
+        if latency is not None:
+            extra["latency"] = latency
+    return build_result(task, per_metric, predictions, stats, extra)
 
 
 def uses_chat_template(tokenizer: Any, prompt: PromptSettings) -> bool:

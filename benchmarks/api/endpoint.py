@@ -17,7 +17,9 @@ Costs and statistics
     ``extra["tokens_estimated"]``). ``extra`` also holds ``requests`` (successful calls, each
     possibly after retries), ``retries``, ``invalid_answers``, ``cost_usd`` and
     ``cost_per_1k_usd`` (per 1,000 examples). In :class:`RunStats` the "batches" are calls:
-    ``p50_batch_s``/``p95_batch_s`` are per-call latencies including retries and waits.
+    ``p50_batch_s``/``p95_batch_s`` are per-call latencies including retries and waits, and
+    ``extra["latency"]`` holds the same per-call latencies in the local runner's record
+    (:mod:`benchmarks.latency`), marked ``"network": true``: every call is one request.
     ``acc_norm`` equals ``acc`` here: an API gives no per-character log-likelihood of a choice.
 """
 
@@ -34,6 +36,8 @@ from typing import Any
 
 import httpx
 
+from benchmarks.engine import nearest_rank
+from benchmarks.latency import summarize
 from benchmarks.scoring import RunStats
 from config.api import ApiCandidate
 from core.errors import EndpointRefused, EndpointUnavailable
@@ -252,6 +256,13 @@ class Endpoint:
             "cost_per_1k_usd": cost / n * 1000 if n else 0.0,
         }
 
+    def latency_extra(self) -> dict[str, Any]:
+        """``{"latency": ...}`` over every successful call (wall time, retries included);
+        empty when no call succeeded."""
+        if not self.latencies:
+            return {}
+        return {"latency": summarize(self.latencies, network=True)}
+
     def stats(self, elapsed: float, n: int) -> RunStats:
         """Run statistics; each call is one "batch"."""
         times = sorted(self.latencies) or [0.0]
@@ -261,7 +272,7 @@ class Endpoint:
             examples_per_s=n / elapsed if elapsed > 0 else 0.0,
             tokens_per_s=tokens / elapsed if elapsed > 0 else 0.0,
             p50_batch_s=statistics.median(times),
-            p95_batch_s=times[min(len(times) - 1, math.ceil(0.95 * len(times)) - 1)],
+            p95_batch_s=nearest_rank(times, 0.95),
             peak_memory_mb=0.0,
             batches=self.requests,
             tokens=tokens,

@@ -98,6 +98,7 @@ def run_api_task(
             extra = {"invalid_answers": 0}
     elapsed = time.perf_counter() - started
     extra.update(endpoint.usage_extra(candidate, len(requests)))
+    extra.update(endpoint.latency_extra())
     return build_result(
         task, per_metric, predictions, endpoint.stats(elapsed, len(requests)), extra
     )
