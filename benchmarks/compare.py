@@ -191,13 +191,14 @@ def judge(
     api: ApiCandidate | None = None,
     failure: str | None = None,
     deploy: Deployability | None = None,
+    task: str | None = None,
 ) -> VerdictReport:
     """The verdict on two scored sides (see :mod:`benchmarks.verdict`). Pure: the same results
     and settings give the same report (the bootstrap is seeded by ``verdict.seed``).
 
     ``deploy``: the checks made before the benchmark (:func:`check_deployable`); the memory is
     checked again with the request lengths the candidate's run measured, and its latency
-    against the target."""
+    against the target. ``task``: the task's name, shown when no side was scored."""
     comparison = cost_ft = cost_cand = None
     if deploy is not None and candidate_side is not None and deploy.benchmarked:
         deploy = final(deploy, deploy_for(settings, ft), candidate_side.result.extra)
@@ -218,7 +219,7 @@ def judge(
     report = decide(
         finetune=ft.name,
         candidate=shown,
-        task=finetune_side.result.task if finetune_side else ft.task,
+        task=finetune_side.result.task if finetune_side else task or ft.task,
         metric=finetune_side.result.metric if finetune_side else "",
         economics=ft.economics,
         rules=settings.verdict,
@@ -272,7 +273,7 @@ def judge_stored(
     if pair.candidate is None:  # blocked before its benchmark
         return judge(
             settings, ft, pair.candidate_name or "?", finetune_side=None, candidate_side=None,
-            api=api, deploy=pair.deploy,
+            api=api, deploy=pair.deploy, task=pair.task,
         )  # fmt: skip
     sides: list[Scored] = []
     for record in (pair.finetune, pair.candidate):
@@ -329,7 +330,7 @@ def compare(
     if deploy is not None and not deploy.benchmarked:
         return judge(
             settings, ft, candidate, finetune_side=None, candidate_side=None, api=api,
-            deploy=deploy,
+            deploy=deploy, task=load_task(task_path(settings, ft.task)).name,
         )  # fmt: skip
     try:
         if failure is None:

@@ -321,14 +321,14 @@ def serving_memory_gib(facts: ModelFacts, deploy: DeploySettings) -> tuple[float
     if facts.params is None:
         return None
     weights = facts.params * SERVING_DTYPE_BYTES[deploy.dtype] / GIB
-    parts = f"{weights:.1f} GiB of {deploy.dtype} weights"
+    parts = f"{gib(weights)} of {deploy.dtype} weights"
     kv = 0.0
     if facts.kv_bytes_per_token is not None and facts.tokens_per_request:
         per_token = facts.kv_bytes_per_token * (2 if deploy.dtype == "float32" else 1)
         kv = per_token * facts.tokens_per_request * deploy.concurrency / GIB
         how = "measured" if facts.tokens_measured else "estimated"
         parts += (
-            f" + {kv:.1f} GiB of KV cache for {deploy.concurrency} requests of "
+            f" + {gib(kv)} of KV cache for {deploy.concurrency} requests of "
             f"{facts.tokens_per_request:,} tokens ({how})"
         )
     elif facts.kv_bytes_per_token is None:
@@ -336,46 +336,64 @@ def serving_memory_gib(facts: ModelFacts, deploy: DeploySettings) -> tuple[float
     return weights + kv, parts
 
 
+def gib(value: float) -> str:
+    """``41.2 GiB``, ``0.35 GiB``, ``140 GiB``; below a tenth of a GiB in MiB (``12 MiB``), so a
+    small model's figure never reads as zero."""
+    if value >= 100:
+        return f"{value:,.0f} GiB"
+    if value >= 0.1:
+        return f"{value:.1f} GiB" if value >= 1 else f"{value:.2g} GiB"
+    mib = value * 1024
+    return f"{mib:.2g} MiB" if mib >= 0.01 else "under 0.01 MiB"
+
+
+def ms(value: float) -> str:
+    """``840 ms``, ``3.2 ms``, ``0.004 ms``."""
+    if value >= 10:
+        return f"{value:,.0f} ms"
+    return f"{value:.2g} ms"
+
+
 def check_memory(facts: ModelFacts, deploy: DeploySettings) -> tuple[Check, float | None]:
     """Whether the candidate fits the serving GPUs, and the GiB it needs."""
     if facts.api:
         return _checked("memory", "unchecked", "served by its API"), None
     need = serving_memory_gib(facts, deploy)
-    gib = need[0] if need is not None else None
+    needed = need[0] if need is not None else None
     if deploy.gpu_memory_gb is None:
         detail = "serving memory not checked (deploy.gpu_memory_gb is null)"
         if need is not None:
-            detail = f"needs {need[0]:.1f} GiB to serve; {detail}"
-        return _checked("memory", "unchecked", detail), gib
+            detail = f"needs {gib(need[0])} to serve; {detail}"
+        return _checked("memory", "unchecked", detail), needed
     if need is None:
         unknown = "size unknown (no parameter count): check it fits by hand"
         return _checked("memory", "review", unknown), None
     usable = deploy.gpu_memory_gb * deploy.gpu_count * deploy.memory_utilization
-    gpus = f"{deploy.gpu_memory_gb:g}"
+    gpus = f"{deploy.gpu_memory_gb:g} GiB"
     if deploy.gpu_count > 1:
         gpus = f"{deploy.gpu_count} x {gpus}"
     if need[0] > usable:
         detail = (
-            f"needs {need[0]:.1f} GiB, serving GPUs have {gpus} GiB "
-            f"({usable:.1f} usable at {deploy.memory_utilization:.0%}): {need[1]}"
+            f"needs {gib(need[0])}, serving GPUs have {gpus} "
+            f"({gib(usable)} usable at {deploy.memory_utilization:.0%}): {need[1]}"
         )
-        return _checked("memory", "blocked", detail), gib
-    detail = f"fits: needs {need[0]:.1f} GiB of {usable:.1f} usable ({need[1]})"
-    return _checked("memory", "ok", detail), gib
+        return _checked("memory", "blocked", detail), needed
+    detail = f"fits: needs {gib(need[0])} of {gib(usable)} usable ({need[1]})"
+    return _checked("memory", "ok", detail), needed
 
 
 def check_latency(latency: dict[str, Any] | None, target: float | None) -> Check:
     """The candidate's measured per-request p95 against the target."""
     p95 = latency.get("p95_ms") if latency else None
     if target is None:
-        shown = f"p95 {p95:,.0f} ms per request; " if p95 is not None else ""
+        shown = f"p95 {ms(p95)} per request; " if p95 is not None else ""
         return _checked("latency", "unchecked", f"{shown}no target (deploy.latency_p95_ms)")
-    goal = f"the {target:,.0f} ms target"
+    goal = f"the {ms(target)} target"
     if p95 is None:
         return _checked("latency", "review", f"latency not measured; {goal} is p95")
     if p95 > target:
-        return _checked("latency", "blocked", f"p95 latency {p95:,.0f} ms misses {goal}")
-    return _checked("latency", "ok", f"p95 latency {p95:,.0f} ms meets {goal}")
+        return _checked("latency", "blocked", f"p95 latency {ms(p95)} misses {goal}")
+    return _checked("latency", "ok", f"p95 latency {ms(p95)} meets {goal}")
 
 
 def assess(facts: ModelFacts, deploy: DeploySettings) -> Deployability:

@@ -36,7 +36,7 @@ costs to serve; and a dearer one cannot be shown to pay back a switching cost.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -142,7 +142,7 @@ class Payoff:
     unpriced: str | None = None
 
 
-def _usd(value: float) -> str:
+def usd(value: float) -> str:
     return f"${value:,.0f}" if abs(value) >= 100 else f"${value:,.2f}"
 
 
@@ -154,7 +154,7 @@ def _margin_points(margin: float) -> str:
     return f"{margin * 100:.1f} points"
 
 
-def _months(value: float) -> str:
+def months(value: float) -> str:
     months = max(1, math.ceil(value - 1e-9))
     return f"{months} month" + ("s" if months != 1 else "")
 
@@ -182,7 +182,7 @@ def payoff(
     unpriced = None
     if requests == 0 and not noise and cand > ft:
         unpriced = (
-            f"it costs more per request ({_usd(cand)} vs {_usd(ft)} per 1,000) and "
+            f"it costs more per request ({usd(cand)} vs {usd(ft)} per 1,000) and "
             "economics.monthly_requests is not set, so the difference cannot be priced"
         )
     if unpriced is not None:
@@ -287,7 +287,7 @@ def decide(
         )
         summary = (
             f"The fine-tune keeps a {_points(-c.delta)} edge over {candidate} for "
-            f"{_usd(economics.monthly_upkeep_usd)}/month of upkeep."
+            f"{usd(economics.monthly_upkeep_usd)}/month of upkeep."
         )
     elif c.underpowered and not better:
         verdict = Verdict.INCONCLUSIVE
@@ -305,7 +305,7 @@ def decide(
         reason = f"not significant either way ({interval} straddles {_points(-margin)})"
         summary = (
             f"Too close to call: {candidate} is at {edge}; the fine-tune costs "
-            f"{_usd(monthly_ft)}/month. Re-check with more examples."
+            f"{usd(monthly_ft)}/month. Re-check with more examples."
         )
     elif blockers:
         verdict = Verdict.BLOCKED
@@ -319,6 +319,7 @@ def decide(
         verdict = Verdict.SUPERSEDED
         reason = f"significantly better ({interval} > 0)"
         summary = _switch_line(candidate, pay, c.delta, economics)
+        pay = replace(pay, payback_months=0.0)  # nothing to pay back
     elif pay.payback_months is not None and pay.payback_months <= economics.horizon_months:
         verdict = Verdict.SUPERSEDED
         reason = f"{as_good} ({interval}) and {_pays_back(pay, economics)}"
@@ -385,8 +386,8 @@ def _pays_back(pay: Payoff, economics: Economics) -> str:
     if economics.switching_cost_usd == 0 or not pay.payback_months:
         return "switching costs nothing to recover"
     return (
-        f"switching ({_usd(economics.switching_cost_usd)}) pays back in "
-        f"{_months(pay.payback_months)}, within {economics.horizon_months:g} months"
+        f"switching ({usd(economics.switching_cost_usd)}) pays back in "
+        f"{months(pay.payback_months)}, within {economics.horizon_months:g} months"
     )
 
 
@@ -397,16 +398,16 @@ def _no_payback(pay: Payoff, economics: Economics, unpriced_gain: bool) -> str:
         return pay.unpriced
     if unpriced_gain and pay.net_usd <= 0:
         return (
-            f"switching costs {_usd(switching)} and saves nothing a month, and its quality gain "
+            f"switching costs {usd(switching)} and saves nothing a month, and its quality gain "
             "is not priced (set economics.value_per_point_usd or value_per_error_usd)"
         )
     if pay.net_usd < 0:
-        return f"switching would cost {_usd(-pay.net_usd)}/month more, all counted"
+        return f"switching would cost {usd(-pay.net_usd)}/month more, all counted"
     if pay.payback_months is None or pay.net_usd == 0:
-        return f"switching ({_usd(switching)}) saves nothing a month to pay it back"
+        return f"switching ({usd(switching)}) saves nothing a month to pay it back"
     return (
-        f"switching does not pay back within {horizon}: {_usd(switching)} at "
-        f"{_usd(pay.net_usd)}/month takes {_months(pay.payback_months)}"
+        f"switching does not pay back within {horizon}: {usd(switching)} at "
+        f"{usd(pay.net_usd)}/month takes {months(pay.payback_months)}"
     )
 
 
@@ -415,17 +416,17 @@ def _switch_line(candidate: str, pay: Payoff, delta: float, economics: Economics
     priced = "" if pay.quality_usd is None else ", quality counted"
     if economics.switching_cost_usd > 0 and pay.payback_months:
         return (
-            f"Switch to {candidate}: pays back in {_months(pay.payback_months)}, "
-            f"+{_usd(net)}/month after that{priced}; {_usd(pay.horizon_net_usd)} over "
+            f"Switch to {candidate}: pays back in {months(pay.payback_months)}, "
+            f"+{usd(net)}/month after that{priced}; {usd(pay.horizon_net_usd)} over "
             f"{economics.horizon_months:g} months."
         )
     if net >= 0:
         return (
-            f"Switch to {candidate}: saves {_usd(net)}/month{priced}; the "
-            f"{_usd(economics.tuning_cost_usd)} spent on tuning is sunk."
+            f"Switch to {candidate}: saves {usd(net)}/month{priced}; the "
+            f"{usd(economics.tuning_cost_usd)} spent on tuning is sunk."
         )
     return (
         f"Switch to {candidate}: it is better by {_points(delta)} and would cost "
-        f"{_usd(-net)}/month more to serve (quality not priced); the "
-        f"{_usd(economics.tuning_cost_usd)} spent on tuning is sunk."
+        f"{usd(-net)}/month more to serve (quality not priced); the "
+        f"{usd(economics.tuning_cost_usd)} spent on tuning is sunk."
     )

@@ -44,6 +44,7 @@ from benchmarks.compare import (
 )
 from benchmarks.limits import Limits, confined, describe_duration
 from benchmarks.sides import BenchmarkScores, PairScores
+from benchmarks.tasks.task import load_task
 from config.api import ApiCandidate
 from config.settings import FineTune, Settings, finetune, task_path
 from core.clock import now
@@ -386,8 +387,9 @@ class Pipeline:
             if not deploy.benchmarked:
                 log.info("%s blocked for %s, not benchmarked: %s", ref, ft.name,
                          "; ".join(deploy.blockers))  # fmt: skip
+                task = load_task(task_path(self.settings, ft.task)).name
                 pairs[ft.name] = PairScores(
-                    task=ft.task, metric="", n=0, finetune=None, candidate=None,
+                    task=task, metric="", n=0, finetune=None, candidate=None,
                     candidate_name=event.name, deploy=deploy,
                 )  # fmt: skip
                 continue

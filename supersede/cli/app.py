@@ -7,10 +7,11 @@ import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from core.errors import SupersedeError
 from supersede.cli import demo as demo_command
@@ -28,6 +29,9 @@ from supersede.cli.console import (
     typeable,
     usable_workdir,
 )
+
+if TYPE_CHECKING:
+    from benchmarks.verdict import VerdictReport
 
 app = typer.Typer(
     add_completion=False,
@@ -165,6 +169,8 @@ def outcome_json(outcome: Any, phases: dict[str, float] | None = None) -> dict[s
         "p50_batch_s": round(stats.p50_batch_s, 5),
         "p95_batch_s": round(stats.p95_batch_s, 5),
         "peak_memory_mb": round(stats.peak_memory_mb, 1),
+        # Per request at batch size 1 (runtime.latency_sample), None when not measured.
+        "latency": result.extra.get("latency"),
         "model_revision": identity["model_revision"],
         "adapter_revision": identity["adapter_revision"],
         "device": outcome.device,
@@ -172,6 +178,17 @@ def outcome_json(outcome: Any, phases: dict[str, float] | None = None) -> dict[s
         "cached": outcome.cached,
         "key": outcome.key,
     }
+
+
+def _request_latency(row: dict[str, Any]) -> str:
+    """``12.1 / 15.3 ms at batch 1`` (+ ``first token 4.0 ms``), or ``-`` when not measured."""
+    latency = row.get("latency")
+    if not latency:
+        return "-"
+    shown = f"{latency['p50_ms']:.1f} / {latency['p95_ms']:.1f} ms at batch 1"
+    if "ttft_p50_ms" in latency:
+        shown += f", first token {latency['ttft_p50_ms']:.1f} ms"
+    return shown
 
 
 def _table(rows: list[dict[str, Any]], title: str, headers: list[str]) -> Table:
@@ -190,6 +207,7 @@ def _table(rows: list[dict[str, Any]], title: str, headers: list[str]) -> Table:
             "batch p50/p95",
             lambda r: f"{r['p50_batch_s'] * 1000:.1f} / {r['p95_batch_s'] * 1000:.1f} ms",
         ),
+        ("request p50/p95", _request_latency),
         ("peak memory", lambda r: f"{r['peak_memory_mb']:.0f} MB"),
         ("wall", lambda r: f"{r['wall_s']:.2f} s (load {r['load_s']:.2f} s)"),
         ("model revision", lambda r: r["model_revision"]),
@@ -260,15 +278,25 @@ def bench(
 
 VERDICT_STYLE = {
     "SUPERSEDED": "bold red",
+    "BLOCKED": "bold magenta",
+    "NEEDS_REVIEW": "bold cyan",
     "AT_RISK": "bold yellow",
     "HOLDS": "bold green",
     "INCONCLUSIVE": "bold",
 }
 
 
-def _verdict_view(report: Any) -> Table:
+def _verdict_view(report: VerdictReport) -> Table:
+    """A verdict as ``compare`` prints it: one labelled line per figure, text shown as written
+    (a licence or model name is never read as markup)."""
+
+    from workers.notify import words
+
     def pts(value: float | None) -> str:
         return "-" if value is None else f"{value:.4f}"
+
+    def signed(value: float | None) -> str:
+        return "-" if value is None else f"{value:+.4f}"
 
     def usd(value: float | None) -> str:
         return "-" if value is None else f"${value:,.4f}" if abs(value) < 1 else f"${value:,.2f}"
@@ -276,23 +304,32 @@ def _verdict_view(report: Any) -> Table:
     table = Table(show_header=False, box=None, padding=(0, 2))
     table.add_column(style="dim")
     table.add_column(overflow="fold")
+
+    def row(label: str, value: str) -> None:
+        table.add_row(label, Text(value))
+
     style = VERDICT_STYLE.get(str(report.verdict), "bold")
-    table.add_row("verdict", f"[{style}]{report.verdict}[/]  ({report.reason})")
-    table.add_row("fine-tune", f"{report.finetune}: {report.metric} {pts(report.score_finetune)}")
-    table.add_row("candidate", f"{report.candidate}: {report.metric} {pts(report.score_candidate)}")
+    table.add_row("verdict", Text.assemble((str(report.verdict), style), f"  ({report.reason})"))
+    if report.benchmarked:
+        row("fine-tune", f"{report.finetune}: {report.metric} {pts(report.score_finetune)}")
+        row("candidate", f"{report.candidate}: {report.metric} {pts(report.score_candidate)}")
+    else:
+        row("fine-tune", report.finetune)
+        row("candidate", f"{report.candidate}: not benchmarked (blocked before the download)")
     if report.delta is not None:
-        table.add_row(
+        p_value = "-" if report.p_value is None else f"{report.p_value:.3g}"
+        row(
             "difference",
-            f"{report.delta:+.4f} ({report.confidence:.0%} CI {report.ci_low:+.4f} to "
-            f"{report.ci_high:+.4f}; p = {report.p_value:.3g}, {report.test}; n = {report.n}; "
+            f"{report.delta:+.4f} ({report.confidence:.0%} CI {signed(report.ci_low)} to "
+            f"{signed(report.ci_high)}; p = {p_value}, {report.test}; n = {report.n}; "
             f"margin {report.margin:g})",
         )
-        table.add_row(
+        row(
             "cost per 1k requests",
             f"fine-tune {usd(report.cost_per_1k_finetune)}, candidate "
             f"{usd(report.cost_per_1k_candidate)}",
         )
-        table.add_row(
+        row(
             "per month",
             f"fine-tune {usd(report.monthly_cost_finetune)} (with upkeep), candidate "
             f"{usd(report.monthly_cost_candidate)}; savings {usd(report.monthly_savings_usd)}",
@@ -303,12 +340,21 @@ def _verdict_view(report: Any) -> Table:
             if isinstance(report.details.get(side), dict) and "scored_on" in report.details[side]
         ]
         if where:
-            table.add_row("scored", "; ".join(where).replace("finetune", "fine-tune"))
-    table.add_row("ROI", report.summary)
+            row("scored", "; ".join(where).replace("finetune", "fine-tune"))
+    row("ROI", report.summary)
+    money, deploy = words.switching(report), words.deployment(report)
+    if money:
+        row("switching", money)
+    if deploy:
+        row("deploy", deploy)
+    for blocker in report.blockers:
+        row("blocked by", blocker)
+    for review in report.reviews:
+        row("needs review", review)
     if report.hint:
-        table.add_row("hint", report.hint)
+        row("hint", report.hint)
     for warning in report.warnings:
-        table.add_row("warning", warning)
+        row("warning", warning)
     return table
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from core.errors import SupersedeError
 from supersede.cli.console import (
@@ -114,12 +115,24 @@ def _verdict(job: Job) -> VerdictReport | None:
         return None
 
 
+def _verdict_note(verdict: VerdictReport) -> str:
+    """The verdict and its summary; for one that is blocked or needs a review (whose summary
+    names what stops the switch, not its money), what switching would be worth as well."""
+    from workers.notify import words
+
+    note = f"{verdict.verdict}: {verdict.summary}"
+    money = words.switching(verdict)
+    if money and str(verdict.verdict) in words.MONEY_NOT_IN_SUMMARY:
+        note += f" Switching: {money}."
+    return note
+
+
 def _status_row(job: Job) -> tuple[str, ...]:
     """One job as ``supersede status`` shows it: short ids and shas, the verdict or the reason."""
     note = job.reason or ""
     verdict = _verdict(job)
     if verdict is not None:
-        note = f"{verdict.verdict}: {verdict.summary}"
+        note = _verdict_note(verdict)
     if job.notify_error:
         note += f" [not yet notified, {job.notify_tries} tries: {job.notify_error}]"
     return (
@@ -156,8 +169,8 @@ def status(
                        "queued", "took"):  # fmt: skip
             table.add_column(column, no_wrap=True)
         table.add_column("reason / verdict", ratio=1)
-        for cells in rows:
-            table.add_row(*cells)
+        for cells in rows:  # names and reasons from the store are shown as written, not markup
+            table.add_row(*(Text(cell) for cell in cells))
         out.print(table)
     else:  # one block per job: nothing folds mid-word at 80 columns
         for key, kind, candidate, finetune, queue, state, tries, queued, took, note in rows:
@@ -167,6 +180,6 @@ def status(
                 highlight=False,
             )
             if note:
-                out.print(Padding(note, (0, 0, 0, 2), expand=False), highlight=False)
+                out.print(Padding(Text(note), (0, 0, 0, 2), expand=False), highlight=False)
     if not jobs:
         out.print("no jobs yet")

@@ -25,6 +25,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from benchmarks.verdict import Verdict, VerdictReport
 from core.constants import JobKind, JobState
+from workers.notify import words
 
 if TYPE_CHECKING:
     from workers.jobs import Job
@@ -72,6 +73,16 @@ class ReportedVerdict:
     def scored(self) -> bool:
         """Both sides have a score (a failed side leaves them empty)."""
         return self.report.score_finetune is not None and self.report.score_candidate is not None
+
+    @property
+    def switching(self) -> str | None:
+        """What switching is worth: payback, monthly net, net over the horizon (in words)."""
+        return words.switching(self.report)
+
+    @property
+    def deployment(self) -> str | None:
+        """The deploy checks' figures: licence, serving memory, p95 latency (in words)."""
+        return words.deployment(self.report)
 
     @property
     def stderr_finetune(self) -> float | None:

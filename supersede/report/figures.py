@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 #: One colour per verdict, shared by the page and the figures.
 VERDICT_COLOURS = {
     "SUPERSEDED": "#c0392b",
+    "BLOCKED": "#6c3483",
+    "NEEDS_REVIEW": "#9a7d0a",
     "AT_RISK": "#d68910",
     "HOLDS": "#1e8449",
     "INCONCLUSIVE": "#7f8c8d",
@@ -51,23 +53,39 @@ def _colour(verdict: str) -> str:
 
 
 def draw_section(section: FinetuneSection, figures_dir: Path) -> None:
-    """Draw the fine-tune's figures (when it has scored verdicts) and note what is missing."""
+    """Draw the fine-tune's figures (when it has scored verdicts) and note what is missing.
+
+    A candidate blocked before its benchmark has no score: it is in the tables, not the figures.
+    """
     scored = [v for v in section.verdicts if v.scored]
+    unrun = sum(not v.report.benchmarked for v in section.verdicts)
     if not section.verdicts:
         section.note = "No verdicts for this fine-tune yet."
         return
     if not scored:
-        section.note = "No scored verdicts yet: every comparison so far had a side fail."
+        why = "had a side fail"
+        if unrun == len(section.verdicts):
+            why = "was blocked before its benchmark"
+        elif unrun:
+            why = "had a side fail or was blocked before its benchmark"
+        section.note = f"No scored verdicts yet: every comparison so far {why}."
         return
     with warnings.catch_warnings():
         # A candidate name in a script the bundled font lacks draws as boxes; not worth a warning.
         warnings.filterwarnings("ignore", message=r".*[Gg]lyph.*missing.*")
         section.figures.append(_history_figure(section, scored, figures_dir))
         priced = [v for v in scored if v.report.cost_per_1k_candidate is not None]
+        notes = []
         if priced:
             section.figures.append(_cost_figure(section, priced, figures_dir))
         else:
-            section.note = "No serving costs recorded yet: no quality-versus-cost figure."
+            notes.append("No serving costs recorded yet: no quality-versus-cost figure.")
+        if unrun:
+            notes.append(
+                f"{unrun} candidate{' was' if unrun == 1 else 's were'} blocked before the "
+                "benchmark: not drawn (no score), listed in the verdicts table."
+            )
+        section.note = " ".join(notes) or None
 
 
 def _new_figure() -> MplFigure:

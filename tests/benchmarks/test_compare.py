@@ -141,8 +141,16 @@ def test_cli_compare_json(zoo: Zoo, config_file: Path, tmp_path: Path) -> None:
         "cost_per_1k_candidate",
         "monthly_savings_usd",
         "summary",
+        "payback_months",
+        "monthly_net_usd",
+        "blockers",
+        "reviews",
+        "license",
+        "serving_memory_gb",
+        "latency_p95_ms",
     ):
         assert key in row, key
+    assert isinstance(row["blockers"], list) and isinstance(row["reviews"], list)
     assert row["verdict"] == "HOLDS" and row["n"] == 120 and row["metric"] == "acc"
     assert row["delta"] == pytest.approx(row["score_candidate"] - row["score_finetune"])
 

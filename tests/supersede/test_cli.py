@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from benchmarks.verdict import VerdictReport
 from supersede.demo.zoo import Zoo
+from tests.support import verdicts
 from tests.support.cli import supersede
 from tests.support.settings import write_settings
 from tests.support.tasks import REVIEW_DIR, shipped_task_copy
+from workers.jobs import JobStore
 
 REQUIRED = {
     "model",
@@ -210,3 +215,86 @@ def test_bench_json_reports_where_start_up_went(zoo: Zoo, tmp_path: Path) -> Non
     assert cached["cached"] is True
     assert cached["startup"]["libraries"] == cached["startup"]["model"] == 0
     assert cached["startup"]["first_batch"] == 0 and cached["startup"]["imports"] > 0
+
+
+# --------------------------------------------------------------- verdicts with deploy checks
+
+#: One verdict of each new kind and a switch that pays back, as the store keeps them.
+DEPLOY_VERDICTS = {
+    "blocked": verdicts.blocked_unbenchmarked,
+    "review": verdicts.needs_review,
+    "switch": verdicts.superseded,
+}
+
+
+def _verdict_store(folder: Path) -> Path:
+    """A config whose store holds the three verdicts and one stored before the new figures."""
+    url = f"sqlite:///{folder / 'verdicts.db'}"
+    jobs = JobStore(url)
+    results = {name: made().to_dict() for name, made in DEPLOY_VERDICTS.items()}
+    old = {k: v for k, v in results["switch"].items() if k in OLD_KEYS}
+    for n, (name, result) in enumerate([*results.items(), ("old", old)]):
+        jobs.add(key=f"{name:x<64}", kind="verdict", candidate=f"acme/Acme-7B@{'0' * 40}",
+                 finetune="support-triage", queue="default", state="notified", attempts=1,
+                 payload={}, result=result, finished_at=T0 + timedelta(minutes=n))  # fmt: skip
+    return write_settings(folder, store={"url": url})
+
+
+T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+#: What a verdict held before the deploy checks and payback entered it: the fields up to details.
+_FIELDS = [spec.name for spec in dataclasses.fields(VerdictReport)]
+OLD_KEYS = _FIELDS[: _FIELDS.index("details") + 1]
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_status_shows_payback_and_blockers_within_the_width(tmp_path: Path, columns: int) -> None:
+    config = _verdict_store(tmp_path)
+    done = supersede("status", "-c", str(config), cwd=tmp_path, env={"COLUMNS": str(columns)})
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= columns, text
+    assert "None" not in text and "nan" not in text.split()
+    if columns == 80:  # one block per job: each verdict's line reads whole
+        flowing = " ".join(text.split())
+        for line in (
+            "BLOCKED: Blocked: licence cc-by-nc-4.0 not allowed. acme/Acme-7B was not downloaded "
+            "or benchmarked",
+            "NEEDS_REVIEW: Review before switching: licence llama3.1 (the vendor's own) needs "
+            "review. acme/Acme-7B is at +5.0 points acc (95% CI +2.0 points to +8.0 points). "
+            "Switching: pays back in 8 months · +$1,000/month after · $16,000 over 24 months.",
+            "SUPERSEDED: Switch to acme/Acme-7B: pays back in 8 months, +$1,000/month after "
+            "that; $16,000 over 24 months.",
+        ):
+            assert line in flowing, flowing
+        assert flowing.count("SUPERSEDED: Switch to acme/Acme-7B") == 2  # the old one too
+
+
+@pytest.mark.parametrize("name", sorted(DEPLOY_VERDICTS))
+def test_compare_view_shows_payback_deploy_and_blockers(name: str) -> None:
+    from rich.console import Console
+
+    from supersede.cli.app import _verdict_view
+
+    report = DEPLOY_VERDICTS[name]()
+    console = Console(width=80, record=True, color_system=None)
+    console.print(_verdict_view(report))
+    text = console.export_text()
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 80, text
+    assert "None" not in text and "nan" not in text.split()
+    flowing = " ".join(text.split())
+    expected = {
+        "blocked": ["verdict BLOCKED", "not benchmarked (blocked before the download)",
+                    "blocked by licence cc-by-nc-4.0 not allowed",
+                    "deploy Licence cc-by-nc-4.0 · needs 15.2 GiB"],
+        "review": ["verdict NEEDS_REVIEW", "needs review licence llama3.1 (the vendor's own)",
+                   "switching pays back in 8 months · +$1,000/month after · $16,000 over 24",
+                   "p95 12 ms per request (target 500 ms)"],
+        "switch": ["verdict SUPERSEDED", "switching pays back in 8 months",
+                   "deploy Licence apache-2.0 · needs 0.1 GiB"],
+    }[name]  # fmt: skip
+    for fragment in expected:
+        assert fragment in flowing, flowing
+    if name != "blocked":
+        assert "blocked by" not in flowing and "switching" in flowing
+    else:
+        assert "switching" not in flowing and "difference" not in flowing

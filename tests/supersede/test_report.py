@@ -15,6 +15,7 @@ import pytest
 from core.errors import FatalError
 from supersede.report import figures
 from supersede.report.build import build_report
+from tests.support import verdicts
 from tests.support.cli import supersede
 from tests.support.settings import build_settings, write_settings
 from workers.jobs import JobStore
@@ -232,6 +233,48 @@ def test_malformed_results_and_hostile_fine_tune_names_are_contained(tmp_path: P
         "img-src-x-onerror-alert-3-cost.png",
         "img-src-x-onerror-alert-3-history.png",
     ]
+
+
+def test_blocked_review_and_payback_verdicts(tmp_path: Path) -> None:
+    """A candidate blocked before its benchmark (no scores), one that needs a review and one
+    whose switch pays back: each listed with its money and deploy figures and its colour; only
+    the scored ones drawn."""
+    url = f"sqlite:///{tmp_path / 'deploy.db'}"
+    store = JobStore(url)
+    made = [
+        ("support-triage", verdicts.blocked_unbenchmarked()),
+        ("support-triage", verdicts.needs_review()),
+        ("support-triage", verdicts.superseded()),
+        ("only-blocked", verdicts.blocked_unbenchmarked()),
+    ]
+    for n, (finetune, report) in enumerate(made, start=1):
+        _verdict(store, n, finetune, report.candidate, report.to_dict())
+    out = tmp_path / "out"
+    html = build_report(build_settings(tmp_path, store={"url": url}), out).read_text("utf-8")
+    assert html.count('<tr class="verdict-row">') == 4
+    for kind in ("BLOCKED", "NEEDS_REVIEW"):
+        css = kind.lower()
+        assert f".verdict-{css} {{ background: {figures.VERDICT_COLOURS[kind]};" in html
+        assert f'<span class="badge verdict-{css}">{kind}</span>' in html
+    table = html.split('id="verdicts"')[1].split("</section>")[0]
+    assert table.count("pays back in 8 months · +$1,000/month after · $16,000 over 24 months") == 2
+    assert table.count("Licence cc-by-nc-4.0 · needs 15.2 GiB<") == 2
+    assert "Licence apache-2.0 · needs 0.1 GiB · p95 12 ms per request (target 500 ms)" in table
+    assert table.count('<li class="blocker">Blocked: licence cc-by-nc-4.0 not allowed</li>') == 2
+    assert (
+        '<li class="review">Review: licence llama3.1 (the vendor&#39;s own) needs review' in table
+    )
+    assert table.count("(not benchmarked)") == 2
+    assert "None" not in table and not re.search(r"\bnan\b", table, re.IGNORECASE)
+    assert sorted(p.name for p in (out / "figures").glob("*.png")) == [
+        "support-triage-cost.png",
+        "support-triage-history.png",
+    ]
+    triage = html.split('id="finetune-support-triage"')[1].split("</section>")[0]
+    assert "1 candidate was blocked before the benchmark: not drawn" in triage
+    blocked = html.split('id="finetune-only-blocked"')[1].split("</section>")[0]
+    assert "every comparison so far was blocked before its benchmark" in blocked
+    assert "<img" not in blocked
 
 
 # ---------------------------------------------------------------------------- a real browser

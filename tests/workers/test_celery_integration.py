@@ -261,9 +261,12 @@ def test_a_worker_killed_mid_benchmark_leaves_one_benchmark_and_one_verdict(
 ) -> None:
     shas = publish(hub, zoo, **{"acme/Stronger-1B": zoo.stronger})
     config = write_config(hub, broker_url=redis_url, workers={"lease": 4, "queued_timeout": 5})
-    # The candidate's first Hub request hangs: the benchmark holds its lease, the fine-tune's
-    # baseline is stored and the candidate is not, when the worker is killed.
-    hub.hang_next("/acme/Stronger-1B", 120)
+    # The candidate's weights hang (its licence and size were read before the baseline was
+    # scored): the benchmark holds its lease, the fine-tune's baseline is stored and the
+    # candidate is not, when the worker is killed.
+    hub.hang_next(
+        "/acme/Stronger-1B/resolve/" + shas["acme/Stronger-1B"] + "/model.safetensors", 120
+    )
     first = start_worker(config, "default,gpu-24g")
     jobs = client(config)
     results = ResultStore(jobs.settings.store.url)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from config.settings import FineTune, Settings
 from core.clock import now
 from core.errors import FatalError, RetryableError
 from tests.conftest import SHIPPED_TASK
+from tests.support import verdicts
 from tests.support.postgres import temporary_database
 from tests.support.serving import served
 from tests.support.settings import build_settings
@@ -92,6 +94,16 @@ def valid(blocks: list[dict[str, Any]]) -> None:
     assert 0 < len(blocks) <= MAX_BLOCKS
     for block in blocks:
         Block.parse(block).validate_json()  # type: ignore[union-attr]
+
+
+def texts(value: Any) -> list[str]:
+    """Every text a message's blocks show, in order."""
+    if isinstance(value, list):
+        return [text for item in value for text in texts(item)]
+    if isinstance(value, dict):
+        own = [value["text"]] if isinstance(value.get("text"), str) else []
+        return own + [text for item in value.values() for text in texts(item)]
+    return []
 
 
 @pytest.fixture
@@ -242,6 +254,58 @@ def test_an_oversized_verdict_is_clamped_and_still_valid(
     valid(message["blocks"])
     assert len(message["blocks"]) == MAX_BLOCKS
     assert len(message["text"]) <= 3000
+
+
+@pytest.mark.parametrize(
+    ("made", "fragments", "absent"),
+    [
+        (
+            verdicts.blocked_unbenchmarked,
+            ["⛔ BLOCKED", "not run: blocked before the download", "*Blocked by*\n• licence "
+             "cc-by-nc-4.0 not allowed", "*Deploy:* Licence cc-by-nc-4.0 · needs 15.2 GiB",
+             "was not downloaded or benchmarked"],
+            ["Fine-tune score", "n = 0", "*Switching:*", "Difference", "Monthly impact"],
+        ),
+        (
+            verdicts.needs_review,
+            ["🟡 NEEDS_REVIEW", "*Needs a person's review*\n• licence llama3.1 (the vendor's "
+             "own) needs review", "*Switching:* pays back in 8 months · +$1,000/month after · "
+             "$16,000 over 24 months", "*Deploy:* Licence llama3.1 · needs 15.2 GiB · p95 12 ms "
+             "per request (target 500 ms)", "0.8600"],
+            ["Blocked by"],
+        ),
+        (
+            verdicts.superseded,
+            ["🔴 SUPERSEDED", "*Switching:* pays back in 8 months · +$1,000/month after · "
+             "$16,000 over 24 months", "Licence apache-2.0 · needs 0.1 GiB · p95 12 ms per "
+             "request (target 500 ms)"],
+            ["Blocked by", "Needs a person"],
+        ),
+        (  # stored by the version before these figures: shown as it was
+            lambda: REPORT,
+            ["🔴 SUPERSEDED", "$1,640 saved per month"],
+            ["*Switching:*", "*Deploy:*", "Blocked by", "Needs a person"],
+        ),
+    ],
+)  # fmt: skip
+def test_deploy_checks_and_payback_are_shown_in_a_leads_words(
+    tmp_path: Path,
+    slack: SlackServer,
+    made: Callable[[], Any],
+    fragments: list[str],
+    absent: list[str],
+) -> None:
+    report = made()
+    result = report if isinstance(report, dict) else report.to_dict()
+    notifier(tmp_path, slack).send(job(parent=None, result=result))
+    (message,) = slack.posts(CHANNEL)
+    valid(message["blocks"])
+    shown = "\n".join([*texts(message["blocks"]), message["text"]])
+    for fragment in fragments:
+        assert fragment in shown, fragment
+    for fragment in absent:
+        assert fragment not in shown, fragment
+    assert "None" not in shown and not re.search(r"\bnan\b", shown, re.IGNORECASE)
 
 
 def test_a_refused_channel_is_a_fatal_error(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from watcher.events import Announcement, ModelReleased
 from workers.jobs import Job
+from workers.notify import words
 
 MAX_BLOCKS = 50
 SECTION_CHARS = 3000
@@ -22,7 +23,14 @@ FIELD_CHARS = 2000
 MAX_FIELDS = 10
 MAX_CONTEXT = 10
 TEXT_CHARS = 3000  # the fallback notification text (Slack truncates at 40,000; phones much sooner)
-EMOJI = {"SUPERSEDED": "🔴", "AT_RISK": "🟠", "HOLDS": "🟢", "INCONCLUSIVE": "⚪"}
+EMOJI = {
+    "SUPERSEDED": "🔴",
+    "BLOCKED": "⛔",
+    "NEEDS_REVIEW": "🟡",
+    "AT_RISK": "🟠",
+    "HOLDS": "🟢",
+    "INCONCLUSIVE": "⚪",
+}
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,13 @@ def _usd(value: float | None) -> str:
     return f"${value:,.0f}" if abs(value) >= 100 else f"${value:,.4f}".rstrip("0").rstrip(".")
 
 
+def _saved(value: float | None) -> str:
+    """``$1,200 saved per month``, or ``$300 more per month`` when switching costs more."""
+    if value is None:
+        return "-"
+    return f"{_usd(value)} saved per month" if value >= 0 else f"{_usd(-value)} more per month"
+
+
 def _score(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -119,8 +134,13 @@ def release_of(job: Job) -> ModelReleased | None:
     return event if isinstance(event, ModelReleased) else None
 
 
+def _bullets(title: str, items: tuple[str, ...]) -> dict[str, Any]:
+    return _section(f"*{title}*\n" + "\n".join(f"• {escape(item)}" for item in items))
+
+
 def verdict(job: Job, hub_url: str) -> Message:
-    """A decided verdict: scores with the interval, cost on each side, the ROI line."""
+    """A decided verdict: scores with the interval, cost on each side, the ROI line, what
+    switching is worth, the deploy checks' figures, and what blocks it or needs a person."""
     r = job.verdict()
     if r is None:
         raise ValueError(f"{job.kind} job {job.key[:12]} has no verdict to tell")
@@ -131,11 +151,16 @@ def verdict(job: Job, hub_url: str) -> Message:
     pairs = [
         ("Fine-tune", ft),
         ("Candidate", cand),
-        ("Task", f"{task} ({metric}, n = {r.n})"),
+        ("Task", f"{task} ({metric}, n = {r.n})" if r.benchmarked else f"{task} ({metric})"),
         ("Verdict", f"{EMOJI.get(name, '')} {name}"),
-        ("Fine-tune score", _score(r.score_finetune)),
-        ("Candidate score", _score(r.score_candidate)),
     ]
+    if r.benchmarked:
+        pairs += [
+            ("Fine-tune score", _score(r.score_finetune)),
+            ("Candidate score", _score(r.score_candidate)),
+        ]
+    else:
+        pairs.append(("Benchmark", "not run: blocked before the download"))
     if r.delta is not None:
         confidence = r.confidence or 0.95
         p_value = "-" if r.p_value is None else f"{r.p_value:.3g}"
@@ -145,7 +170,7 @@ def verdict(job: Job, hub_url: str) -> Message:
             ("p-value", f"{p_value} ({escape(r.test or '')})"),
             ("Cost per 1,000 requests", f"fine-tune {_usd(r.cost_per_1k_finetune)}, "
                                         f"candidate {_usd(r.cost_per_1k_candidate)}"),
-            ("Monthly impact", f"{_usd(r.monthly_savings_usd)} saved per month "
+            ("Monthly impact", f"{_saved(r.monthly_savings_usd)} "
                                f"(fine-tune {_usd(r.monthly_cost_finetune)} with upkeep)"),
         ]  # fmt: skip
     blocks = [
@@ -153,6 +178,17 @@ def verdict(job: Job, hub_url: str) -> Message:
         _fields(pairs),
         _section(f"*ROI:* {escape(r.summary)}"),
     ]
+    figures = [
+        f"*{label}:* {escape(line)}"
+        for label, line in (("Switching", words.switching(r)), ("Deploy", words.deployment(r)))
+        if line
+    ]
+    if figures:
+        blocks.append(_section("\n".join(figures)))
+    if r.blockers:
+        blocks.append(_bullets("Blocked by", r.blockers))
+    if r.reviews:
+        blocks.append(_bullets("Needs a person's review", r.reviews))
     if r.hint:
         blocks.append(_section(f"*Hint:* {escape(r.hint)}"))
     for warning in r.warnings:
