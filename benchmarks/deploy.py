@@ -251,7 +251,7 @@ def probe(
 ) -> ModelFacts:
     """A candidate's licence and size, read without downloading weights: the Hub's model info
     and ``config.json`` (a local folder's own files; an API candidate's configured rule)."""
-    from benchmarks.models import ModelRef
+    from benchmarks.models import ModelRef, check_weight_files
 
     if api is not None:
         if api.license is None:
@@ -271,6 +271,8 @@ def probe(
     kv = None
     sha = getattr(info, "sha", None) or ref.revision
     files = {s.rfilename for s in (getattr(info, "siblings", None) or [])}
+    # The loading policy first: a refused model (pickle weights only) has nothing fetched.
+    check_weight_files(name, files, "model")
     if sha and "config.json" in files:
         path = resolver.adapter.download(ref.repo_id, "config.json", revision=sha, name=name)
         kv = kv_bytes_per_token(_read_config(path))

@@ -120,7 +120,7 @@ def test_too_large_for_the_serving_gpus_blocks_naming_both_figures(
     report = compare(settings_for(folder, local_hub, zoo, gpu_memory_gb=0.0001), FINETUNE, repo)
     assert report.verdict is Verdict.BLOCKED and report.benchmarked is False
     (blocker,) = report.blockers
-    assert re.match(r"needs [\d.]+ GiB, serving GPUs have 0\.0001 GiB", blocker), blocker
+    assert re.match(r"needs [\d.]+ [GM]iB, serving GPUs have 0\.0001 GiB", blocker), blocker
     assert blocker in report.reason
     assert report.serving_memory_gb is not None and report.serving_memory_gb > 0.0001
     assert weights_requested(local_hub, repo) == []

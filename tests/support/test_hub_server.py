@@ -88,7 +88,8 @@ def test_model_info_returns_sha_and_siblings(hub: HubServer, v1_folder: pathlib.
     assert info.disabled is False
     assert info.pipeline_tag == "text-generation"
     assert info.library_name == "transformers"
-    assert info.tags == ["text-generation", "llama"]
+    # The card's licence is added to the tags, as the Hub does.
+    assert info.tags == ["text-generation", "llama", "license:mit"]
     assert info.created_at is not None and info.created_at.year == 2025
     assert info.last_modified is not None
     assert info.safetensors is not None and info.safetensors.total == 1234
@@ -102,7 +103,7 @@ def test_model_info_returns_sha_and_siblings(hub: HubServer, v1_folder: pathlib.
     assert lfs is not None and lfs.size == len(FILES_V1["model.safetensors"])
 
     expanded = api.model_info(REPO, expand=["sha", "tags"])
-    assert expanded.sha == sha and expanded.tags == ["text-generation", "llama"]
+    assert expanded.sha == sha and expanded.tags == ["text-generation", "llama", "license:mit"]
     assert expanded.siblings is None and expanded.downloads is None
 
     assert ("GET", f"/api/models/{REPO}/revision/{sha}?blobs=true") in hub.requests

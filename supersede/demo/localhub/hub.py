@@ -190,8 +190,14 @@ class HubServer(LocalServer):
             counted = safetensors_info(files)
             if counted and "safetensors" not in (extra or {}):
                 repo.extra["safetensors"] = counted
-            repo.extra.update(card_info(files.get("README.md")))
             repo.extra.update(extra or {})
+            # What the Hub derives from the model card: its metadata (unless given in
+            # ``extra``) and a licence tag added to the repo's tags.
+            card = card_info(files.get("README.md"))
+            if "cardData" in card:
+                repo.extra.setdefault("cardData", card["cardData"])
+            known = list(repo.extra.get("tags", []))
+            repo.extra["tags"] = known + [t for t in card.get("tags", []) if t not in known]
             for entry in built.values():
                 if entry.lfs:
                     self._blobs[entry.sha256] = entry.data
