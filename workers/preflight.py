@@ -19,13 +19,14 @@ poll-once  yes    -      -      -               -       -         -
 =========  =====  =====  =====  ==============  ======  ========  =======
 
 "tasks": each fine-tune's task file and the prompts applied to it; "models": each fine-tune's
-model and adapter references; "console, cache": the folders written when notifying and
-downloading. ``run`` is the daemon (and ``supersede demo``): it plans jobs, so it needs the task
-files; * with the embedded default (no ``workers.broker_url``) it is its own worker, and checks
-what a worker does. Slack is checked by ``run`` even on Redis: the daemon and its workers share
-one configuration, and a token without a channel is wrong wherever it is seen; an API key a
-daemon on Redis never uses is not asked of it (it may live on the worker hosts only). ``poll``
-only discovers and prints: it plans, benchmarks and notifies nothing.
+model and adapter references, and that its latency target (if any) can be measured; "console,
+cache": the folders written when notifying and downloading. ``run`` is the daemon (and
+``supersede demo``): it plans jobs, so it needs the task files; * with the embedded default (no
+``workers.broker_url``) it is its own worker, and checks what a worker does. Slack is checked by
+``run`` even on Redis: the daemon and its workers share one configuration, and a token without a
+channel is wrong wherever it is seen; an API key a daemon on Redis never uses is not asked of it
+(it may live on the worker hosts only). ``poll`` only discovers and prints: it plans, benchmarks
+and notifies nothing.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def checks(settings: Settings, role: Role) -> tuple[Check, ...]:
     if role == "run":
         chosen.append(check_webhook)
     if works:
-        chosen += [check_api_keys, check_finetune_models]
+        chosen += [check_api_keys, check_finetune_models, check_deploy]
     chosen.append(check_tasks)
     if works:
         chosen += [check_console_dir, check_cache_dir]
@@ -229,6 +230,24 @@ def check_finetune_models(settings: Settings) -> None:
             raise ConfigError(
                 f"fine-tune '{ft.name}': finetunes[{index}].prompt.chat_template is 'on' but "
                 f"{ft.model_ref} has no chat template: set chat_template to 'off' (or 'auto')"
+            )
+
+
+def check_deploy(settings: Settings) -> None:
+    """A latency target needs the latency measured: with ``runtime.latency_sample`` 0 every
+    verdict of that fine-tune would wait for a person's review."""
+    from config.settings import deploy_for
+
+    if settings.runtime.latency_sample > 0:
+        return
+    for ft in settings.finetunes:
+        target = deploy_for(settings, ft).latency_p95_ms
+        if target is not None:
+            raise ConfigError(
+                f"fine-tune '{ft.name}' has a p95 latency target of {target:g} ms but "
+                f"runtime.latency_sample is 0, so no latency is measured: set "
+                f"runtime.latency_sample (or {env_name('runtime', 'latency_sample')}) to 16 or "
+                "more, or remove the deploy.latency_p95_ms target"
             )
 
 

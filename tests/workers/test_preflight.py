@@ -133,6 +133,21 @@ def test_a_missing_task_file_names_the_fine_tune_and_the_file(tmp_path: Path) ->
     preflight(settings, "poll-once")  # discovery reads no task file
 
 
+def test_a_latency_target_without_latency_measured_is_refused_at_start(tmp_path: Path) -> None:
+    finetune = {**FINETUNE, "deploy": {"latency_p95_ms": 500}}
+    settings = settings_for(tmp_path, finetunes=[finetune], runtime={"latency_sample": 0})
+    for role in ("run", "worker"):
+        message = refused(settings, role)
+        assert "fine-tune 'reviews'" in message and "500 ms" in message
+        assert (
+            "runtime.latency_sample" in message and "SUPERSEDE_RUNTIME__LATENCY_SAMPLE" in message
+        )
+    # A top-level target counts as each fine-tune's; measured, it is fine.
+    settings = settings_for(tmp_path, deploy={"latency_p95_ms": 500}, runtime={"latency_sample": 0})
+    assert "fine-tune 'reviews'" in refused(settings)
+    preflight(settings_for(tmp_path, deploy={"latency_p95_ms": 500}), "worker")
+
+
 def test_a_relative_task_path_resolves_against_the_config_file(tmp_path: Path) -> None:
     shipped_task_copy(tmp_path / "tasks")
     finetune = {"name": "r", "task": "tasks/review_sentiment.yaml", "model": "acme/full"}
