@@ -243,7 +243,7 @@ def decide(
             n=0,
             reason=f"not deployable, so not benchmarked: {blocking}",
             summary=(
-                f"Blocked: {blocking}. {candidate} was not downloaded or benchmarked "
+                f"{_sentence(blocking)}: {candidate} was not downloaded or benchmarked "
                 "(deploy.benchmark_blocked: true scores it anyway)."
             ),
             **empty,
@@ -310,7 +310,10 @@ def decide(
     elif blockers:
         verdict = Verdict.BLOCKED
         reason = f"{as_good} ({interval}) but not deployable: {'; '.join(blockers)}"
-        summary = f"Blocked: {'; '.join(blockers)}. {candidate} is at {edge}."
+        summary = (
+            f"{_sentence('; '.join(blockers))}: {candidate} cannot replace the fine-tune as "
+            f"configured, though it is at {edge}."
+        )
     elif reviews:
         verdict = Verdict.NEEDS_REVIEW
         reason = f"{as_good} ({interval}); a person must decide: {'; '.join(reviews)}"
@@ -364,6 +367,10 @@ def decide(
         horizon_net_usd=pay.horizon_net_usd,
         **base,
     )
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _deploy_fields(deploy: Deployability | None) -> dict[str, Any]:

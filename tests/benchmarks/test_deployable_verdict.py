@@ -71,7 +71,7 @@ def test_a_licence_not_allowed_blocks_before_any_download(
     report = compare(settings_for(folder, local_hub, zoo), FINETUNE, repo)
     assert report.verdict is Verdict.BLOCKED
     assert "licence cc-by-nc-4.0 not allowed" in report.reason
-    assert "licence cc-by-nc-4.0 not allowed" in report.summary
+    assert report.summary.startswith("Licence cc-by-nc-4.0 not allowed: ")
     assert "not downloaded or benchmarked" in report.summary
     assert report.benchmarked is False and report.n == 0
     assert report.score_candidate is None and report.score_finetune is None

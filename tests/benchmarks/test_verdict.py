@@ -616,7 +616,8 @@ def test_blocked_candidate_that_is_as_good_is_blocked_with_the_reasons() -> None
         "licence cc-by-nc-4.0 not allowed",
         "needs 41.0 GiB, serving GPUs have 24 GiB",
     )
-    assert report.summary.startswith("Blocked: licence cc-by-nc-4.0 not allowed; needs 41.0 GiB")
+    assert report.summary.startswith("Licence cc-by-nc-4.0 not allowed; needs 41.0 GiB")
+    assert "cannot replace the fine-tune as configured" in report.summary
 
 
 def test_blocked_candidate_that_is_worse_still_holds() -> None:

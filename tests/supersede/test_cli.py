@@ -257,7 +257,7 @@ def test_status_shows_payback_and_blockers_within_the_width(tmp_path: Path, colu
     if columns == 80:  # one block per job: each verdict's line reads whole
         flowing = " ".join(text.split())
         for line in (
-            "BLOCKED: Blocked: licence cc-by-nc-4.0 not allowed. acme/Acme-7B was not downloaded "
+            "BLOCKED: Licence cc-by-nc-4.0 not allowed: acme/Acme-7B was not downloaded "
             "or benchmarked",
             "NEEDS_REVIEW: Review before switching: licence llama3.1 (the vendor's own) needs "
             "review. acme/Acme-7B is at +5.0 points acc (95% CI +2.0 points to +8.0 points). "
