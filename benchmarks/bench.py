@@ -70,13 +70,16 @@ def bench(
     progress: ProgressSink | None = None,
     store: ResultStore | None = None,
     hardware: str = LOCAL,
+    exact: bool = False,
 ) -> BenchOutcome:
     """Score ``model`` (+ ``adapter``) on the task file; reuse a stored result when allowed.
 
     ``hardware`` names the hardware class the run stands for (a worker's queue, or ``local``):
     it is part of the result's key with the device type and dtype, because the run's timings
     become the serving cost, and a cost measured on other hardware does not compare. With
-    ``use_cache=False`` the model is always run, and the fresh result is stored.
+    ``use_cache=False`` the model is always run, and the fresh result is stored. ``exact``
+    scores every choice as its own full row (see :func:`benchmarks.runner.run_task`); it is part
+    of the key only when set, so the default path keeps its keys.
     """
     started = time.perf_counter()
     runtime = settings.runtime
@@ -111,6 +114,8 @@ def bench(
         "prompt": prompt.model_dump() if prompt else None,
         "latency_sample": runtime.latency_sample,
     }
+    if exact:
+        identity["exact"] = True
     key = result_key(identity)
     timings["resolve_s"] = time.perf_counter() - started - timings["task_s"]
     opening = time.perf_counter()
@@ -141,6 +146,7 @@ def bench(
         "prompt": prompt.model_dump(mode="json") if prompt else None,
         "max_prompt_chars": settings.workers.max_prompt_chars,
         "latency_sample": runtime.latency_sample,
+        "exact": exact,
     }
     limits = active_limits()
     if limits is None:
@@ -207,6 +213,7 @@ def _run_model(
         prompt=PromptSettings(**prompt) if prompt else None,
         max_prompt_chars=run["max_prompt_chars"],
         latency_sample=run["latency_sample"],
+        exact=bool(run.get("exact", False)),
     )
     return result, load_s
 

@@ -6,9 +6,10 @@ picked at evenly spaced indices over the task so that short and long documents b
 times each one end to end, tokenizing included.
 
 multiple_choice
-    One request is one document: all its choices scored with the engine's own rows for that
-    document (choices that share a one-token context share a forward pass, as in the batched
-    run), as a classification endpoint would serve it.
+    One request is one document: all its choices scored as full rows in one batch (choices
+    that share a one-token context share a forward pass), as a classification endpoint would
+    serve it. Shared-prefix scoring (two passes, the context's KV cache reused) pays off over
+    many documents, not one: a single request is timed without it.
 
 generate_until
     One request is greedy generation for one prompt. Time to first token runs from the start of
@@ -111,7 +112,7 @@ def _synchronizer(device: str) -> Callable[[], None]:
 
 def _serve_choices(engine: Engine) -> Callable[[Request], None]:
     def serve(request: Request) -> None:
-        engine.fresh_copy().loglikelihoods([request], None)
+        engine.fresh_copy(exact=True).loglikelihoods([request], None)
 
     return serve
 

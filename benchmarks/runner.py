@@ -31,6 +31,7 @@ def run_task(
     prompt: PromptSettings | None = None,
     max_prompt_chars: int | None = None,
     latency_sample: int = 0,
+    exact: bool = False,
 ) -> RunResult:
     """Score ``loaded`` (a :class:`benchmarks.models.LoadedModel`) on ``task``.
 
@@ -42,6 +43,10 @@ def run_task(
     :class:`~benchmarks.engine.Engine`) and, when ``latency_sample`` is positive, ``latency``:
     that many requests served one at a time after the timed run (:mod:`benchmarks.latency`),
     so neither the run statistics nor any score depend on it.
+
+    ``exact`` scores every choice as its own full row instead of sharing each context's KV cache
+    across its choices (:mod:`benchmarks.engine`): the same predictions, log-likelihoods equal
+    bit for bit to the unshared computation rather than within 1e-5.
     """
     import torch
 
@@ -52,7 +57,7 @@ def run_task(
         requests = apply_chat_template(
             requests, loaded.tokenizer, prompt, task, max_chars=max_prompt_chars, loaded=loaded
         )
-    engine = Engine(loaded, batch_size, max_length)
+    engine = Engine(loaded, batch_size, max_length, exact=exact)
     with torch.inference_mode(), loaded.scoring_model():
         engine.warm_up(requests)
     started = time.perf_counter()

@@ -240,6 +240,14 @@ def bench(
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Run even if a result is stored.")
     ] = False,
+    exact: Annotated[
+        bool,
+        typer.Option(
+            "--exact",
+            help="Score each choice as its own full row, without sharing the context's KV cache "
+            "(log-likelihoods as one full pass computes them, instead of within 1e-5).",
+        ),
+    ] = False,
     as_json: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
@@ -266,6 +274,7 @@ def bench(
                 device=device,
                 use_cache=not no_cache,
                 progress=progress,
+                exact=exact,
             )
     except SupersedeError as exc:
         raise fail(exc) from None

@@ -16,41 +16,16 @@ import torch
 from benchmarks.api import run_api_task
 from benchmarks.engine import Engine
 from benchmarks.latency import measure_latency, sample_indices, summarize
-from benchmarks.models import LoadedModel, ModelResolver, load_model
+from benchmarks.models import LoadedModel
 from benchmarks.runner import run_task
-from benchmarks.tasks.task import Task, load_task
+from benchmarks.tasks.task import Task
 from config.api import ApiCandidate
-from config.settings import Settings
-from supersede.demo.zoo import Zoo
-from tests.conftest import SHIPPED_TASK
 from tests.support.openai_server import OpenAIServer
 from tests.support.serving import served
-from tests.support.tasks import GENERATE, MULTI_TOKEN, write_task
 
 LIMIT = 40
 MC_KEYS = {"sample", "p50_ms", "p95_ms", "mean_ms", "batch_size"}
 GEN_KEYS = MC_KEYS | {"ttft_p50_ms", "ttft_p95_ms", "per_token_ms"}
-
-
-@pytest.fixture(scope="module")
-def tuned(zoo: Zoo) -> LoadedModel:
-    settings = Settings()
-    resolver = ModelResolver(settings.hub)
-    return load_model(
-        resolver.resolve(str(zoo.base)),
-        settings.runtime.model_copy(update={"device": "cpu"}),
-        [resolver.resolve(str(zoo.adapter), "adapter")],
-    )
-
-
-@pytest.fixture(scope="module")
-def tasks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Task]:
-    folder = tmp_path_factory.mktemp("tasks")
-    return {
-        "single": load_task(SHIPPED_TASK),
-        "multi": load_task(write_task(folder, dict[str, object](MULTI_TOKEN))),
-        "generate": load_task(write_task(folder, dict[str, object](GENERATE))),
-    }
 
 
 @pytest.fixture

@@ -54,7 +54,9 @@ def lm_eval_run(
     }
 
 
-def supersede_run(task_file: Path, pretrained: Path, adapter: Path | None) -> RunResult:
+def supersede_run(
+    task_file: Path, pretrained: Path, adapter: Path | None, *, exact: bool = False
+) -> RunResult:
     settings = Settings()
     resolver = ModelResolver(settings.hub)
     loaded = load_model(
@@ -62,7 +64,7 @@ def supersede_run(task_file: Path, pretrained: Path, adapter: Path | None) -> Ru
         settings.runtime.model_copy(update={"device": "cpu"}),
         [resolver.resolve(str(adapter), "adapter")] if adapter else [],
     )
-    return run_task(loaded, load_task(task_file), limit=LIMIT, batch_size=16)
+    return run_task(loaded, load_task(task_file), limit=LIMIT, batch_size=16, exact=exact)
 
 
 def assert_same_choices(ours: RunResult, theirs: dict[str, Any], metric: str) -> None:
@@ -83,20 +85,23 @@ def test_multiple_choice_single_token(
 ) -> None:
     task = shipped_task_copy(tmp_path / "task")
     adapter = zoo.adapter if with_adapter else None
-    ours = supersede_run(task, zoo.base, adapter)
     theirs = lm_eval_run(task, zoo.base, adapter, monkeypatch, tmp_path)
-    assert_same_choices(ours, theirs, "acc")
-    if with_adapter:
-        assert ours.score > 0.7  # the adapter matters, so the comparison is not trivially equal
+    for exact in (False, True):
+        ours = supersede_run(task, zoo.base, adapter, exact=exact)
+        assert_same_choices(ours, theirs, "acc")
+        if with_adapter:
+            assert ours.score > 0.7  # the adapter matters: the comparison is not trivially equal
 
 
 def test_multiple_choice_multi_token_with_adapter(
     zoo: Zoo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     task = write_task(tmp_path / "task", MULTI_TOKEN)
-    ours = supersede_run(task, zoo.base, zoo.adapter)
     theirs = lm_eval_run(task, zoo.base, zoo.adapter, monkeypatch, tmp_path)
-    assert_same_choices(ours, theirs, "acc")
+    # lm-eval runs once; both of our paths (shared-prefix by default, exact) must match it.
+    for exact in (False, True):
+        ours = supersede_run(task, zoo.base, zoo.adapter, exact=exact)
+        assert_same_choices(ours, theirs, "acc")
 
 
 def test_generate_until_exact_match(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -9,34 +10,12 @@ import pytest
 import torch
 
 from benchmarks.engine import Engine
-from benchmarks.models import LoadedModel, ModelResolver, load_model
+from benchmarks.models import LoadedModel
 from benchmarks.runner import run_task
 from benchmarks.tasks.task import load_task
 from config.settings import Settings
 from supersede.demo.zoo import Zoo
-from tests.conftest import SHIPPED_TASK
-from tests.support.tasks import GENERATE, MULTI_TOKEN, write_task
-
-
-@pytest.fixture(scope="module")
-def tuned(zoo: Zoo) -> LoadedModel:
-    settings = Settings()
-    resolver = ModelResolver(settings.hub)
-    return load_model(
-        resolver.resolve(str(zoo.base)),
-        settings.runtime.model_copy(update={"device": "cpu"}),
-        [resolver.resolve(str(zoo.adapter), "adapter")],
-    )
-
-
-@pytest.fixture(scope="module")
-def tasks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    folder = tmp_path_factory.mktemp("tasks")
-    return {
-        "single": load_task(SHIPPED_TASK),
-        "multi": load_task(write_task(folder, MULTI_TOKEN)),
-        "generate": load_task(write_task(folder, GENERATE)),
-    }
+from tests.support.tasks import MULTI_TOKEN, write_task
 
 
 def naive_loglikelihoods(
@@ -55,12 +34,17 @@ def naive_loglikelihoods(
     return scores
 
 
-@pytest.mark.parametrize("kind", ["single", "multi", "generate"])
-def test_batched_equals_unbatched(tuned: LoadedModel, tasks: dict[str, Any], kind: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "exact"),
+    [("single", False), ("multi", False), ("multi", True), ("generate", False)],
+)
+def test_batched_equals_unbatched(
+    tuned: LoadedModel, tasks: dict[str, Any], kind: str, exact: bool
+) -> None:
     task = tasks[kind]
-    one = run_task(tuned, task, limit=60, batch_size=1)
+    one = run_task(tuned, task, limit=60, batch_size=1, exact=True)
     for batch_size in (7, 64):
-        many = run_task(tuned, task, limit=60, batch_size=batch_size)
+        many = run_task(tuned, task, limit=60, batch_size=batch_size, exact=exact)
         assert many.predictions == one.predictions
         assert many.outcomes == one.outcomes
         assert many.score == one.score
@@ -68,12 +52,13 @@ def test_batched_equals_unbatched(tuned: LoadedModel, tasks: dict[str, Any], kin
 
 @pytest.mark.parametrize("kind", ["single", "multi"])
 @pytest.mark.parametrize("max_length", [None, 9])
+@pytest.mark.parametrize("exact", [False, True], ids=["shared", "exact"])
 def test_fast_path_equals_plain_computation(
-    tuned: LoadedModel, tasks: dict[str, Any], kind: str, max_length: int | None
+    tuned: LoadedModel, tasks: dict[str, Any], kind: str, max_length: int | None, exact: bool
 ) -> None:
     task = tasks[kind]
     requests = task.requests(12)
-    engine = Engine(tuned, 5, max_length)
+    engine = Engine(tuned, 5, max_length, exact=exact)
     with torch.inference_mode(), tuned.scoring_model():
         fast = engine.loglikelihoods(requests, None)
     for request, got in zip(requests, fast, strict=True):
@@ -127,12 +112,28 @@ def test_single_token_choices_share_one_forward_pass(
     with torch.inference_mode(), tuned.scoring_model():
         engine.loglikelihoods(tasks["single"].requests(64), None)
     single_rows = engine.batch_times
-    engine_multi = Engine(tuned, 64, None)
+    engine_multi = Engine(tuned, 64, None, exact=True)
     with torch.inference_mode(), tuned.scoring_model():
         engine_multi.loglikelihoods(tasks["multi"].requests(64), None)
     # 64 documents x 2 one-token choices fit one 64-row batch; 64 x 3 multi-token rows need three.
     assert len(single_rows) == 1
     assert len(engine_multi.batch_times) == 3
+
+
+def test_exact_is_in_the_result_key_only_when_set(
+    zoo: Zoo, tmp_path: Path, make_settings: Callable[..., Settings]
+) -> None:
+    from benchmarks.bench import bench
+
+    settings = make_settings()
+    task = write_task(tmp_path / "task", MULTI_TOKEN)
+    shared = bench(settings, str(zoo.base), task, limit=8)
+    exact = bench(settings, str(zoo.base), task, limit=8, exact=True)
+    assert "exact" not in shared.identity and exact.identity["exact"] is True
+    assert exact.key != shared.key and not exact.cached
+    assert exact.result.predictions == shared.result.predictions
+    again = bench(settings, str(zoo.base), task, limit=8)
+    assert again.cached and again.key == shared.key
 
 
 def test_empty_context_scores_after_the_prefix_token(tuned: LoadedModel, tmp_path: Path) -> None:

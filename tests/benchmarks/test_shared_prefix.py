@@ -1,0 +1,108 @@
+"""Shared-prefix scoring: the same log-likelihoods as one full row per choice, within 1e-5."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from benchmarks.engine import Engine, _select_rows
+from benchmarks.models import LoadedModel
+from benchmarks.runner import run_task
+from benchmarks.tasks.task import Task, load_task
+from tests.support.tasks import MULTI_TOKEN, write_task
+
+#: Choices glued to the context's last token: ``":" + ")"`` encodes as one ``":)"`` token, so
+#: the whole encoding no longer starts with the context's tokens and those choices must be
+#: scored as full rows; the others share the context (one of them is a single token).
+MIXED = dict(
+    MULTI_TOKEN,
+    task="review_mixed",
+    target_delimiter="",
+    doc_to_choice=[" positive", " negative and cheap", ") great and lovely", "-( awful"],
+)
+#: Every choice glued to the context: nothing may be shared.
+GLUED = dict(MIXED, task="review_glued", doc_to_choice=[") great and lovely", "-( awful and cheap"])
+
+
+@pytest.fixture(scope="module")
+def tasks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Task]:
+    folder = tmp_path_factory.mktemp("tasks")
+    return {
+        "multi": load_task(write_task(folder, MULTI_TOKEN)),
+        "mixed": load_task(write_task(folder, MIXED)),
+        "glued": load_task(write_task(folder, GLUED)),
+    }
+
+
+def scores(
+    loaded: LoadedModel, task: Task, batch_size: int, **kwargs: Any
+) -> tuple[Engine, list[list[float]]]:
+    engine = Engine(loaded, batch_size, kwargs.pop("max_length", None), **kwargs)
+    with torch.inference_mode(), loaded.scoring_model():
+        return engine, engine.loglikelihoods(task.requests(40), None)
+
+
+@pytest.mark.parametrize("kind", ["multi", "mixed"])
+@pytest.mark.parametrize("batch_size", [1, 3, 64])
+def test_shared_prefix_equals_full_rows(
+    tuned: LoadedModel, tasks: dict[str, Task], kind: str, batch_size: int
+) -> None:
+    exact, want_all = scores(tuned, tasks[kind], batch_size, exact=True)
+    shared, got_all = scores(tuned, tasks[kind], batch_size)
+    for want, got in zip(want_all, got_all, strict=True):
+        assert got == pytest.approx(want, abs=1e-5)
+        assert max(range(len(got)), key=got.__getitem__) == max(
+            range(len(want)), key=want.__getitem__
+        )
+    if kind == "multi":  # each context ran once, then only the continuations' tokens
+        assert shared.tokens < exact.tokens * 0.5
+
+
+def test_prefix_breaking_choices_fall_back_to_full_rows(
+    tuned: LoadedModel, tasks: dict[str, Task]
+) -> None:
+    engine = Engine(tuned, 8, None)
+    for request in tasks["mixed"].requests(5):
+        context_enc = engine.encode(request.context)
+        prefixed = []
+        for choice in request.continuations:
+            whole = engine.encode(request.context + choice)
+            prefixed.append(whole[: len(context_enc)] == context_enc)
+        # the mixed task really has both kinds, so both paths are compared above
+        assert prefixed == [True, True, False, False]
+    exact, want = scores(tuned, tasks["glued"], 4, exact=True)
+    shared, got = scores(tuned, tasks["glued"], 4)
+    assert got == want  # full rows, bit for bit
+    assert shared.tokens == exact.tokens
+
+
+def test_over_long_inputs_fall_back_to_full_rows(
+    tuned: LoadedModel, tasks: dict[str, Task]
+) -> None:
+    exact, want = scores(tuned, tasks["multi"], 5, exact=True, max_length=9)
+    shared, got = scores(tuned, tasks["multi"], 5, max_length=9)
+    assert got == want  # every input is cut at 9 tokens: full rows, bit for bit
+    assert shared.tokens == exact.tokens
+
+
+def test_a_selected_cache_leaves_the_context_cache_alone(tuned: LoadedModel) -> None:
+    with torch.inference_mode(), tuned.scoring_model():
+        context = torch.tensor([[2, 5, 6, 7], [2, 8, 9, 10]])
+        cache = tuned.model(input_ids=context, use_cache=True).cache
+        before = [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
+        rows = _select_rows(cache, torch.tensor([1, 1, 0]))
+        tuned.model(input_ids=torch.tensor([[11, 12]] * 3), cache=rows, use_cache=True)
+        assert rows.get_seq_length() == 6 and rows.layers[0].keys.shape[0] == 3
+        assert cache.get_seq_length() == 4
+        for layer, (keys, values) in zip(cache.layers, before, strict=True):
+            assert torch.equal(layer.keys, keys) and torch.equal(layer.values, values)
+
+
+def test_run_task_exact_and_shared_agree(tuned: LoadedModel, tasks: dict[str, Task]) -> None:
+    exact = run_task(tuned, tasks["mixed"], limit=60, batch_size=16, exact=True)
+    shared = run_task(tuned, tasks["mixed"], limit=60, batch_size=16)
+    assert shared.predictions == exact.predictions
+    assert shared.outcomes == exact.outcomes
+    assert shared.score == exact.score
