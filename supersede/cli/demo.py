@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.padding import Padding
+from rich.text import Text
 
 from core.errors import SupersedeError
 from supersede.cli.console import (
@@ -82,13 +84,12 @@ def demo(
 
 def _show(outcomes: list[Outcome], config: Path, report: Path | None) -> None:
     out.rule("Verdicts")
-    for o in outcomes:
-        out.print(
-            f"[bold]{o.verdict}[/]  {o.release}  (found via {o.found_via}; "
-            f"{o.seconds_to_verdict:.0f} s from release to verdict)\n    {o.summary}",
-            highlight=False,
-            soft_wrap=True,
-        )
+    for o in outcomes:  # wrapped to the terminal, the line under each verdict indented
+        headline = Text(o.verdict, style="bold")
+        headline.append(f"  {o.release}  (found via {o.found_via}; "
+                        f"{o.seconds_to_verdict:.0f} s from release to verdict)")  # fmt: skip
+        out.print(headline, highlight=False)
+        out.print(Padding(Text(o.summary), (0, 0, 0, 4), expand=False), highlight=False)
     if any(o.delivery_pending for o in outcomes):
         daemon = typeable(f"run -c {shlex.quote(str(config))}")
         out.print(
