@@ -23,7 +23,14 @@ from pathlib import Path
 from benchmarks import cost
 from benchmarks.bench import LOCAL, ProgressSink, bench
 from benchmarks.cache import ResultStore, result_key
-from benchmarks.deploy import Deployability, assess, final, probe, request_tokens_estimate
+from benchmarks.deploy import (
+    Deployability,
+    ModelFacts,
+    assess,
+    final,
+    probe,
+    request_tokens_estimate,
+)
 from benchmarks.scoring import RunResult
 from benchmarks.sides import PairScores, ScoredSide
 from benchmarks.stats import compare_paired
@@ -55,11 +62,19 @@ def api_candidate(settings: Settings, name: str) -> ApiCandidate | None:
 
 
 def check_deployable(
-    settings: Settings, ft: FineTune, candidate: str, *, api: ApiCandidate | None = None
+    settings: Settings,
+    ft: FineTune,
+    candidate: str,
+    *,
+    api: ApiCandidate | None = None,
+    known: ModelFacts | None = None,
 ) -> Deployability:
     """The candidate's licence and serving memory against the fine-tune's deploy settings,
     read from the Hub's metadata and ``config.json`` (a folder's own files; an API candidate's
-    rule): no weight is downloaded. :meth:`Deployability.blockers` lists what blocks it."""
+    rule): no weight is downloaded. :meth:`Deployability.blockers` lists what blocks it.
+
+    ``known``: the candidate's facts as read for another fine-tune of the same release; the
+    Hub is not asked again, only this fine-tune's task length is estimated."""
     from benchmarks.models import ModelResolver
 
     deploy = deploy_for(settings, ft)
@@ -67,9 +82,12 @@ def check_deployable(
     if api is None:
         task = load_task(task_path(settings, ft.task))
         tokens = request_tokens_estimate(task, settings.candidates.prompt)
-    token = settings.secrets.hf_token
-    resolver = ModelResolver(settings.hub, token.get_secret_value() if token else None)
-    facts = probe(resolver, candidate, api=api, tokens=tokens)
+    if known is not None:
+        facts = known.model_copy(update={"tokens_per_request": tokens, "tokens_measured": False})
+    else:
+        token = settings.secrets.hf_token
+        resolver = ModelResolver(settings.hub, token.get_secret_value() if token else None)
+        facts = probe(resolver, candidate, api=api, tokens=tokens)
     checked = assess(facts, deploy)
     if checked.blockers and not deploy.benchmark_blocked:
         return checked.model_copy(update={"benchmarked": False})

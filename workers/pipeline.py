@@ -380,10 +380,12 @@ class Pipeline:
         api = api_candidate(self.settings, event)
         ref = candidate_ref(event)
         pairs: dict[str, PairScores] = {}
+        known = None  # the candidate's facts, read from the Hub once per release
         for ft in [f for f in self.settings.finetunes if f.name in names]:
             # Licence and size first, from the Hub's metadata: a candidate they block is not
             # downloaded (unless deploy.benchmark_blocked asks for it).
-            deploy = check_deployable(self.settings, ft, ref, api=api)
+            deploy = check_deployable(self.settings, ft, ref, api=api, known=known)
+            known = deploy.facts
             if not deploy.benchmarked:
                 log.info("%s blocked for %s, not benchmarked: %s", ref, ft.name,
                          "; ".join(deploy.blockers))  # fmt: skip

@@ -85,6 +85,10 @@ def test_a_licence_blocked_release_is_judged_without_a_download(
         assert "licence cc-by-nc-4.0 not allowed" in result["reason"]
         assert result["benchmarked"] is False and result["candidate"] == repo
     assert weights_requested(hub, repo) == []
+    # Two fine-tunes, one release: its metadata and config.json are read from the Hub once.
+    info = [m for m, p in hub.requests if p.startswith(f"/api/models/{repo}")]
+    config = [m for m, p in hub.requests if p == f"/{repo}/resolve/{sha}/config.json"]
+    assert (info, config) == (["GET"], ["HEAD", "GET"])
     assert sorted(str(j.result["verdict"]) for j in notes.jobs if j.result) == ["BLOCKED"] * 2
 
 
