@@ -15,7 +15,7 @@ from typing import Any
 from benchmarks.engine import Engine, Progress, context_length
 from benchmarks.latency import measure_latency
 from benchmarks.scoring import RunResult, build_result, score_choices, score_texts
-from benchmarks.tasks.render import Request, check_chat_prompt
+from benchmarks.tasks.render import Request, chat_messages, check_chat_prompt
 from benchmarks.tasks.task import Task
 from config.settings import PromptSettings
 
@@ -102,7 +102,8 @@ def apply_chat_template(
     max_chars: int | None = None,
     loaded: Any = None,
 ) -> list[Request]:
-    """Each context becomes one user turn (after the system prompt) plus the generation prompt;
+    """Each context becomes the chat turns of :func:`~benchmarks.tasks.render.chat_messages`
+    (system prompt and description, few-shot turns, the question) plus the generation prompt;
     choices then follow the assistant marker directly, without the target delimiter, as lm-eval
     does with ``--apply_chat_template``."""
     delimiter = str(task.config.get("target_delimiter", " "))
@@ -110,10 +111,12 @@ def apply_chat_template(
     model = loaded.base.name if loaded is not None else "the model"
     wrapped = []
     for request in requests:
-        messages = (
-            [{"role": "system", "content": prompt.system_prompt}] if prompt.system_prompt else []
+        messages = chat_messages(
+            request,
+            task.config,
+            system_prompt=prompt.system_prompt,
+            fewshot_as_multiturn=prompt.fewshot_as_multiturn,
         )
-        messages.append({"role": "user", "content": request.context})
         context = tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True
         )

@@ -128,6 +128,12 @@ class PromptSettings(_Section):
         "auto", description="Wrap the prompt in the model's chat template: auto = when it has one."
     )
     system_prompt: str | None = Field(None, description="System message (chat template only).")
+    fewshot_as_multiturn: bool = Field(
+        True,
+        description="With the chat template, each few-shot example is a user turn and an "
+        "assistant turn (lm-eval's --fewshot_as_multiturn, its default with a chat template); "
+        "false = the examples and the question in one user turn.",
+    )
 
 
 class Economics(_Section):

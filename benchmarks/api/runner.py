@@ -1,10 +1,11 @@
 """Scoring a candidate that is reachable only through an OpenAI-compatible chat-completions API.
 
 Every document becomes one ``POST {base_url}/chat/completions`` with ``temperature: 0``: an
-optional system message (``prompt.system_prompt``) and one user message.
+optional system message (``prompt.system_prompt`` and the task's description) and the task's
+few-shot examples and question as user turns, as a local model's chat template gets them.
 
 generate_until
-    The user message is the rendered context; ``max_tokens`` is the task's ``max_gen_toks`` and
+    The last user message is the question; ``max_tokens`` is the task's ``max_gen_toks`` and
     ``stop`` its first four ``until`` strings (OpenAI accepts at most four). The reply is then cut
     at every ``until`` string in Python, as lm-eval does (``text = text.split(stop)[0]`` for each),
     and scored with the task's metrics exactly as the local runner scores generated text.
@@ -36,7 +37,7 @@ import httpx
 from benchmarks.answers import match_choice, pick_by_logprobs
 from benchmarks.api.endpoint import Aborted, Endpoint, Rejected, Reply
 from benchmarks.scoring import RunResult, build_result, score_choices, score_texts
-from benchmarks.tasks.render import Request
+from benchmarks.tasks.render import Request, chat_messages
 from benchmarks.tasks.task import Task
 from config.api import ApiCandidate
 from config.settings import PromptSettings
@@ -88,7 +89,7 @@ def run_api_task(
     requests = task.requests(limit)
     started = time.perf_counter()
     with Endpoint(candidate, api_key, transport) as endpoint:
-        asker = _Asker(endpoint, prompt.system_prompt)
+        asker = _Asker(endpoint, prompt, task)
         extra: dict[str, Any]
         predictions: list[Any]
         if task.output_type == "multiple_choice":
@@ -171,7 +172,7 @@ def _run_generation(
 
     def generate(request: Request) -> str:
         text = asker.ask(
-            request.context,
+            request,
             max_tokens=task.max_gen_toks,
             **({"stop": stops[:MAX_STOP_SEQUENCES]} if stops else {}),
         ).text
@@ -226,18 +227,25 @@ def _map_ordered(
 class _Asker:
     """Builds the chat messages of each kind of question and reads the answers."""
 
-    def __init__(self, endpoint: Endpoint, system_prompt: str | None) -> None:
+    def __init__(self, endpoint: Endpoint, prompt: PromptSettings, task: Task) -> None:
         self.endpoint = endpoint
-        self.system_prompt = system_prompt
+        self.prompt = prompt
+        self.config = task.config
 
-    def ask(self, user: str, **params: Any) -> Reply:
-        messages = [{"role": "user", "content": user}]
-        if self.system_prompt:
-            messages.insert(0, {"role": "system", "content": self.system_prompt})
+    def ask(self, request: Request, suffix: str = "", /, **params: Any) -> Reply:
+        """``request`` as chat turns (:func:`~benchmarks.tasks.render.chat_messages`), with
+        ``suffix`` after its question."""
+        messages = chat_messages(
+            request,
+            self.config,
+            system_prompt=self.prompt.system_prompt,
+            fewshot_as_multiturn=self.prompt.fewshot_as_multiturn,
+            question_suffix=suffix,
+        )
         return self.endpoint.chat(messages, params)
 
     def _ask_logprobs(self, request: Request) -> Reply:
-        return self.ask(request.context, max_tokens=1, logprobs=True, top_logprobs=TOP_LOGPROBS)
+        return self.ask(request, max_tokens=1, logprobs=True, top_logprobs=TOP_LOGPROBS)
 
     def probe_logprobs(self, request: Request, *, allow_rejection: bool) -> Reply | None:
         """The first log-prob request; ``None`` when the endpoint rejects such requests."""
@@ -257,9 +265,8 @@ class _Asker:
         return _Pick(self.pick_choice(request).index, fallback=True)
 
     def pick_choice(self, request: Request) -> _Pick:
-        question = (
-            request.context + "\n\nAnswer with exactly one of: " + "; ".join(request.choices) + "."
-        )
+        suffix = "\n\nAnswer with exactly one of: " + "; ".join(request.choices) + "."
         # Room for the longest choice (about 4 characters a token) and a little wrapping.
         budget = 16 + math.ceil(max(len(choice) for choice in request.choices) / 2)
-        return _Pick(match_choice(self.ask(question, max_tokens=budget).text, request.choices))
+        reply = self.ask(request, suffix, max_tokens=budget)
+        return _Pick(match_choice(reply.text, request.choices))

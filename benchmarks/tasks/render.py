@@ -9,7 +9,7 @@ from __future__ import annotations
 import ast
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -76,6 +76,67 @@ class Request:
     continuations: tuple[str, ...] = ()
     choices: tuple[str, ...] = ()
     gold: int | str | tuple[str, ...] = 0
+    #: ``context``'s parts, unjoined, for chat turns (:func:`chat_messages`): the rendered
+    #: description, each few-shot example's (question, answer) and the document's question.
+    description: str = ""
+    shots: tuple[tuple[str, str], ...] = ()
+    question: str = ""
+
+
+def join_delimited(prefix: str | None, suffix: str | None, delimiter: str) -> str:
+    """``prefix`` + ``delimiter`` + ``suffix``, without the delimiter when either is empty or
+    the boundary is already whitespace (how lm-eval joins a system instruction and a task's
+    description)."""
+    if not prefix:
+        return suffix or ""
+    if not suffix:
+        return prefix
+    if prefix[-1].isspace() or suffix[0].isspace():
+        return prefix + suffix
+    return prefix + delimiter + suffix
+
+
+def chat_messages(
+    request: Request,
+    config: Mapping[str, Any],
+    *,
+    system_prompt: str | None = None,
+    fewshot_as_multiturn: bool = True,
+    question_suffix: str = "",
+) -> list[dict[str, str]]:
+    """The chat messages lm-eval builds for ``request`` with ``--apply_chat_template``.
+
+    The system message is ``system_prompt`` and the task's description, joined by the few-shot
+    delimiter. With ``fewshot_as_multiturn`` (lm-eval's default with a chat template) each
+    few-shot example is a user turn and an assistant turn (no delimiters) and the document's
+    question a last user turn; without it, the examples and the question are one user turn,
+    joined exactly as the plain prompt joins them. ``question_suffix`` is appended to the last
+    user turn (an endpoint asked to pick a choice by name).
+    """
+    messages = []
+    fewshot = str(config.get("fewshot_delimiter", "\n\n"))
+    system = join_delimited(system_prompt, request.description, fewshot)
+    if system:
+        messages.append({"role": "system", "content": system})
+    if fewshot_as_multiturn:
+        for question, answer in request.shots:
+            messages.append({"role": "user", "content": question})
+            messages.append({"role": "assistant", "content": answer})
+        user = request.question
+    else:
+        user = join_context(config, "", request.shots, request.question)
+    messages.append({"role": "user", "content": user + question_suffix})
+    return messages
+
+
+def join_context(
+    config: Mapping[str, Any], description: str, shots: Sequence[tuple[str, str]], question: str
+) -> str:
+    """The plain prompt: description, each example's question, target delimiter, answer and
+    few-shot delimiter, then the question (lm-eval's order and delimiters)."""
+    target = str(config.get("target_delimiter", " "))
+    fewshot = str(config.get("fewshot_delimiter", "\n\n"))
+    return description + "".join(q + target + a + fewshot for q, a in shots) + question
 
 
 class Renderer:
@@ -173,25 +234,23 @@ class Renderer:
             return str(answer[0])
         return str(answer)
 
+    def parts(
+        self, doc: Mapping[str, Any], doc_id: int
+    ) -> tuple[str, tuple[tuple[str, str], ...], str]:
+        """The rendered description, few-shot (question, answer) pairs and the question."""
+        source = self.cfg.get("description") or ""
+        description = self._render("description", source, doc, doc_id) if source else ""
+        shots: tuple[tuple[str, str], ...] = ()
+        if self.task.num_fewshot:
+            shots = tuple(
+                (self.text(shot, j), self._answer_text(shot, j)) for j, shot in self._shots(doc)
+            )
+        return description, shots, self.text(doc, doc_id)
+
     def context(self, doc: Mapping[str, Any], doc_id: int) -> str:
         """Description, few-shot examples, then the document's prompt."""
-        cfg = self.cfg
-        parts = []
-        description = cfg.get("description") or ""
-        if description:
-            parts.append(self._render("description", description, doc, doc_id))
-        if self.task.num_fewshot:
-            target_delimiter = cfg.get("target_delimiter", " ")
-            fewshot_delimiter = cfg.get("fewshot_delimiter", "\n\n")
-            for j, shot in self._shots(doc):
-                parts.append(
-                    self.text(shot, j)
-                    + target_delimiter
-                    + self._answer_text(shot, j)
-                    + fewshot_delimiter
-                )
-        parts.append(self.text(doc, doc_id))
-        return "".join(parts)
+        description, shots, question = self.parts(doc, doc_id)
+        return join_context(self.cfg, description, shots, question)
 
     def _shots(self, doc: Mapping[str, Any]) -> list[tuple[int, Mapping[str, Any]]]:
         # lm-eval's ContextSampler: one Random(1234) drawn from in document order; when the
@@ -208,7 +267,9 @@ class Renderer:
 
     def request(self, doc_id: int, doc: Mapping[str, Any]) -> Request:
         """The fully rendered request for one document, its target checked."""
-        context = self.context(doc, doc_id)
+        description, shots, question = self.parts(doc, doc_id)
+        context = join_context(self.cfg, description, shots, question)
+        parts: dict[str, Any] = {"description": description, "shots": shots, "question": question}
         if self.task.output_type == "multiple_choice":
             choices = self.choices(doc, doc_id)
             if not choices:
@@ -235,6 +296,7 @@ class Renderer:
                 continuations=tuple(delimiter + c for c in choices),
                 choices=tuple(choices),
                 gold=gold,
+                **parts,
             )
         target = self.target(doc, doc_id)
         if self.cfg.get("doc_to_choice") is not None:
@@ -253,4 +315,4 @@ class Renderer:
         answer: str | tuple[str, ...] = (
             tuple(str(t) for t in target) if isinstance(target, list) else str(target)
         )
-        return Request(doc_id=doc_id, context=context, gold=answer)
+        return Request(doc_id=doc_id, context=context, gold=answer, **parts)

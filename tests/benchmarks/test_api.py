@@ -537,8 +537,18 @@ def test_system_prompt_is_sent_when_configured(server: OpenAIServer, review: Tas
     assert sorted(r.body["messages"][-1]["content"] for r in with_system) == contexts
 
 
-def test_num_fewshot_override_adds_shots(server: OpenAIServer, review: Task) -> None:
+def test_num_fewshot_override_adds_shots_as_turns(server: OpenAIServer, review: Task) -> None:
+    # Each example a user turn and an assistant turn (as a local model's chat template gets
+    # them), then the question; with fewshot_as_multiturn false, all in one user turn.
     prompt = PromptSettings(num_fewshot=2)
     result = run_api_task(make_candidate(server.url), review, api_key=None, limit=5, prompt=prompt)
-    assert all(text.count("Review: ") == 3 for text in user_texts(server))
+    roles = [[m["role"] for m in r.body["messages"]] for r in server.answered if r.body]
+    assert roles == [["user", "assistant"] * 2 + ["user"]] * 5
+    assert all(text.count("Review: ") == 1 for text in user_texts(server))
+    assert list(result.predictions) == [rule_index(d) for d in docs(5)]
+    single = PromptSettings(num_fewshot=2, fewshot_as_multiturn=False)
+    result = run_api_task(make_candidate(server.url), review, api_key=None, limit=5, prompt=single)
+    second = [r.body["messages"] for r in server.answered[5:] if r.body]
+    assert [len(messages) for messages in second] == [1] * 5
+    assert all(messages[0]["content"].count("Review: ") == 3 for messages in second)
     assert list(result.predictions) == [rule_index(d) for d in docs(5)]

@@ -66,7 +66,14 @@ DEFAULTS: dict[str, Any] = {
         "bootstrap_resamples": 10_000,
         "seed": 0,
     },
-    "candidates": {"prompt": {"num_fewshot": None, "chat_template": "auto", "system_prompt": None}},
+    "candidates": {
+        "prompt": {
+            "num_fewshot": None,
+            "chat_template": "auto",
+            "system_prompt": None,
+            "fewshot_as_multiturn": True,
+        }
+    },
     "finetunes": (),
     "api_candidates": (),
     "watch": WatchSettings().model_dump(),
