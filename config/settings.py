@@ -241,6 +241,116 @@ class DeployOverrides(_Section):
     benchmark_blocked: bool | None = None
 
 
+#: Training a re-tune: never, when the plain candidate's verdict leaves room, or always.
+RetuneWhen = Literal["never", "at_risk", "always"]
+
+
+class RetuneSettings(_Section):
+    """The third contender: the deployed adapter's LoRA recipe trained on the new base.
+
+    The recipe (r, lora_alpha, lora_dropout, target_modules) comes from the deployed adapter's
+    ``adapter_config.json``; a key set here replaces what the adapter says."""
+
+    when: RetuneWhen = Field(
+        "at_risk",
+        description="never; at_risk = when the plain candidate is AT_RISK, HOLDS by a small "
+        "margin, or SUPERSEDED and re-tuning may widen the lead; always.",
+    )
+    store_dir: str = Field(
+        ".supersede/retune",
+        description="Folder where trained adapters are kept, one sub-folder per cache key.",
+    )
+    max_gpu_hours: float = Field(
+        4.0,
+        gt=0,
+        description="Largest estimated training cost, GPU hours; a longer run is refused with "
+        "its estimate before any training.",
+    )
+    gpu_tflops: float = Field(
+        100.0,
+        gt=0,
+        description="Effective training throughput of one GPU, TFLOP/s, for the estimate "
+        "(6 x parameters x tokens x epochs FLOPs / this): a utilised fraction of the peak "
+        "(about 40% of an A100's 312 bf16 TFLOP/s is 125).",
+    )
+    learning_rate: float = Field(2e-4, gt=0, le=1, description="AdamW learning rate.")
+    epochs: float = Field(3.0, gt=0, le=1000, description="Passes over the training rows.")
+    max_steps: int | None = Field(
+        None, ge=1, description="Optimiser steps; set, it replaces epochs. None = from epochs."
+    )
+    batch_size: int = Field(8, ge=1, le=4096, description="Training rows per optimiser step.")
+    max_length: int = Field(
+        1024,
+        ge=8,
+        description="Token budget per training row (prompt cut from the left, the answer kept); "
+        "never more than the model's own context.",
+    )
+    seed: int = Field(0, description="Seed of the adapter's initial weights and the shuffle.")
+    r: int | None = Field(None, ge=1, le=4096, description="LoRA rank; None = the adapter's.")
+    lora_alpha: float | None = Field(None, gt=0, description="LoRA alpha; None = the adapter's.")
+    lora_dropout: float | None = Field(
+        None, ge=0, lt=1, description="LoRA dropout; None = the adapter's."
+    )
+    target_modules: tuple[str, ...] | None = Field(
+        None,
+        description="Module names LoRA is applied to; None = the deployed adapter's, mapped to "
+        "the new architecture's names.",
+    )
+    module_map: dict[str, str] = Field(
+        {},
+        description="Extra target-module name mapping (deployed name -> new model's name), "
+        "tried before the built-in table of equivalent names.",
+    )
+
+
+class RetuneOverrides(_Section):
+    """A fine-tune's own re-tune settings: each key set here replaces the top-level one; plus
+    its training data (a split of its task file, or a JSONL file in the task's format)."""
+
+    when: RetuneWhen | None = None
+    store_dir: str | None = None
+    max_gpu_hours: float | None = Field(None, gt=0)
+    gpu_tflops: float | None = Field(None, gt=0)
+    learning_rate: float | None = Field(None, gt=0, le=1)
+    epochs: float | None = Field(None, gt=0, le=1000)
+    max_steps: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1, le=4096)
+    max_length: int | None = Field(None, ge=8)
+    seed: int | None = None
+    r: int | None = Field(None, ge=1, le=4096)
+    lora_alpha: float | None = Field(None, gt=0)
+    lora_dropout: float | None = Field(None, ge=0, lt=1)
+    target_modules: tuple[str, ...] | None = None
+    module_map: dict[str, str] | None = None
+    training_split: str | None = Field(
+        None,
+        description="A split named in the task file's data_files. None (and no data_file) = "
+        "the task file's training_split.",
+    )
+    data_file: str | None = Field(
+        None,
+        description="A JSON Lines file of documents in the task's format; relative paths "
+        "resolve against the config file, like task.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RetuneOverrides:
+        if self.training_split is not None and self.data_file is not None:
+            raise ValueError(
+                "give retune.training_split (a split of the task file) or retune.data_file "
+                "(a JSONL file), not both"
+            )
+        return self
+
+
+class FineTuneRetune(RetuneSettings):
+    """One fine-tune's merged re-tune settings (see :func:`retune_for`): the top-level section,
+    its own overrides, and where its training data comes from."""
+
+    training_split: str | None = None
+    data_file: str | None = None
+
+
 class FineTune(_Section):
     """A deployed fine-tune: a base plus a PEFT adapter, or a fully fine-tuned ``model``."""
 
@@ -254,6 +364,11 @@ class FineTune(_Section):
     economics: Economics = Economics()
     deploy: DeployOverrides = Field(
         DeployOverrides(), description="Overrides of the top-level deploy settings for this one."
+    )
+    retune: RetuneOverrides = Field(
+        RetuneOverrides(),
+        description="Overrides of the top-level retune settings for this one, and its training "
+        "data.",
     )
     slack_channel: str | None = Field(None, description="Overrides notify.slack.channel.")
 
@@ -326,6 +441,7 @@ class Settings(BaseSettings):
     runtime: RuntimeSettings = RuntimeSettings()
     serving: ServingSettings = ServingSettings()
     deploy: DeploySettings = DeploySettings()
+    retune: RetuneSettings = RetuneSettings()
     verdict: VerdictSettings = VerdictSettings()
     candidates: CandidateSettings = CandidateSettings()
     finetunes: tuple[FineTune, ...] = ()
@@ -507,6 +623,22 @@ def deploy_for(settings: Settings, ft: FineTune) -> DeploySettings:
     section, with each key the fine-tune's own ``deploy`` sets in its place."""
     own = ft.deploy.model_dump(exclude_unset=True)
     return settings.deploy.model_copy(update=own) if own else settings.deploy
+
+
+def retune_for(settings: Settings, ft: FineTune) -> FineTuneRetune:
+    """The re-tune settings of one fine-tune: the top-level ``retune`` section, with each key
+    the fine-tune's own ``retune`` sets in its place, and its training data. A key written as
+    null replaces the top-level one only where null has a meaning (``max_steps: null`` = from
+    epochs, ``r: null`` = the adapter's rank); elsewhere it keeps the top-level value.
+    ``data_file`` is kept as written; it resolves against the config file's folder like
+    ``task``."""
+    nullable = {k for k, f in FineTuneRetune.model_fields.items() if f.default is None}
+    own = {
+        key: value
+        for key, value in ft.retune.model_dump(exclude_unset=True).items()
+        if value is not None or key in nullable
+    }
+    return FineTuneRetune(**{**settings.retune.model_dump(), **own})
 
 
 def task_path(settings: Settings, task: str) -> Path:
