@@ -32,10 +32,11 @@ from benchmarks.deploy import (
     request_tokens_estimate,
 )
 from benchmarks.scoring import RunResult
-from benchmarks.sides import PairScores, ScoredSide
-from benchmarks.stats import compare_paired
+from benchmarks.sides import PairScores, RetuneRecord, ScoredSide
+from benchmarks.stats import PairedComparison, compare_paired
 from benchmarks.tasks.task import load_task
-from benchmarks.verdict import VerdictReport, decide
+from benchmarks.threeway import with_retune
+from benchmarks.verdict import Verdict, VerdictReport, decide
 from config.api import ApiCandidate
 from config.settings import FineTune, Settings, api_key, deploy_for, finetune, task_path
 from core.errors import FatalError
@@ -210,25 +211,22 @@ def judge(
     failure: str | None = None,
     deploy: Deployability | None = None,
     task: str | None = None,
+    retuned_side: Scored | None = None,
+    retune: RetuneRecord | None = None,
 ) -> VerdictReport:
     """The verdict on two scored sides (see :mod:`benchmarks.verdict`). Pure: the same results
     and settings give the same report (the bootstrap is seeded by ``verdict.seed``).
 
     ``deploy``: the checks made before the benchmark (:func:`check_deployable`); the memory is
     checked again with the request lengths the candidate's run measured, and its latency
-    against the target. ``task``: the task's name, shown when no side was scored."""
+    against the target. ``task``: the task's name, shown when no side was scored.
+    ``retune``: the re-tune contender's record, and ``retuned_side`` its scores when it was
+    scored: the three-way verdict of :mod:`benchmarks.threeway`."""
     comparison = cost_ft = cost_cand = None
     if deploy is not None and candidate_side is not None and deploy.benchmarked:
         deploy = final(deploy, deploy_for(settings, ft), candidate_side.result.extra)
     if finetune_side is not None and candidate_side is not None and failure is None:
-        comparison = compare_paired(
-            finetune_side.result.outcomes,
-            candidate_side.result.outcomes,
-            margin=settings.verdict.margin,
-            confidence=settings.verdict.confidence,
-            resamples=settings.verdict.bootstrap_resamples,
-            seed=settings.verdict.seed,
-        )
+        comparison = _paired(settings, finetune_side, candidate_side)
         cost_ft = _cost(settings, finetune_side, None)
         cost_cand = _cost(settings, candidate_side, api)
     shown = candidate_side.side.model if candidate_side else candidate
@@ -252,7 +250,30 @@ def judge(
         "finetune": _details(finetune_side),
         "candidate": _details(candidate_side),
     }
-    return replace(report, details={**report.details, **details})
+    report = replace(report, details={**report.details, **details})
+    if retune is None or report.verdict is Verdict.INCONCLUSIVE:
+        return report
+    if retuned_side is None or finetune_side is None or candidate_side is None:
+        return with_retune(report, retune, economics=ft.economics, rules=settings.verdict)
+    report = replace(report, details={**report.details, "retuned": _details(retuned_side)})
+    return with_retune(
+        report, retune, economics=ft.economics, rules=settings.verdict,
+        vs_finetune=_paired(settings, finetune_side, retuned_side),
+        vs_candidate=_paired(settings, candidate_side, retuned_side),
+        cost_finetune=cost_ft, cost_retuned=_cost(settings, retuned_side, None),
+    )  # fmt: skip
+
+
+def _paired(settings: Settings, first: Scored, second: Scored) -> PairedComparison:
+    """``second`` minus ``first``, example by example."""
+    return compare_paired(
+        first.result.outcomes,
+        second.result.outcomes,
+        margin=settings.verdict.margin,
+        confidence=settings.verdict.confidence,
+        resamples=settings.verdict.bootstrap_resamples,
+        seed=settings.verdict.seed,
+    )
 
 
 def _cost(settings: Settings, scored: Scored, api: ApiCandidate | None) -> cost.ServingCost:
@@ -293,17 +314,10 @@ def judge_stored(
             settings, ft, pair.candidate_name or "?", finetune_side=None, candidate_side=None,
             api=api, deploy=pair.deploy, task=pair.task,
         )  # fmt: skip
-    sides: list[Scored] = []
-    for record in (pair.finetune, pair.candidate):
-        if record is None:
-            raise MissingResult(f"its benchmark job recorded no fine-tune result on {pair.task}")
-        hit = store.get(record.key)
-        if hit is None:
-            raise MissingResult(
-                f"the stored result of {record.model} on {pair.task} ({record.key[:12]}) is gone"
-            )
-        sides.append(Scored(record, hit[0]))
-    ft_side, cand_side = sides
+    if pair.finetune is None:
+        raise MissingResult(f"its benchmark job recorded no fine-tune result on {pair.task}")
+    ft_side, cand_side = (_stored(store, pair, r) for r in (pair.finetune, pair.candidate))
+    retuned = _stored(store, pair, pair.retuned) if pair.retuned is not None else None
     same = (ft_side.side.hardware, ft_side.side.dtype) == (
         cand_side.side.hardware,
         cand_side.side.dtype,
@@ -315,8 +329,17 @@ def judge_stored(
         )
     return judge(
         settings, ft, cand_side.side.model, finetune_side=ft_side, candidate_side=cand_side,
-        api=api, deploy=pair.deploy,
+        api=api, deploy=pair.deploy, retuned_side=retuned, retune=pair.retune,
     )  # fmt: skip
+
+
+def _stored(store: ResultStore, pair: PairScores, record: ScoredSide) -> Scored:
+    hit = store.get(record.key)
+    if hit is None:
+        raise MissingResult(
+            f"the stored result of {record.model} on {pair.task} ({record.key[:12]}) is gone"
+        )
+    return Scored(record, hit[0])
 
 
 def compare(

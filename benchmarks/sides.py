@@ -44,6 +44,33 @@ class ScoredSide(BaseModel):
         return f"{self.hardware}: {where}" if self.hardware else where
 
 
+class RetuneRecord(BaseModel):
+    """The re-tune contender of a pair: the deployed adapter's recipe trained on the candidate
+    (:mod:`benchmarks.retune`), or why it was not."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    status: Literal["trained", "cached", "not_run", "skipped", "refused", "failed"]
+    #: Why it was not trained (``not_run``, ``skipped``, ``refused``, ``failed``).
+    reason: str | None = None
+    #: The adapter's cache key and folder (trained or cached).
+    key: str | None = None
+    adapter_dir: str | None = None
+    steps: int = 0
+    #: Seconds training took when it ran (a cached adapter keeps the figure of its training).
+    wall_s: float = 0.0
+    tokens: int = 0
+    estimate_gpu_hours: float | None = None
+    #: Training loss, at most 50 points evenly spread over the steps.
+    losses: tuple[float, ...] = ()
+    #: What one hour of the hardware it trained on costs (the training cost is wall_s x this).
+    usd_per_hour: float = 0.0
+
+    @property
+    def training_cost_usd(self) -> float:
+        return self.wall_s / 3600 * self.usd_per_hour
+
+
 class PairScores(BaseModel):
     """A fine-tune and the candidate, scored on the fine-tune's task in one benchmark job; or,
     when the candidate's deploy checks blocked it, neither side (``candidate`` None)."""
@@ -59,6 +86,10 @@ class PairScores(BaseModel):
     candidate_name: str | None = None
     #: The deploy checks made before the benchmark (None: recorded by an earlier version).
     deploy: Deployability | None = None
+    #: The re-tuned contender, scored like the fine-tune (None: not trained), and its record
+    #: (None: no re-tune job ran for this pair).
+    retuned: ScoredSide | None = None
+    retune: RetuneRecord | None = None
 
 
 class BenchmarkScores(BaseModel):

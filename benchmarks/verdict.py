@@ -52,12 +52,43 @@ if TYPE_CHECKING:
 
 
 class Verdict(StrEnum):
+    RETUNE = "RETUNE"
     SUPERSEDED = "SUPERSEDED"
     BLOCKED = "BLOCKED"
     NEEDS_REVIEW = "NEEDS_REVIEW"
     AT_RISK = "AT_RISK"
     HOLDS = "HOLDS"
     INCONCLUSIVE = "INCONCLUSIVE"
+
+
+@dataclass(frozen=True)
+class RetuneFigures:
+    """The re-tune contender beside a verdict (:mod:`benchmarks.threeway`): how it was trained
+    and, when it was scored, its paired intervals against the fine-tune and the plain
+    candidate and what switching to it is worth."""
+
+    #: trained, cached, not_run, skipped, refused or failed (see benchmarks.sides.RetuneRecord).
+    status: str
+    reason: str | None = None
+    score: float | None = None
+    delta_vs_finetune: float | None = None
+    ci_low_vs_finetune: float | None = None
+    ci_high_vs_finetune: float | None = None
+    p_value_vs_finetune: float | None = None
+    delta_vs_candidate: float | None = None
+    ci_low_vs_candidate: float | None = None
+    ci_high_vs_candidate: float | None = None
+    cost_per_1k: float | None = None
+    monthly_cost: float | None = None
+    training_cost_usd: float = 0.0
+    training_wall_s: float = 0.0
+    steps: int = 0
+    estimate_gpu_hours: float | None = None
+    losses: tuple[float, ...] = ()
+    monthly_net_usd: float | None = None
+    payback_months: float | None = None
+    horizon_net_usd: float | None = None
+    adapter_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +147,8 @@ class VerdictReport:
     latency_target_ms: float | None = None
     #: False when the candidate was blocked before its benchmark and not run.
     benchmarked: bool = True
+    #: The re-tune contender (None: no re-tune was considered for this comparison).
+    retune: RetuneFigures | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: what a verdict job stores and ``compare --json`` prints."""

@@ -253,8 +253,16 @@ class RetuneSettings(_Section):
 
     when: RetuneWhen = Field(
         "at_risk",
-        description="never; at_risk = when the plain candidate is AT_RISK, HOLDS by a small "
-        "margin, or SUPERSEDED and re-tuning may widen the lead; always.",
+        description="never; at_risk = when the plain candidate is AT_RISK, NEEDS_REVIEW, "
+        "HOLDS within holds_within, or SUPERSEDED (re-tuning may widen the lead); always = "
+        "whenever the plain comparison gave a verdict and the candidate is not blocked.",
+    )
+    holds_within: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="With when: at_risk, a HOLDS verdict whose candidate is behind by less "
+        "than this (task metric units) is re-tuned too.",
     )
     store_dir: str = Field(
         ".supersede/retune",
@@ -308,6 +316,7 @@ class RetuneOverrides(_Section):
     its training data (a split of its task file, or a JSONL file in the task's format)."""
 
     when: RetuneWhen | None = None
+    holds_within: float | None = Field(None, ge=0, le=1)
     store_dir: str | None = None
     max_gpu_hours: float | None = Field(None, gt=0)
     gpu_tflops: float | None = Field(None, gt=0)

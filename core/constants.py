@@ -33,6 +33,8 @@ REMOTE_CODE_PATTERNS = ("*.py",)
 TASK_RELEASE = "supersede.release"
 TASK_BENCHMARK = "supersede.benchmark"
 TASK_VERDICT = "supersede.verdict"
+TASK_RETUNE_JOB = "supersede.retune_job"
+TASK_RETUNE = "supersede.retune"
 TASK_NOTIFY = "supersede.notify"
 TASK_REBENCHMARK = "supersede.rebenchmark"
 TASK_RECONCILE = "supersede.reconcile"
@@ -57,8 +59,10 @@ class JobState(StrEnum):
 
 
 class JobKind(StrEnum):
-    """What a job does: score a release, judge one fine-tune against it, or tell of a post."""
+    """What a job does: score a release, train and score the re-tune contender of one fine-tune,
+    judge one fine-tune against the release, or tell of a post."""
 
     BENCHMARK = "benchmark"
+    RETUNE = "retune"
     VERDICT = "verdict"
     ANNOUNCEMENT = "announcement"

@@ -206,6 +206,20 @@ class JobStore(Store):
             rows = session.scalars(select(JobRow).where(JobRow.parent == parent)).all()
             return [Job.of(row) for row in rows]
 
+    def set_payload(self, key: str, payload: dict[str, Any]) -> bool:
+        """Replace a job's payload (a re-run that asks for something else of it)."""
+        return self._set(key, JobRow.key == key, payload=payload)
+
+    def descendants(self, parent: str) -> list[Job]:
+        """Children, their children, and so on (a benchmark's re-tune and verdict jobs)."""
+        found: list[Job] = []
+        todo = [parent]
+        while todo:
+            for child in self.children(todo.pop()):
+                found.append(child)
+                todo.append(child.key)
+        return found
+
     def waiting_parents(self) -> list[Job]:
         """The jobs that have a child still ``waiting`` for them (for the reconciler)."""
         waiting = select(JobRow.parent).where(JobRow.state == "waiting", JobRow.parent.is_not(None))
@@ -298,7 +312,7 @@ class JobStore(Store):
             rows = session.scalars(
                 select(JobRow).where(
                     JobRow.state.in_(("done", "failed", "skipped")),
-                    JobRow.kind != "benchmark",
+                    JobRow.kind.not_in(("benchmark", "retune")),
                     ((JobRow.notify_due.is_(None)) & (JobRow.finished_at < cutoff))
                     | (JobRow.notify_due <= moment),
                 )

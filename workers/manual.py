@@ -35,10 +35,16 @@ def candidate_event(pipeline: Pipeline, candidate: str) -> ModelReleased:
 
 
 def rerun(
-    pipeline: Pipeline, candidate: str, *, finetune: str | None = None, queue: str | None = None
+    pipeline: Pipeline,
+    candidate: str,
+    *,
+    finetune: str | None = None,
+    queue: str | None = None,
+    retune: bool = False,
 ) -> list[str]:
     """Reset (or create) the jobs of ``candidate`` against ``finetune`` (default: all) and send
-    them. Returns the benchmark job keys."""
+    them; with ``retune``, the re-tune contender is trained whatever the plain verdict. Returns
+    the benchmark job keys."""
     settings = pipeline.settings
     if finetune is not None:
         configured_finetune(settings, finetune)  # a ConfigError naming the known ones
@@ -47,7 +53,7 @@ def rerun(
         raise ConfigError(f"unknown queue {queue!r}; configured: {', '.join(sorted(known))}")
     event = candidate_event(pipeline, candidate)
     chosen = (finetune,) if finetune else None
-    return pipeline.plan(event, finetunes=chosen, queue=queue, rerun=True)
+    return pipeline.plan(event, finetunes=chosen, queue=queue, rerun=True, retune=retune)
 
 
 def stored_verdict(settings: Settings, finetune: str, candidate: str) -> VerdictReport:

@@ -1,7 +1,11 @@
 """The job graph, without Celery: plan a release's jobs, run one, reconcile the stuck ones.
 
 A ``ModelReleased`` event becomes one **benchmark** job (on the GPU queue that fits the model; an
-API model on the default queue) and one **verdict** job per fine-tune that waits for it.
+API model on the default queue) and one **verdict** job per fine-tune that waits for it. For an
+adapter fine-tune of an open-weights release (``retune.when`` not ``never``), a **retune** job
+on the benchmark's queue stands between the two (:mod:`workers.retune`): it trains the adapter's
+recipe on the release when the plain verdict calls for it, scores it, and records the pair with
+the re-tuned contender for the verdict job.
 
 * The benchmark job scores, where it runs, the candidate and every fine-tune on the fine-tune's
   task (a fine-tune's result is reused from the result store when it was scored before on the
@@ -46,9 +50,16 @@ from benchmarks.limits import Limits, confined, describe_duration
 from benchmarks.sides import BenchmarkScores, PairScores
 from benchmarks.tasks.task import load_task
 from config.api import ApiCandidate
-from config.settings import FineTune, Settings, finetune, task_path
+from config.settings import FineTune, Settings, finetune, retune_for, task_path
 from core.clock import now
-from core.constants import DEFAULT_QUEUE, TASK_BENCHMARK, TASK_NOTIFY, TASK_VERDICT, JobState
+from core.constants import (
+    DEFAULT_QUEUE,
+    TASK_BENCHMARK,
+    TASK_NOTIFY,
+    TASK_RETUNE_JOB,
+    TASK_VERDICT,
+    JobState,
+)
 from core.errors import FatalError, ModelRefused, RetryableError, SupersedeError
 from watcher.events import Announcement, ModelReleased
 from workers.jobs import Job, JobStore, job_key
@@ -153,6 +164,23 @@ def _unreadable(exc: ValueError) -> str:
     return plain_text(f"refused: its event cannot be read ({detail[:500]})")
 
 
+def task_of(job: Job) -> str:
+    """The Celery task that runs ``job``."""
+    return {"benchmark": TASK_BENCHMARK, "retune": TASK_RETUNE_JOB}.get(job.kind, TASK_VERDICT)
+
+
+def retune_planned(settings: Settings, ft: FineTune) -> bool:
+    """Whether a release gets a re-tune job for ``ft`` (it may still decide not to train): an
+    adapter fine-tune with training data (``retune.training_split``, ``retune.data_file`` or
+    the task file's ``training_split``) and ``retune.when`` not ``never``."""
+    wanted = retune_for(settings, ft)
+    if ft.adapter is None or wanted.when == "never":
+        return False
+    if wanted.training_split or wanted.data_file:
+        return True
+    return bool(load_task(task_path(settings, ft.task)).config.get("training_split"))
+
+
 def recorded_pair(benchmark: Job | None, name: str) -> PairScores:
     """The pair a finished benchmark job recorded for fine-tune ``name``; :class:`MissingResult`
     when there is none (not finished, not scored, or recorded by an earlier version)."""
@@ -214,8 +242,11 @@ class Pipeline:
         finetunes: tuple[str, ...] | None = None,
         queue: str | None = None,
         rerun: bool = False,
+        retune: bool = False,
     ) -> list[str]:
-        """Create (or, with ``rerun``, reset) the jobs of ``event``; send what can start now."""
+        """Create (or, with ``rerun``, reset) the jobs of ``event``; send what can start now.
+        ``retune``: train the re-tune contender of every adapter fine-tune whatever the plain
+        verdict (``retune.when: always`` for these jobs; not for ``never``)."""
         if isinstance(event, Announcement):
             key = job_key("announcement", event.source, event.entry_id)
             if self.jobs.add(
@@ -240,14 +271,25 @@ class Pipeline:
             state="queued", payload=payload,
         )  # fmt: skip
         for ft in chosen:
+            parent = bench_key
+            if event.api is None and retune_planned(self.settings, ft):
+                # Between the benchmark and the verdict, on the benchmark's GPU queue.
+                parent = job_key("retune", bench_key, ft.name)
+                self.jobs.add(
+                    key=parent, kind="retune", candidate=ref, finetune=ft.name, parent=bench_key,
+                    queue=target.queue or DEFAULT_QUEUE, state="waiting",
+                    payload={"event": payload["event"], "always": retune},
+                )  # fmt: skip
+                if rerun:  # this run's wish, not an earlier one's
+                    self.jobs.set_payload(parent, {"event": payload["event"], "always": retune})
             self.jobs.add(
                 key=job_key("verdict", bench_key, ft.name), kind="verdict", candidate=ref,
-                finetune=ft.name, parent=bench_key, queue=DEFAULT_QUEUE, state="waiting",
+                finetune=ft.name, parent=parent, queue=DEFAULT_QUEUE, state="waiting",
                 payload={"event": payload["event"]},
             )  # fmt: skip
         if rerun:
             self.jobs.requeue(bench_key, reset_attempts=True, queue=target.queue)
-            for child in self.jobs.children(bench_key):
+            for child in self.jobs.descendants(bench_key):
                 self.jobs.requeue(child.key, reset_attempts=True, state=JobState.WAITING)
         job = self.jobs.get(bench_key)
         if target.queue is None:
@@ -318,7 +360,7 @@ class Pipeline:
         if claim.outcome == "busy":
             return None, Step("busy", retry_in=max(1.0, claim.wait_s + 1))
         if claim.outcome == "exhausted" and claim.job is not None:
-            if claim.job.kind == "benchmark":
+            if claim.job.kind in ("benchmark", "retune"):
                 self._end(key, JobState.FAILED, claim.job.reason or "gave up")
             else:
                 self.send(TASK_NOTIFY, key, DEFAULT_QUEUE)
@@ -335,7 +377,7 @@ class Pipeline:
             wait = getattr(exc, "retry_after_s", None) or self.workers.retry_backoff
             return Step("retry", retry_in=wait, reason=reason)
         job = self.jobs.get(key)
-        if job is not None and job.kind == "benchmark":
+        if job is not None and job.kind in ("benchmark", "retune"):
             self._end(key, final, reason, already=True)
         elif job is not None:
             self.send(TASK_NOTIFY, key, DEFAULT_QUEUE)
@@ -369,10 +411,23 @@ class Pipeline:
             return self._failed_try(key, owner, RetryableError(f"{type(exc).__name__}: {exc}"))
         if not self.jobs.finish(key, owner, summary):
             return Step("finished", reason="lease lost: another worker recorded it")
+        self.release_children(key)
+        return Step("done")
+
+    def release_children(self, key: str) -> int:
+        """Queue and send the jobs that waited for ``key`` (finished): a re-tune job to its GPU
+        queue, a verdict to the default queue. Returns how many were sent."""
+        sent = 0
         for child in self.jobs.release_waiting(key):
             if child.state == "queued":
-                self.send(TASK_VERDICT, child.key, DEFAULT_QUEUE)
-        return Step("done")
+                sent += self.send(task_of(child), child.key, child.queue)
+        return sent
+
+    def run_retune(self, key: str, owner: str) -> Step:
+        """Train and score the re-tune contender of one fine-tune (:mod:`workers.retune`)."""
+        from workers.retune import run_retune
+
+        return run_retune(self, key, owner)
 
     def _score(self, event: ModelReleased, names: list[str], queue: str) -> BenchmarkScores:
         """Score both sides of every fine-tune here, on ``queue``'s hardware; the job's result
@@ -447,9 +502,11 @@ class Pipeline:
                     reason, job.parent[:12], parent.queue if parent else "?")  # fmt: skip
         # A parent already queued was sent by whoever queued it (a lost message is the
         # reconciler's); a running one will release this verdict when it is done.
+        # A re-tune parent records the pair again from its benchmark's results; when those are
+        # gone too, it waits in turn and sends its benchmark back.
         if parent is not None and parent.state in ("done", "failed", "skipped", "notified"):
             self.jobs.requeue(parent.key)
-            self.send(TASK_BENCHMARK, parent.key, parent.queue)
+            self.send(task_of(parent), parent.key, parent.queue)
         return Step("done", reason=reason)
 
     def _end(self, key: str, state: JobState, reason: str, *,
@@ -458,7 +515,11 @@ class Pipeline:
         if not already:
             self.jobs.finish_as(key, state, reason)
         for child in self.jobs.end_waiting(key, state, f"benchmark {state}: {reason}"):
-            if child.state == state:
+            if child.state != state:
+                continue
+            if child.kind == "retune":  # silent: its verdict job ends with it and is notified
+                self._end(child.key, state, reason, already=True)
+            else:
                 self.send(TASK_NOTIFY, child.key, DEFAULT_QUEUE)
 
     # ------------------------------------------------------------------ notifying
@@ -515,16 +576,14 @@ class Pipeline:
         left behind; notify again what is due."""
         counts = {"resent": 0, "released": 0, "ended": 0, "renotified": 0}
         for job in self.jobs.stuck(self.workers.queued_timeout):
-            task = TASK_BENCHMARK if job.kind == "benchmark" else TASK_VERDICT
+            task = task_of(job)
             log.warning("%s job %s %s too long: sending it again", job.kind, job.key[:12],
                         job.state)  # fmt: skip
             self.jobs.touch(job.key)
             counts["resent"] += self.send(task, job.key, job.queue)
         for parent in self.jobs.waiting_parents():
             if parent.state == "done":
-                for child in self.jobs.release_waiting(parent.key):
-                    if child.state == "queued":
-                        counts["released"] += self.send(TASK_VERDICT, child.key, DEFAULT_QUEUE)
+                counts["released"] += self.release_children(parent.key)
             elif parent.state in ("failed", "skipped"):
                 reason = parent.reason or parent.state
                 state = JobState.SKIPPED if parent.state == "skipped" else JobState.FAILED

@@ -137,9 +137,10 @@ class Job:
         return event
 
     def scores(self) -> BenchmarkScores | None:
-        """What a finished benchmark job recorded; None for other jobs and unfinished ones.
+        """What a finished benchmark job recorded (a re-tune job: its fine-tune's pair, with the
+        re-tuned contender); None for other jobs and unfinished ones.
         Raises ``pydantic.ValidationError`` for a record this version cannot read."""
-        if self.kind != JobKind.BENCHMARK or not self.result:
+        if self.kind not in (JobKind.BENCHMARK, JobKind.RETUNE) or not self.result:
             return None
         return BenchmarkScores.model_validate(self.result)
 

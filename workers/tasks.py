@@ -25,6 +25,8 @@ from core.constants import (
     TASK_REBENCHMARK,
     TASK_RECONCILE,
     TASK_RELEASE,
+    TASK_RETUNE,
+    TASK_RETUNE_JOB,
     TASK_VERDICT,
 )
 from workers.pipeline import Pipeline, Step
@@ -59,6 +61,12 @@ def _follow(task: Task, step: Step) -> str:
 def benchmark(self: Task, key: str) -> str:
     """Score a candidate against every fine-tune's task (GPU queue)."""
     return _follow(self, pipeline_for(self.app).run_benchmark(key, _owner(self)))
+
+
+@shared_task(name=TASK_RETUNE_JOB, bind=True, max_retries=None)
+def retune_job(self: Task, key: str) -> str:
+    """Train and score one fine-tune's re-tune contender on a release (GPU queue)."""
+    return _follow(self, pipeline_for(self.app).run_retune(key, _owner(self)))
 
 
 @shared_task(name=TASK_VERDICT, bind=True, max_retries=None)
@@ -98,6 +106,16 @@ def rebenchmark(
     if queue is None and delivered in settings.workers.gpu_queues:
         queue = delivered
     return rerun(pipeline_for(self.app), candidate, finetune=finetune, queue=queue)
+
+
+@shared_task(name=TASK_RETUNE, bind=True)
+def retune(self: Task, candidate: str, finetune: str, queue: str | None = None) -> list[str]:
+    """Benchmark ``candidate`` against ``finetune`` again and train the fine-tune's adapter
+    recipe on it whatever the plain verdict (``retune.when: always`` for this run): the
+    three-way verdict is posted as usual."""
+    from workers.manual import rerun
+
+    return rerun(pipeline_for(self.app), candidate, finetune=finetune, queue=queue, retune=True)
 
 
 @shared_task(name=TASK_RECONCILE, bind=True)

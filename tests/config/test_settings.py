@@ -61,6 +61,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "retune": {
         "when": "at_risk",
+        "holds_within": 0.05,
         "store_dir": ".supersede/retune",
         "max_gpu_hours": 4.0,
         "gpu_tflops": 100.0,

@@ -1,6 +1,6 @@
-"""The one way tests build Supersede settings: a private store and Hub cache under the test's
-folder, a Hub nobody answers on (unless the test names its local one), the CPU; each test adds
-the sections it is about.
+"""The one way tests build Supersede settings: a private store, Hub cache and re-tune store under
+the test's folder, a Hub nobody answers on (unless the test names its local one), the CPU; each
+test adds the sections it is about.
 
 ``build_settings`` gives validated :class:`Settings`; ``write_settings`` writes the same document
 as a config file, for what reads one (the CLI, worker processes, ``load_settings``).
@@ -35,14 +35,15 @@ def settings_document(
     Args:
         folder: Where the store (``store.db``) and the Hub cache (``hf-cache``) go.
         endpoint: The Hub the settings point at: a local server or a URL (default: none).
-        sections: Top-level sections. A mapping given for ``store``, ``hub`` or ``runtime`` is
-            merged over those defaults; anything else is set as given.
+        sections: Top-level sections. A mapping given for ``store``, ``hub``, ``runtime`` or
+            ``retune`` is merged over those defaults; anything else is set as given.
     """
     url = endpoint.url if isinstance(endpoint, LocalServer) else endpoint
     document: dict[str, Any] = {
         "store": {"url": f"sqlite:///{folder / 'store.db'}"},
         "hub": {"endpoint": url or UNREACHABLE_HUB, "cache_dir": str(folder / "hf-cache")},
         "runtime": {"device": "cpu"},
+        "retune": {"store_dir": str(folder / "retune")},
     }
     for name, section in sections.items():
         default = document.get(name)
