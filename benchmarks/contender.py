@@ -16,10 +16,24 @@ from pathlib import Path
 
 from benchmarks.bench import LOCAL, ProgressSink, bench
 from benchmarks.cache import ResultStore
+from benchmarks.compare import (
+    Scored,
+    check_deployable,
+    judge,
+    score_candidate,
+    score_finetune,
+)
 from benchmarks.sides import RetuneRecord, ScoredSide
 from benchmarks.verdict import Verdict, VerdictReport
-from config.settings import FineTune, FineTuneRetune, Settings, retune_for, task_path
-from core.errors import FatalError
+from config.settings import (
+    FineTune,
+    FineTuneRetune,
+    Settings,
+    finetune,
+    retune_for,
+    task_path,
+)
+from core.errors import ConfigError, FatalError
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +90,7 @@ def score_retuned(
     use_cache: bool = True,
     progress: ProgressSink | None = None,
     store: ResultStore | None = None,
-) -> tuple[ScoredSide | None, RetuneRecord]:
+) -> tuple[Scored | None, RetuneRecord]:
     """Train the fine-tune's adapter recipe on ``candidate`` (or reuse the adapter trained
     before with the same inputs) and score it on the fine-tune's task with its own prompt."""
     from benchmarks.models import ModelResolver, pick_device, pick_dtype
@@ -130,4 +144,49 @@ def score_retuned(
         device=outcome.device, dtype=outcome.dtype, hardware=hardware, cached=outcome.cached,
         score=outcome.result.score, stderr=outcome.result.stderr,
     )  # fmt: skip
-    return side, record
+    return Scored(side, outcome.result), record
+
+
+def compare_three_ways(
+    settings: Settings,
+    finetune_name: str,
+    candidate: str,
+    *,
+    limit: int | None = None,
+    use_cache: bool = True,
+    progress: ProgressSink | None = None,
+) -> VerdictReport:
+    """``supersede retune``: the fine-tune, ``candidate`` as is and the fine-tune's recipe
+    re-tuned on ``candidate``, scored here and judged three ways. The re-tune is trained
+    whatever the plain verdict (unless the candidate is blocked or a side failed)."""
+    ft = finetune(settings, finetune_name)
+    if ft.adapter is None:
+        raise ConfigError(
+            f"finetune {ft.name!r} is a full fine-tune: there is no adapter recipe to re-tune"
+        )
+    store = ResultStore(settings.store.url)
+    deploy = check_deployable(settings, ft, candidate)
+    ft_side = cand_side = None
+    if deploy.benchmarked:
+        ft_side = score_finetune(
+            settings, ft, limit=limit, use_cache=use_cache, progress=progress, store=store
+        )
+        cand_side = score_candidate(
+            settings, ft, candidate, limit=limit, use_cache=use_cache, progress=progress,
+            store=store,
+        )  # fmt: skip
+
+    def judged(retuned: Scored | None = None, record: RetuneRecord | None = None) -> VerdictReport:
+        return judge(
+            settings, ft, candidate, finetune_side=ft_side, candidate_side=cand_side,
+            deploy=deploy, retuned_side=retuned, retune=record,
+        )  # fmt: skip
+
+    wanted = retune_for(settings, ft).model_copy(update={"when": "always"})
+    why = retune_reason_not_to(ft, wanted, judged())
+    if why is not None:
+        return judged(record=RetuneRecord(status="not_run", reason=why))
+    retuned, record = score_retuned(
+        settings, ft, candidate, limit=limit, use_cache=use_cache, progress=progress, store=store
+    )
+    return judged(retuned, record)

@@ -252,7 +252,7 @@ def check_leakage(train_rows: Sequence[TrainingRow], eval_requests: Sequence[Req
     overlap = sum(1 for row in train_rows if _prompt_hash(row.prompt) in evaluated)
     if overlap:
         raise RetuneRefused(
-            f"refused: {overlap} training rows (of {len(train_rows)}) are also in the evaluation "
+            f"{overlap} training rows (of {len(train_rows)}) are also in the evaluation "
             "split (same rendered prompt); remove them from the training data, or the re-tuned "
             "model's score would be measured on what it was trained on"
         )
@@ -460,7 +460,7 @@ def plan_retune(
     estimate = estimate_gpu_hours(parameters, tokens, epochs, settings.gpu_tflops)
     if estimate > settings.max_gpu_hours:
         raise RetuneRefused(
-            f"refused: training is estimated at {estimate:.3g} GPU hours, over the budget of "
+            f"training is estimated at {estimate:.3g} GPU hours, over the budget of "
             f"retune.max_gpu_hours = {settings.max_gpu_hours:g} ({parameters:,} parameters x "
             f"{tokens:,} tokens x {epochs:.3g} epochs x {FLOPS_PER_PARAM_TOKEN} FLOPs at "
             f"{settings.gpu_tflops:g} TFLOP/s); raise the budget or lower epochs/max_steps"
@@ -645,7 +645,7 @@ def _train(
     settings = plan.settings
     encoded = _encode(tokenizer, plan.rows, plan.max_length)
     if not encoded:
-        raise RetuneRefused("refused: no training row has an answer token to learn from")
+        raise RetuneRefused("no training row has an answer token to learn from")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     torch.manual_seed(settings.seed)  # dropout
     rng = random.Random(settings.seed)  # the shuffle

@@ -9,9 +9,9 @@ contender was scored, it becomes ``RETUNE`` when all of these hold:
   re-tuned model has the candidate's licence, size and speed);
 * switching to it pays back within ``economics.horizon_months``: :func:`~benchmarks.verdict.
   payoff` with the training cost (the run's wall time x the hourly price of the hardware it
-  trained on) added to ``switching_cost_usd``, and the fine-tune's own upkeep
-  (``monthly_upkeep_usd``: it is still a tuned model to keep) in place of
-  ``candidate_monthly_upkeep_usd``.
+  trained on) added to ``retune_switching_cost_usd`` (default: ``switching_cost_usd``), and
+  the fine-tune's own upkeep (``monthly_upkeep_usd``: it is still a tuned model to keep) in
+  place of ``candidate_monthly_upkeep_usd``.
 
 Otherwise the plain verdict stands and the re-tune's figures are shown beside it, with why it
 did not win. Pure: the same inputs, the same report.
@@ -63,11 +63,14 @@ def with_retune(
     scored = None not in (vs_finetune, vs_candidate, cost_finetune, cost_retuned)
     if not scored:
         why = record.reason or "it was not scored"
-        line = f"Re-tune on {report.candidate}: {record.status.replace('_', ' ')}: {why}."
+        line = f"Re-tune on {report.candidate}: {record.status.replace('_', ' ')}: {why}"
+        line += "" if line.endswith(".") else "."
         return replace(report, retune=figures, hint=line)
     assert vs_finetune is not None and vs_candidate is not None
     assert cost_finetune is not None and cost_retuned is not None
-    switching = economics.switching_cost_usd + record.training_cost_usd
+    moving = economics.retune_switching_cost_usd
+    moving = economics.switching_cost_usd if moving is None else moving
+    switching = moving + record.training_cost_usd
     retuned_economics = economics.model_copy(
         update={
             "switching_cost_usd": switching,
@@ -112,9 +115,8 @@ def with_retune(
     elif report.verdict in (Verdict.BLOCKED, Verdict.NEEDS_REVIEW, Verdict.INCONCLUSIVE):
         why_not = "the candidate itself is not cleared to deploy"
     elif not pays:
-        why_not = (
-            pay.unpriced
-            or f"switching and {training} ({usd(switching)}) do not pay back within "
+        why_not = pay.unpriced or (
+            f"switching ({usd(moving)}) and {training} do not pay back within "
             f"{economics.horizon_months:g} months at {usd(pay.net_usd)}/month"
         )
     if why_not is not None:

@@ -151,6 +151,13 @@ class Economics(_Section):
     candidate_monthly_upkeep_usd: float = Field(
         0.0, ge=0, description="Monthly cost of running a candidate besides serving it."
     )
+    retune_switching_cost_usd: float | None = Field(
+        None,
+        ge=0,
+        description="One-off cost of moving to the adapter re-tuned on a new base, besides "
+        "its training (validation, a canary; the prompt format stays). None = "
+        "switching_cost_usd.",
+    )
     horizon_months: float = Field(
         12.0, gt=0, le=120, description="Months within which switching must pay back."
     )

@@ -62,9 +62,10 @@ def run_retune(pipeline: Pipeline, key: str, owner: str) -> Step:
         else:
             limits = Limits(settings.workers.soft_time_limit, settings.workers.benchmark_memory)
             with pipeline._leased(key, owner), confined(limits):
-                side, record = score_retuned(
+                retuned, record = score_retuned(
                     settings, ft, candidate_ref(event), hardware=job.queue, store=pipeline.results
                 )
+            side = retuned.side if retuned is not None else None
     except MissingResult as exc:
         return pipeline._benchmark_again(job, owner, str(exc))
     except (FatalError, RetryableError) as exc:

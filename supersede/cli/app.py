@@ -286,6 +286,7 @@ def bench(
 
 
 VERDICT_STYLE = {
+    "RETUNE": "bold blue",
     "SUPERSEDED": "bold red",
     "BLOCKED": "bold magenta",
     "NEEDS_REVIEW": "bold cyan",
@@ -356,6 +357,9 @@ def _verdict_view(report: VerdictReport) -> Table:
         row("switching", money)
     if deploy:
         row("deploy", deploy)
+    retuned = words.retune(report)
+    if retuned:
+        row("re-tuned", retuned)
     for blocker in report.blockers:
         row("blocked by", blocker)
     for review in report.reviews:
@@ -412,6 +416,43 @@ def compare(
                     use_cache=not no_cache,
                     progress=progress,
                 )
+    except SupersedeError as exc:
+        raise fail(exc) from None
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_dict()) + "\n")
+    else:
+        out.print(_verdict_view(report))
+
+
+@app.command()
+def retune(
+    finetune: Annotated[str, typer.Option("--finetune", "-f", help="A fine-tune from the config.")],
+    candidate: Annotated[
+        str,
+        typer.Option(
+            "--candidate", "-C", help="Hub id (org/name or org/name@revision) or local folder."
+        ),
+    ],
+    limit: LimitOption = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Score every side again (a trained adapter is kept).")
+    ] = False,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Keep, switch or re-tune? Train the fine-tune's adapter recipe on the candidate and judge
+    the three (the adapter is trained once per base commit, data, recipe and seed)."""
+    quiet_libraries()
+    from benchmarks.contender import compare_three_ways
+    from config.settings import load_settings
+
+    try:
+        settings = load_settings(config)
+        with _RichProgress(enabled=not as_json and err.is_terminal) as progress:
+            report = compare_three_ways(
+                settings, finetune, candidate, limit=limit, use_cache=not no_cache,
+                progress=progress,
+            )  # fmt: skip
     except SupersedeError as exc:
         raise fail(exc) from None
     if as_json:

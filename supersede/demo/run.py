@@ -11,6 +11,7 @@ the embedded default, or on Redis with a worker subprocess when a broker URL is 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -83,13 +84,25 @@ def write_config(workdir: Path, hub_url: str, feed_url: str, broker: str | None)
                     "monthly_upkeep_usd": 1200,
                     "monthly_requests": 2000000,
                     "switching_cost_usd": 15000,
+                    # The same adapter on a new base: no prompt migration, a canary.
+                    "retune_switching_cost_usd": 2000,
                     "candidate_monthly_upkeep_usd": 200,
                     "horizon_months": 12,
                     "value_per_point_usd": 100,
                 },
                 "deploy": {"gpu_memory_gb": 24, "latency_p95_ms": 2000},
+                # Keep, switch or re-tune: the adapter's recipe trained on each open release,
+                # on the train split less the reviews the test split repeats.
+                "retune": {"data_file": str(workdir / "retune-train.jsonl"), "when": "always"},
             }
         ],
+        "retune": {
+            "store_dir": str(workdir / "retune"),
+            "max_steps": 200,
+            "learning_rate": 3e-3,
+            "batch_size": 32,
+            "max_length": 64,
+        },
         "watch": {
             "hub": {"authors": [WATCHED], "interval": 10},
             "feeds": [
@@ -107,6 +120,10 @@ def write_config(workdir: Path, hub_url: str, feed_url: str, broker: str | None)
         "notify": {"console_dir": str(workdir / "notifications")},
         "observability": {"metrics_port": 0},
     }
+    tested = {json.loads(line)["text"] for line in (TASK_DIR / "test.jsonl").open()}
+    with (TASK_DIR / "train.jsonl").open() as rows:
+        kept = [row for row in rows if row.strip() and json.loads(row)["text"] not in tested]
+    (workdir / "retune-train.jsonl").write_text("".join(kept))
     path = workdir / "supersede.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 #: One colour per verdict, shared by the page and the figures.
 VERDICT_COLOURS = {
+    "RETUNE": "#2471a3",
     "SUPERSEDED": "#c0392b",
     "BLOCKED": "#6c3483",
     "NEEDS_REVIEW": "#9a7d0a",

@@ -24,6 +24,7 @@ MAX_FIELDS = 10
 MAX_CONTEXT = 10
 TEXT_CHARS = 3000  # the fallback notification text (Slack truncates at 40,000; phones much sooner)
 EMOJI = {
+    "RETUNE": "🔁",
     "SUPERSEDED": "🔴",
     "BLOCKED": "⛔",
     "NEEDS_REVIEW": "🟡",
@@ -180,7 +181,11 @@ def verdict(job: Job, hub_url: str) -> Message:
     ]
     figures = [
         f"*{label}:* {escape(line)}"
-        for label, line in (("Switching", words.switching(r)), ("Deploy", words.deployment(r)))
+        for label, line in (
+            ("Switching", words.switching(r)),
+            ("Deploy", words.deployment(r)),
+            ("Re-tuned", words.retune(r)),
+        )
         if line
     ]
     if figures:

@@ -86,3 +86,39 @@ def deployment(report: VerdictReport) -> str | None:
     if not parts:
         return None
     return " · ".join(parts)
+
+
+def _pts(value: float) -> str:
+    return f"{value * 100:+.1f}"
+
+
+def retune(report: VerdictReport) -> str | None:
+    """``0.9933 · +7.0 points vs the fine-tune (95% CI +4.0 to +10.3) · +25.3 vs the candidate
+    as is (CI +20.3 to +30.7) · 200 steps in 9 s, $0.01``; ``not run: <why>``; None when no
+    re-tune was considered (or the report predates it)."""
+    figures = report.retune
+    if figures is None:
+        return None
+    status = figures.status.replace("_", " ")
+    if figures.score is None or figures.delta_vs_finetune is None:
+        return f"{status}: {figures.reason}" if figures.reason else status
+    confidence = f"{report.confidence:.0%} CI" if report.confidence else "CI"
+    parts = [f"{figures.score:.4f}"]
+    if figures.ci_low_vs_finetune is not None and figures.ci_high_vs_finetune is not None:
+        parts.append(
+            f"{_pts(figures.delta_vs_finetune)} points vs the fine-tune ({confidence} "
+            f"{_pts(figures.ci_low_vs_finetune)} to {_pts(figures.ci_high_vs_finetune)})"
+        )
+    lows = (figures.delta_vs_candidate, figures.ci_low_vs_candidate, figures.ci_high_vs_candidate)
+    if None not in lows:
+        delta, low, high = (float(x) for x in lows)  # type: ignore[arg-type]
+        parts.append(f"{_pts(delta)} vs the candidate as is (CI {_pts(low)} to {_pts(high)})")
+    trained = "cached adapter, " if figures.status == "cached" else ""
+    parts.append(
+        f"{trained}{figures.steps} steps in {figures.training_wall_s:,.0f} s, "
+        f"{usd(figures.training_cost_usd)}"
+    )
+    payback = _number(figures.payback_months)
+    if payback is not None and str(report.verdict) == "RETUNE":
+        parts.append(f"pays back in {months(payback)}" if payback > 0 else "pays back at once")
+    return " · ".join(parts)
