@@ -336,3 +336,11 @@ def test_the_trained_adapter_loads_on_the_new_base_at_its_revision(
         [resolver.resolve(str(folder), "adapter")],
     )  # fmt: skip
     assert loaded.adapters[0].local_dir == folder
+
+
+def test_the_shipped_train_split_repeats_fifteen_test_reviews_and_is_refused() -> None:
+    # The synthetic review data repeats a few reviews across its splits (the README says so).
+    shipped = load_task(REVIEW_DIR / "review_sentiment.yaml")
+    rows = training_rows(shipped, quick())
+    with pytest.raises(RetuneRefused, match=r"^15 training rows \(of 400\)"):
+        check_leakage(rows, shipped.with_num_fewshot(0).requests())
