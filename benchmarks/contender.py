@@ -109,7 +109,9 @@ def score_retuned(
         adapter = resolver.resolve(ft.adapter, "adapter")
         plan = plan_retune(task, base, adapter.local_dir, rt, config_dir)
         device = pick_device(settings.runtime)
-        dtype = pick_dtype(settings.runtime, device)
+        # On a CPU the adapter trains in float32 whatever the scoring dtype: CPUs have no fast
+        # half-precision training, and its rounding would change the weights trained.
+        dtype = "float32" if device == "cpu" else pick_dtype(settings.runtime, device)
         trained = train_retune(plan, Path(rt.store_dir), device, dtype)
     except RetuneSkipped as exc:
         return None, RetuneRecord(status="skipped", reason=str(exc), usd_per_hour=price)

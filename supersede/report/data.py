@@ -85,6 +85,11 @@ class ReportedVerdict:
         return words.deployment(self.report)
 
     @property
+    def retuned(self) -> str | None:
+        """The re-tune contender: score, both intervals, training (in words)."""
+        return words.retune(self.report)
+
+    @property
     def stderr_finetune(self) -> float | None:
         """The fine-tune's standard error, from the verdict's details."""
         return _side(self.report.details, "finetune")

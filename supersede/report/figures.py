@@ -31,6 +31,7 @@ VERDICT_COLOURS = {
 }
 OTHER_COLOUR = "#5d6d7e"
 FINETUNE_COLOUR = "#1f3a93"
+RETUNED_COLOUR = "#2471a3"
 #: Above this ratio of the largest to the smallest cost, the cost axis is logarithmic.
 LOG_COST_RATIO = 20.0
 #: z for a two-sided 95% interval.
@@ -270,6 +271,12 @@ def _cost_figure(
         cost = verdict.report.cost_per_1k_candidate or 0.0
         _name_point(ax, verdict.report.candidate, cost, verdict.report.score_candidate or 0.0,
                     left=_in_right_half(cost, costs, logarithmic))  # fmt: skip
+    retuned = [v for v in priced if _retuned_point(v) is not None]
+    if retuned:  # the third contender: the fine-tune's recipe re-tuned on the candidate
+        points = [_retuned_point(v) for v in retuned]
+        ax.scatter([c for c, _ in points], [q for _, q in points], marker="D", s=60,  # type: ignore[misc]
+                   facecolors="none", edgecolors=RETUNED_COLOUR, linewidths=1.6,
+                   label="re-tuned on the candidate", zorder=4)  # fmt: skip
     if ft_cost is not None and ft_score is not None:
         ax.scatter([ft_cost], [ft_score], marker="*", s=260, color=FINETUNE_COLOUR,
                    edgecolors="white", linewidths=0.8, label="fine-tune", zorder=4)  # fmt: skip
@@ -305,9 +312,18 @@ def _cost_figure(
     caption = (
         "Each candidate's score against its serving cost per 1,000 requests, coloured by "
         "verdict; the star is the fine-tune"
+        + ("; an open diamond, the fine-tune's recipe re-tuned on a candidate" if retuned else "")
         + (" (cost axis on a log scale)." if logarithmic else ".")
     )
     return ReportFigure(src=f"figures/{name}", alt=alt, caption=caption)
+
+
+def _retuned_point(verdict: ReportedVerdict) -> tuple[float, float] | None:
+    """(cost per 1,000, score) of the re-tuned contender, when it was scored."""
+    figures = verdict.report.retune
+    if figures is None or figures.score is None or figures.cost_per_1k is None:
+        return None
+    return figures.cost_per_1k, figures.score
 
 
 def _verdict_order(kind: str) -> tuple[int, str]:

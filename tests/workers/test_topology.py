@@ -214,3 +214,45 @@ def test_results_wiped_before_the_verdict_send_the_benchmark_back(
         replies = slack.replies(parent["ts"])
         assert sorted(r["text"].split(":")[0] for r in replies) == ["SUPERSEDED", "SUPERSEDED"]
         assert len(replies) == 2 and slack.errors == []
+
+
+def test_the_re_tune_job_trains_on_the_gpu_worker_and_the_default_worker_judges_three_ways(
+    zoo: Zoo,
+    hub: HubServer,
+    redis_url: str,
+    write_config: Callable[..., Path],
+    start_worker: StartWorker,
+    client: MakeClient,
+    no_torch: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    from tests.workers.test_retune_pipeline import QUICK, training_file
+
+    finetune = {
+        **two_finetunes()[0],
+        "retune": {"data_file": str(training_file(tmp_path)), "when": "always"},
+        "economics": {"value_per_point_usd": 100.0},
+    }
+    common = {"finetunes": [finetune], "retune": QUICK}
+    gpu_config = write_config(hub, broker_url=redis_url, runtime={"dtype": "bfloat16"}, **common)
+    default_config = write_config(hub, broker_url=redis_url, runtime={"dtype": "float32"},
+                                  **common)  # fmt: skip
+    gpu = start_worker(gpu_config, "gpu-24g", concurrency=1)
+    default = start_worker(default_config, "default", concurrency=2, env=no_torch)
+    jobs = client(default_config)
+    shas = publish(hub, zoo, **{"acme/Weaker-1B": zoo.weaker})
+    event = ModelReleased(source="hub", detected_at=datetime.now(UTC), repo_id="acme/Weaker-1B",
+                          revision=shas["acme/Weaker-1B"], params=1000)  # fmt: skip
+    jobs.pipeline.plan(event)
+    wait_for(all_notified(jobs, 1, gpu, default), FLOW_S, "the three-way verdict notified")
+
+    (retune,) = jobs_of(jobs, "retune")
+    assert (retune.state, retune.queue) == ("done", "gpu-24g")
+    (verdict,) = jobs_of(jobs, "verdict")
+    assert verdict.parent == retune.key and verdict.result is not None
+    assert verdict.result["verdict"] == "RETUNE", verdict.result["hint"]
+    # Trained and scored where the other sides were: the GPU worker's runtime (bfloat16).
+    assert verdict.result["details"]["retuned"]["scored_on"] == "gpu-24g: cpu, bfloat16"
+    assert gpu.succeeded("supersede.retune_job") != []
+    assert default.succeeded("supersede.retune_job") == []
+    assert "torch is not installed" not in default.output()
