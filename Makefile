@@ -43,9 +43,9 @@ lint: install-test
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 
-## supersede vs lm-eval, side by side (a benchmark, not a test).
+## supersede vs lm-eval, side by side (a benchmark, not a test); options via PERF_ARGS.
 perf: install-test
-	$(PY) perf/bench_vs_lmeval.py
+	$(PY) perf/bench_vs_lmeval.py $(PERF_ARGS)
 
 clean:
 	rm -rf $(VENV) .supersede .pytest_cache .mypy_cache .ruff_cache

@@ -1,8 +1,8 @@
 """The runs behind perf/bench_vs_lmeval.py: each side's command, run and timed from outside.
 
-Supersede's CLI, lm-eval's CLI and the lm-eval scoring driver run one after another as
-subprocesses; each is timed (wall, CPU, and the CPU other processes took meanwhile) and its score
-read back.
+Supersede's CLI and lm-eval's CLI (through ``lmeval_timed``, which also times lm-eval's phases)
+run one after the other as subprocesses; each is timed (wall, CPU, and the CPU other processes
+took meanwhile) and its score read back.
 """
 
 from __future__ import annotations
@@ -21,59 +21,56 @@ from pathlib import Path
 
 from bench_setup import Setup
 
-#: The script that runs the lm-eval scoring driver (``bench_vs_lmeval.py _lmeval-scoring ...``).
-SCRIPT = Path(__file__).resolve().with_name("bench_vs_lmeval.py")
-DRIVER_COMMAND = "_lmeval-scoring"
-DRIVER_MARKER = "LMEVAL_SCORING_JSON="
+#: Runs lm-eval's CLI with its phases timed (see its docstring).
+LMEVAL_TIMED = Path(__file__).resolve().with_name("lmeval_timed.py")
 
 
 @dataclass(frozen=True)
-class Figures:
-    """One repeat's measurements."""
+class Side:
+    """One side's command, measured once."""
 
-    supersede_wall_s: float
-    supersede_cpu_s: float
-    #: CPU seconds other processes took from the cores supersede used, and how long it ran.
-    supersede_others_cpu_s: float
-    supersede_window_s: float
-    supersede_load_s: float
-    supersede_scoring_s: float
-    supersede_score: float
-    supersede_n: int
-    lmeval_wall_s: float
-    lmeval_cpu_s: float
-    #: The same for the lm-eval CLI and driver together.
-    lmeval_others_cpu_s: float
-    lmeval_window_s: float
-    lmeval_scoring_s: float
-    lmeval_score: float
-    lmeval_driver_score: float
-    lmeval_driver_load_s: float
-    lmeval_driver_eval_s: float
-    lmeval_torch_threads: int
+    wall_s: float
+    cpu_s: float
+    #: CPU seconds other processes took from the cores in use while it ran.
+    others_cpu_s: float
+    #: Loading the model (supersede's ``load_s``; lm-eval's ``HFLM()``).
+    load_s: float
+    scoring_s: float
+    score: float
+    n: int | None = None
+    #: supersede only: its untimed warm-up batch (``startup.first_batch``) and the latency pass
+    #: after scoring (``runtime.latency_sample`` requests at batch 1), both outside scoring_s.
+    warmup_s: float | None = None
+    latency_s: float | None = None
+    #: lm-eval only: the whole ``simple_evaluate`` call, and torch's thread count.
+    evaluate_s: float | None = None
+    torch_threads: int | None = None
 
 
 class SubprocessFailed(RuntimeError):
     """A benchmarked command exited non-zero."""
 
 
-def _env(workdir: Path, threads: int | None, store_db: Path | None = None) -> dict[str, str]:
-    env = dict(os.environ)
+def env(workdir: Path, threads: int | None, store_db: Path | None = None) -> dict[str, str]:
+    """The environment of every command: offline, quiet, the data set cache in ``workdir``."""
+    variables = dict(os.environ)
     if threads is not None:
-        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
-    env.update(
+        variables["OMP_NUM_THREADS"] = variables["MKL_NUM_THREADS"] = str(threads)
+    variables.update(
         {
             "HF_HUB_OFFLINE": "1",
             "HF_DATASETS_OFFLINE": "1",
             "HF_HUB_DISABLE_TELEMETRY": "1",
             "TOKENIZERS_PARALLELISM": "false",
-            # lm-eval's data set cache stays inside the work folder (warm after the first use).
+            # lm-eval's data set cache stays inside the work folder (warmed before the runs).
             "HF_DATASETS_CACHE": str(workdir / "hf_datasets"),
         }
     )
     if store_db is not None:
-        env["SUPERSEDE_STORE__URL"] = f"sqlite:///{store_db}"
-    return env
+        variables["SUPERSEDE_STORE__URL"] = f"sqlite:///{store_db}"
+        # Like for like: lm-eval times no requests one at a time after its run.
+        variables["SUPERSEDE_RUNTIME__LATENCY_SAMPLE"] = "0"
+    return variables
 
 
 def _children_cpu_s() -> float:
@@ -102,7 +99,7 @@ class Timed:
     stdout: str
 
 
-def _run(cmd: Sequence[str], cwd: Path, env: dict[str, str], threads: int | None) -> Timed:
+def run(cmd: Sequence[str], cwd: Path, variables: dict[str, str], threads: int | None) -> Timed:
     """Run ``cmd`` and time it. Raises :class:`SubprocessFailed`.
 
     CPU seconds (user + system, all threads) come from the children's rusage; the commands run
@@ -112,7 +109,7 @@ def _run(cmd: Sequence[str], cwd: Path, env: dict[str, str], threads: int | None
     """
     cpu, busy = _children_cpu_s(), _machine_busy_s()
     started = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, cwd=cwd, env=variables, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
     cpu = _children_cpu_s() - cpu
     cpus = os.cpu_count() or 1
@@ -124,7 +121,7 @@ def _run(cmd: Sequence[str], cwd: Path, env: dict[str, str], threads: int | None
     return Timed(wall, cpu, others, proc.stdout)
 
 
-def _tool(name: str) -> str:
+def tool(name: str) -> str:
     """A console script next to this interpreter (the venv's), else on PATH."""
     local = Path(sys.executable).parent / name
     if local.is_file():
@@ -135,9 +132,10 @@ def _tool(name: str) -> str:
     return found
 
 
-def supersede_command(setup: Setup, batch_size: int) -> list[str]:
+def supersede_command(setup: Setup, batch_size: int, extra: Sequence[str] = ()) -> list[str]:
+    """``supersede bench`` on the setup, fresh (``--no-cache``), JSON on stdout."""
     return [
-        _tool("supersede"),
+        tool("supersede"),
         "bench",
         "--model",
         str(setup.model_dir),
@@ -149,12 +147,15 @@ def supersede_command(setup: Setup, batch_size: int) -> list[str]:
         "cpu",
         "--no-cache",
         "--json",
+        *extra,
     ]
 
 
-def lmeval_command(setup: Setup, batch_size: int, output: Path) -> list[str]:
+def lmeval_args(
+    setup: Setup, batch_size: int, output: Path, extra: Sequence[str] = ()
+) -> list[str]:
+    """lm-eval's CLI arguments for the same model, task and batch size."""
     return [
-        _tool("lm_eval"),
         "--model",
         "hf",
         "--model_args",
@@ -169,75 +170,84 @@ def lmeval_command(setup: Setup, batch_size: int, output: Path) -> list[str]:
         str(batch_size),
         "--output_path",
         str(output),
+        *extra,
     ]
 
 
-def driver_command(setup: Setup, batch_size: int) -> list[str]:
-    return [
-        sys.executable,
-        str(SCRIPT),
-        DRIVER_COMMAND,
-        str(setup.model_dir),
-        str(setup.task_dir),
-        setup.task_name,
-        str(batch_size),
-    ]
+def run_supersede(
+    setup: Setup,
+    workdir: Path,
+    batch_size: int,
+    threads: int | None,
+    extra: Sequence[str],
+    store_db: Path,
+) -> Side:
+    """``supersede bench`` with a fresh SQLite store, timed; its figures from its JSON."""
+    store_db.unlink(missing_ok=True)
+    done = run(
+        supersede_command(setup, batch_size, extra),
+        setup.task_dir,
+        env(workdir, threads, store_db),
+        threads,
+    )
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    latency = row.get("latency") or {}
+    return Side(
+        wall_s=done.wall_s,
+        cpu_s=done.cpu_s,
+        others_cpu_s=done.others_cpu_s,
+        load_s=float(row["load_s"]),
+        scoring_s=float(row["scoring_s"]),
+        score=float(row["score"]),
+        n=int(row["n"]),
+        warmup_s=float((row.get("startup") or {}).get("first_batch", 0.0)),
+        latency_s=float(latency.get("sample", 0)) * float(latency.get("mean_ms", 0.0)) / 1000,
+    )
 
 
-def _lmeval_results_score(output: Path, task: str) -> float:
+def _results_score(output: Path, task: str, metric: str) -> float:
     files = sorted(output.rglob("results_*.json"), key=lambda p: p.stat().st_mtime)
     if not files:
         raise SubprocessFailed(f"lm_eval wrote no results_*.json under {output}")
     results = json.loads(files[-1].read_text(encoding="utf-8"))
-    return float(results["results"][task]["acc,none"])
+    return float(results["results"][task][f"{metric},none"])
 
 
-def run_once(
-    setup: Setup, workdir: Path, batch_size: int, threads: int | None, repeat: int
-) -> Figures:
-    """One repeat: supersede, then the lm-eval scoring driver, then the lm-eval CLI."""
-    store_db = workdir / f"store-{repeat}.db"
-    store_db.unlink(missing_ok=True)
-    sup_run = _run(
-        supersede_command(setup, batch_size),
-        setup.task_dir,
-        _env(workdir, threads, store_db),
-        threads,
-    )
-    sup = json.loads(sup_run.stdout.strip().splitlines()[-1])
-
-    # The driver runs before the CLI so that the CLI finds lm-eval's data set cache warm, as a
-    # regular user's would be (the driver's timed phase does not read the data set).
-    drv_run = _run(
-        driver_command(setup, batch_size), setup.task_dir, _env(workdir, threads), threads
-    )
-    lines = [ln for ln in drv_run.stdout.splitlines() if ln.startswith(DRIVER_MARKER)]
-    if not lines:
-        raise SubprocessFailed(f"the lm-eval driver printed no {DRIVER_MARKER} line")
-    drv = json.loads(lines[-1][len(DRIVER_MARKER) :])
-
-    output = workdir / f"lmeval-out-{repeat}"
+def run_lmeval(
+    setup: Setup,
+    workdir: Path,
+    batch_size: int,
+    threads: int | None,
+    extra: Sequence[str],
+    output: Path,
+) -> Side:
+    """lm-eval's CLI (through ``lmeval_timed``), timed; the score from its results file."""
     shutil.rmtree(output, ignore_errors=True)
-    lm_run = _run(
-        lmeval_command(setup, batch_size, output), setup.task_dir, _env(workdir, threads), threads
+    output.mkdir(parents=True)
+    timings = output / "timings.json"
+    cmd = [
+        sys.executable,
+        str(LMEVAL_TIMED),
+        str(timings),
+        "--",
+        *lmeval_args(setup, batch_size, output / "results", extra),
+    ]
+    done = run(cmd, setup.task_dir, env(workdir, threads), threads)
+    phases = json.loads(timings.read_text(encoding="utf-8"))
+    return Side(
+        wall_s=done.wall_s,
+        cpu_s=done.cpu_s,
+        others_cpu_s=done.others_cpu_s,
+        load_s=float(phases["load_s"]),
+        scoring_s=float(phases["scoring_s"]),
+        score=_results_score(output / "results", setup.task_name, setup.metric),
+        evaluate_s=float(phases["evaluate_s"]),
+        torch_threads=int(phases["torch_threads"]),
     )
-    return Figures(
-        supersede_wall_s=sup_run.wall_s,
-        supersede_cpu_s=sup_run.cpu_s,
-        supersede_others_cpu_s=sup_run.others_cpu_s,
-        supersede_window_s=sup_run.wall_s,
-        supersede_load_s=float(sup["load_s"]),
-        supersede_scoring_s=float(sup["scoring_s"]),
-        supersede_score=float(sup["score"]),
-        supersede_n=int(sup["n"]),
-        lmeval_wall_s=lm_run.wall_s,
-        lmeval_cpu_s=lm_run.cpu_s,
-        lmeval_others_cpu_s=lm_run.others_cpu_s + drv_run.others_cpu_s,
-        lmeval_window_s=lm_run.wall_s + drv_run.wall_s,
-        lmeval_scoring_s=float(drv["loglikelihood_s"]),
-        lmeval_score=_lmeval_results_score(output, setup.task_name),
-        lmeval_driver_score=float(drv["score"]),
-        lmeval_driver_load_s=float(drv["load_s"]),
-        lmeval_driver_eval_s=float(drv["evaluate_s"]),
-        lmeval_torch_threads=int(drv["torch_threads"]),
-    )
+
+
+def warm_datasets(task_dirs: Sequence[Path], workdir: Path, threads: int | None) -> None:
+    """Fill lm-eval's data set cache for these task folders (untimed)."""
+    if task_dirs:
+        cmd = [sys.executable, str(LMEVAL_TIMED), "--warm", *map(str, task_dirs)]
+        run(cmd, workdir, env(workdir, threads), threads)

@@ -1,7 +1,8 @@
-"""The model and task that perf/bench_vs_lmeval.py benchmarks, built offline from seeds.
+"""The models and tasks that perf/bench_vs_lmeval.py benchmarks, built offline from seeds.
 
-A word-level tokenizer over the review texts, a random Llama model saved as safetensors, and a
-``multiple_choice`` task in lm-eval's YAML format with its JSON Lines data beside it.
+A word-level tokenizer over the review texts, a random Llama model saved as safetensors, and
+``multiple_choice`` tasks in lm-eval's YAML format with their JSON Lines data beside them. The
+real-model tasks are built in ``bench_real``; both hand back a :class:`Setup`.
 """
 
 from __future__ import annotations
@@ -47,18 +48,23 @@ metric_list:
 
 @dataclass(frozen=True)
 class Setup:
-    """What was built: the model folder, the task folder and file, and the model's size."""
+    """What one row runs on: the model folder, the task folder and file, and what they are."""
 
     model_dir: Path
     task_dir: Path
     task_file: Path
     task_name: str
+    #: What the task is, for the table (``single-token choices``, ``generation`` ...).
     variant: str
+    #: The model, for the table (``random Llama`` ...).
+    model_label: str
     parameters: int
-    vocab_size: int
+    #: The metric both sides report as the score (lm-eval's results key is ``<metric>,none``).
+    metric: str = "acc"
 
 
-def _param_count(model_dir: Path) -> int:
+def param_count(model_dir: Path) -> int:
+    """Parameters stored in the folder's safetensors files (read from their headers)."""
     from safetensors import safe_open
 
     total = 0
@@ -69,11 +75,28 @@ def _param_count(model_dir: Path) -> int:
     return total
 
 
-def build_setup(workdir: Path, examples: int, multi_token: bool) -> Setup:
-    """Build the tokenizer, the random model and the task folder under ``workdir``."""
+def fresh_dir(path: Path) -> Path:
+    """``path`` as an empty folder (a previous run's files removed)."""
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+@dataclass(frozen=True)
+class RandomModel:
+    """The random model and the review rows its tokenizer was built over."""
+
+    model_dir: Path
+    rows: list[dict[str, object]]
+    parameters: int
+
+
+def build_random_model(workdir: Path, examples: int) -> RandomModel:
+    """Build the word-level tokenizer and the random Llama model under ``workdir/model``."""
     from transformers.utils import logging as hf_logging
 
-    from supersede.demo.zoo import PROMPT, build_base, build_tokenizer, review_examples, write_jsonl
+    from supersede.demo.zoo import PROMPT, build_base, build_tokenizer, review_examples
 
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     rows = review_examples(examples, seed=DATA_SEED)
@@ -92,24 +115,29 @@ def build_setup(workdir: Path, examples: int, multi_token: bool) -> Setup:
         max_positions=MAX_POSITIONS,
         seed=MODEL_SEED,
     )
-    variant = "multi-token" if multi_token else "single-token"
+    return RandomModel(model_dir, rows, param_count(model_dir))
+
+
+def random_task(workdir: Path, model: RandomModel, multi_token: bool) -> Setup:
+    """The review task over the random model's rows, one- or two-token choices."""
+    from supersede.demo.zoo import write_jsonl
+
+    variant = "two-token choices" if multi_token else "single-token choices"
     name = "perf_reviews_multi" if multi_token else "perf_reviews"
     choices = MULTI_TOKEN_CHOICES if multi_token else SINGLE_TOKEN_CHOICES
-    task_dir = workdir / "tasks" / name
-    if task_dir.exists():
-        shutil.rmtree(task_dir)
-    write_jsonl(task_dir / "test.jsonl", rows)
+    task_dir = fresh_dir(workdir / "tasks" / name)
+    write_jsonl(task_dir / "test.jsonl", model.rows)
     task_file = task_dir / f"{name}.yaml"
     task_file.write_text(
         TASK_YAML.format(variant=variant, name=name, choices=json.dumps(list(choices))),
         encoding="utf-8",
     )
     return Setup(
-        model_dir=model_dir,
+        model_dir=model.model_dir,
         task_dir=task_dir,
         task_file=task_file,
         task_name=name,
         variant=variant,
-        parameters=_param_count(model_dir),
-        vocab_size=len(tokenizer),
+        model_label=f"random Llama, vocab {VOCAB_SIZE}",
+        parameters=model.parameters,
     )

@@ -1,93 +1,63 @@
-"""Benchmark supersede against lm-evaluation-harness on the same model and task, in one run.
+"""Benchmark supersede against lm-evaluation-harness on the same jobs, in one run, one table.
 
-A performance benchmark, not a test: it builds (offline, from a seed) a word-level tokenizer with
-a ~8k vocabulary and a random ~25M-parameter Llama model saved as safetensors, writes a
-2,000-example ``multiple_choice`` task in lm-eval's YAML format, and then runs, as subprocesses:
+A performance benchmark, not a test. It builds what the rows need (offline: a random ~28M Llama
+with a word-level tokenizer over 2,000 generated reviews; the real SmolLM2-135M-Instruct from
+``real_model``, with the shipped review task few-shot), then, for each row, runs as subprocesses:
 
 * ``supersede bench ... --no-cache --json`` with a fresh result store (wall time measured here,
   scoring time and score read from its JSON);
-* ``lm_eval --model hf ...`` through its CLI (wall time measured here, score read from the results
-  file it writes);
-* a small lm-eval driver (this file, ``_lmeval-scoring``) that builds ``HFLM`` and times its whole
-  ``loglikelihood()`` call (tokenization included, as supersede's ``scoring_s`` includes it)
-  inside ``lm_eval.simple_evaluate``.
+* lm-eval's CLI, ``lm_eval --model hf ...``, through ``lmeval_timed`` (wall time measured here,
+  its model load and scoring phase timed inside, the score read from its results file).
 
-It prints wall and scoring-phase seconds with their ratios (supersede / lm-eval), both scores and
-whether they are identical. It exits 1 when the scores differ (a correctness failure), 2 when a
-subprocess fails; timings are reported, never asserted.
+The rows (``bench_rows``): ``single`` and ``multi`` (2,000 one- and two-token-choice examples on
+the random model; ``multi-exact`` is ``multi`` with ``--exact``), ``real-mc`` and ``real-gen``
+(40 few-shot examples on the real model, multiple choice and generation) and ``real-chat`` (the
+chat template; skipped while ``supersede bench`` cannot apply one). It prints one table: wall and
+scoring seconds with their ratios (supersede / lm-eval), both scores and whether they are
+identical. It exits 1 when a score differs (a correctness failure), 2 when a command fails;
+timings are reported, never asserted.
 
-    .venv/bin/python perf/bench_vs_lmeval.py                 # single-token choices (fast path)
-    .venv/bin/python perf/bench_vs_lmeval.py --multi-token   # multi-token choices
+    .venv/bin/python perf/bench_vs_lmeval.py                        # every row
+    .venv/bin/python perf/bench_vs_lmeval.py --rows single,real-mc  # some rows
 
-The pieces live beside this script: ``bench_setup`` (the model and task), ``bench_runs`` (each
-side's command, timed) and ``bench_report`` (medians, ratios, the table).
+The pieces live beside this script: ``bench_setup`` and ``bench_real`` (models and tasks),
+``bench_rows`` (the rows), ``bench_runs`` (each side's command, timed), ``lmeval_timed``
+(lm-eval's CLI with its phases timed) and ``bench_report`` (medians, ratios, the table).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench_report import render, summarise
-from bench_runs import DRIVER_COMMAND, DRIVER_MARKER, SubprocessFailed, run_once
-from bench_setup import build_setup
-
-
-def lmeval_scoring_driver(model_dir: str, task_dir: str, task: str, batch_size: int) -> None:
-    """Time lm-eval's whole ``HFLM.loglikelihood`` call; print one marked JSON line."""
-    import torch
-    from lm_eval import simple_evaluate
-    from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
-
-    spent: list[float] = []
-    original = HFLM.loglikelihood
-
-    def timed(self: Any, requests: Any, disable_tqdm: bool = False) -> Any:
-        started = time.perf_counter()
-        try:
-            return original(self, requests, disable_tqdm=disable_tqdm)
-        finally:
-            spent.append(time.perf_counter() - started)
-
-    HFLM.loglikelihood = timed
-    started = time.perf_counter()
-    lm = HFLM(pretrained=model_dir, dtype="float32", device="cpu", batch_size=batch_size)
-    load_s = time.perf_counter() - started
-    started = time.perf_counter()
-    results = simple_evaluate(
-        model=lm,
-        tasks=[task],
-        task_manager=TaskManager(include_path=task_dir, include_defaults=False),
-    )
-    evaluate_s = time.perf_counter() - started
-    if results is None:
-        raise SystemExit("simple_evaluate returned no results")
-    summary = {
-        "loglikelihood_s": sum(spent),
-        "loglikelihood_calls": len(spent),
-        "load_s": load_s,
-        "evaluate_s": evaluate_s,
-        "score": float(results["results"][task]["acc,none"]),
-        "torch_threads": torch.get_num_threads(),
-    }
-    sys.stdout.write(DRIVER_MARKER + json.dumps(summary) + "\n")
-
-
-# --------------------------------------------------------------------------- main
+from bench_report import not_run, render, summarise_row
+from bench_rows import DEFAULT_ROWS, ROWS, Row, build, pick
+from bench_runs import Side, SubprocessFailed, run_lmeval, run_supersede, warm_datasets
+from bench_setup import Setup
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    rows = ", ".join(f"{row.key} ({row.title})" for row in ROWS)
     parser = argparse.ArgumentParser(
-        description="Run supersede and lm-eval side by side on the same model and task.",
+        description="Run supersede and lm-eval side by side on the same jobs; one table.",
     )
-    parser.add_argument("--examples", type=int, default=2000, help="test documents (2000)")
+    parser.add_argument(
+        "--rows",
+        default=",".join(DEFAULT_ROWS),
+        help=f"comma-separated rows to run (default: all): {rows}",
+    )
+    parser.add_argument(
+        "--examples", type=int, default=2000, help="test documents, random-model rows (2000)"
+    )
+    parser.add_argument(
+        "--real-examples", type=int, default=40, help="test documents, real-model rows (40)"
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="batch size for both (32)")
     parser.add_argument(
         "--repeats", type=int, default=1, help="runs of each; >1 reports medians (1)"
@@ -95,7 +65,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--multi-token",
         action="store_true",
-        help="multi-token choices, so supersede's single-token fast path is not used",
+        help="only the two-token-choice rows (same as --rows multi,multi-exact)",
     )
     parser.add_argument(
         "--threads",
@@ -108,41 +78,108 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--json", action="store_true", help="also print a JSON summary")
     args = parser.parse_args(argv)
-    if args.examples < 1 or args.batch_size < 1 or args.repeats < 1:
-        parser.error("--examples, --batch-size and --repeats must be >= 1")
+    if min(args.examples, args.real_examples, args.batch_size, args.repeats) < 1:
+        parser.error("--examples, --real-examples, --batch-size and --repeats must be >= 1")
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be >= 1")
+    keys = ["multi", "multi-exact"] if args.multi_token else args.rows.split(",")
+    try:
+        args.picked = pick([k.strip() for k in keys if k.strip()])
+    except KeyError as exc:
+        parser.error(str(exc.args[0]))
+    if not args.picked:
+        parser.error("--rows names no row")
     return args
 
 
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_rows(
+    runnable: Sequence[tuple[Row, Setup]], workdir: Path, args: argparse.Namespace
+) -> tuple[dict[str, list[tuple[Side, Side]]], dict[str, str], dict[str, str]]:
+    """Every repeat of every row, rows alternating within a repeat: (runs, failures, shared)."""
+    runs: dict[str, list[tuple[Side, Side]]] = {row.key: [] for row, _ in runnable}
+    failures: dict[str, str] = {}
+    shared: dict[str, str] = {}
+    for repeat in range(1, args.repeats + 1):
+        lmeval_now: dict[str, Side] = {}
+        for row, setup in runnable:
+            if row.key in failures:
+                continue
+            _log(f"repeat {repeat}/{args.repeats}, row {row.key}: {row.title} ...")
+            try:
+                sup = run_supersede(
+                    setup,
+                    workdir,
+                    args.batch_size,
+                    args.threads,
+                    row.supersede_args,
+                    workdir / f"store-{row.key}-{repeat}.db",
+                )
+                if row.peer in lmeval_now:
+                    lm = lmeval_now[row.peer]
+                    shared[row.key] = row.peer
+                else:
+                    output = workdir / f"lmeval-{row.key}-{repeat}"
+                    lm = run_lmeval(
+                        setup, workdir, args.batch_size, args.threads, row.lmeval_args, output
+                    )
+            except SubprocessFailed as exc:
+                failures[row.key] = str(exc)
+                _log(f"error: {exc}")
+                continue
+            lmeval_now[row.key] = lm
+            runs[row.key].append((sup, lm))
+            _log(
+                f"  wall {sup.wall_s:.2f} / {lm.wall_s:.2f} s, "
+                f"scoring {sup.scoring_s:.2f} / {lm.scoring_s:.2f} s"
+            )
+    return runs, failures, shared
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == DRIVER_COMMAND:
-        model_dir, task_dir, task, batch_size = argv[1:5]
-        lmeval_scoring_driver(model_dir, task_dir, task, int(batch_size))
-        return 0
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="supersede-perf-") as tmp:
         workdir = (args.workdir or Path(tmp)).resolve()
         workdir.mkdir(parents=True, exist_ok=True)
-        print(f"building the model and task in {workdir} ...", file=sys.stderr, flush=True)
-        setup = build_setup(workdir, args.examples, args.multi_token)
-        runs = []
-        for repeat in range(1, args.repeats + 1):
-            print(f"repeat {repeat}/{args.repeats} ...", file=sys.stderr, flush=True)
-            try:
-                runs.append(run_once(setup, workdir, args.batch_size, args.threads, repeat))
-            except SubprocessFailed as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                return 2
-        summary = summarise(setup, runs, args)
-    print(render(summary))
+        _log(f"building the models and tasks in {workdir} ...")
+        setups = build(args.picked, workdir, args.examples, args.real_examples)
+        runnable = [(r, s) for r in args.picked if isinstance(s := setups[r.key], Setup)]
+        try:
+            warm_datasets(sorted({s.task_dir for _, s in runnable}), workdir, args.threads)
+        except SubprocessFailed as exc:
+            _log(f"warning: lm-eval's data set cache could not be warmed: {exc}")
+        runs, failures, shared = run_rows(runnable, workdir, args)
+        summaries: list[dict[str, Any]] = []
+        for row in args.picked:
+            setup = setups[row.key]
+            if isinstance(setup, str):
+                summaries.append(not_run(row, "skipped", setup))
+            elif row.key in failures:
+                summaries.append(not_run(row, "failed", failures[row.key].splitlines()[0]))
+            else:
+                summary = summarise_row(
+                    row, setup, runs[row.key], args.batch_size, shared.get(row.key)
+                )
+                summaries.append(summary)
+    settings = {
+        "batch_size": args.batch_size,
+        "repeats": args.repeats,
+        "threads": args.threads,
+        "reproduce": shlex.join([sys.executable, *sys.argv]),
+    }
+    print(render(summaries, settings))
+    differ = [s["row"] for s in summaries if s["status"] == "ran" and not s["score"]["identical"]]
+    status = 2 if failures else 1 if differ else 0
     if args.json:
-        print(json.dumps(summary, indent=2))
-    if not summary["score"]["identical"]:
-        print("error: supersede and lm-eval scores differ", file=sys.stderr)
-        return 1
-    return 0
+        print(json.dumps({"settings": settings, "rows": summaries, "status": status}, indent=2))
+    if failures:
+        _log(f"error: a command failed in row {', '.join(failures)}")
+    if differ:
+        _log(f"error: supersede and lm-eval scores differ in row {', '.join(differ)}")
+    return status
 
 
 if __name__ == "__main__":

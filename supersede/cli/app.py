@@ -248,6 +248,15 @@ def bench(
             "(log-likelihoods as one full pass computes them, instead of within 1e-5).",
         ),
     ] = False,
+    chat_template: Annotated[
+        str | None,
+        typer.Option(
+            "--chat-template",
+            help="auto, on or off: wrap the prompt in the model's chat template, with "
+            "candidates.prompt's other settings (few-shot examples as turns; default: the "
+            "task's plain prompt).",
+        ),
+    ] = None,
     as_json: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
@@ -259,6 +268,10 @@ def bench(
     from config.settings import load_settings
 
     phases = {"imports_s": _seconds_since_process_start()}
+    if chat_template not in (None, "auto", "on", "off"):
+        raise typer.BadParameter(
+            f"{chat_template!r} is not one of auto, on, off", param_hint="--chat-template"
+        )
     try:
         reading = time.perf_counter()
         settings = load_settings(config)
@@ -275,6 +288,11 @@ def bench(
                 use_cache=not no_cache,
                 progress=progress,
                 exact=exact,
+                prompt=(
+                    settings.candidates.prompt.model_copy(update={"chat_template": chat_template})
+                    if chat_template
+                    else None
+                ),
             )
     except SupersedeError as exc:
         raise fail(exc) from None
