@@ -3,6 +3,7 @@ the embedded default, with verdicts delivered to a local Slack server."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -49,7 +50,7 @@ def test_the_demo_ends_with_both_verdicts_in_slack_and_a_report(
             timeout=600,
         )
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        assert "SUPERSEDED" in done.stdout and "HOLDS" in done.stdout
+        assert "SUPERSEDED" in done.stdout and "RETUNE" in done.stdout
         assert "newlab/Tiny-Chat-2" in done.stdout and "otherlab/Tiny-Mini" in done.stdout
         assert "Hub polling" in done.stdout and "the vendor feed" in done.stdout
         # One release message per release, one verdict reply in each thread: nothing twice.
@@ -60,7 +61,10 @@ def test_the_demo_ends_with_both_verdicts_in_slack_and_a_report(
             "New release otherlab/Tiny-Mini",
         ]
         verdicts = sorted(r["text"].split(":")[0] for p in parents for r in slack.replies(p["ts"]))
-        assert verdicts == ["BLOCKED", "HOLDS", "SUPERSEDED"]
+        assert verdicts == ["BLOCKED", "RETUNE", "SUPERSEDED"]
+        # Every verdict of an open release carries the re-tuned contender's line.
+        replies = [json.dumps(r) for p in parents for r in slack.replies(p["ts"])]
+        assert sum("Re-tuned:" in reply for reply in replies) == 2
         assert slack.errors == []
     report = workdir / "report" / "index.html"
     assert f"Report: {report}" in done.stdout.replace("\n", "")
@@ -88,7 +92,7 @@ def test_with_slack_unreachable_the_demo_finishes_with_delivery_pending(
     )  # fmt: skip
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]
-    assert "SUPERSEDED" in done.stdout and "HOLDS" in done.stdout
+    assert "SUPERSEDED" in done.stdout and "RETUNE" in done.stdout
     assert "Slack delivery pending (retrying)" in done.stdout
     assert "Traceback" not in output and TOKEN not in output
     failures = [line for line in output.splitlines() if "could not notify" in line]
@@ -102,7 +106,6 @@ def test_demo_serve_keeps_the_hub_up_for_compare_rerun_status_and_report(
     """``supersede demo --serve``: after the demo, a second terminal publishes another release,
     compares, re-runs, lists and reports against the still-running local Hub and daemon; Ctrl-C
     then stops it cleanly."""
-    import json
     import signal
     import subprocess
     import sys
