@@ -183,12 +183,30 @@ def check_tasks(settings: Settings) -> None:
             raise ConfigError(f"fine-tune '{ft.name}': {exc}{hint}") from None
         _check_prompt(task, ft.prompt, f"finetunes[{index}].prompt", None)
         _check_prompt(task, settings.candidates.prompt, "candidates.prompt", ft)
+        _check_retune_data(settings, ft, task, index)
         if ft.prompt.system_prompt and ft.prompt.chat_template == "off":
             raise ConfigError(
                 f"fine-tune '{ft.name}': finetunes[{index}].prompt.system_prompt is set but "
                 "chat_template is 'off', and a system prompt is only sent inside a chat "
                 "template: set chat_template to 'on' or 'auto', or remove system_prompt"
             )
+
+
+def _check_retune_data(settings: Settings, ft: FineTune, task: Task, index: int) -> None:
+    """The re-tune's training data a fine-tune names exists: its data file is there and
+    readable, its split is in the task file (otherwise every release's re-tune would fail)."""
+    from benchmarks.retune import training_rows
+    from config.settings import retune_for
+
+    wanted = retune_for(settings, ft)
+    named = wanted.data_file or ft.retune.training_split
+    if ft.adapter is None or wanted.when == "never" or not named:
+        return
+    config_dir = settings.source_file.parent if settings.source_file else None
+    try:
+        training_rows(task, wanted, config_dir)
+    except SupersedeError as exc:
+        raise ConfigError(f"fine-tune '{ft.name}' (finetunes[{index}].retune): {exc}") from None
 
 
 def _check_prompt(task: Task, prompt: PromptSettings, key: str, ft: FineTune | None) -> None:

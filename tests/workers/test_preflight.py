@@ -354,3 +354,15 @@ def test_a_worker_with_an_unreadable_config_exits_2_with_one_line(tmp_path: Path
         f"error: config file {missing} not found: pass --config PATH or set SUPERSEDE_CONFIG, "
         "or copy config/supersede.yaml"
     ]
+
+
+def test_re_tune_training_data_that_is_not_there_is_refused_at_start_up(tmp_path: Path) -> None:
+    retune = {"data_file": str(tmp_path / "gone.jsonl")}
+    finetune = {"name": "reviews", "task": str(SHIPPED_TASK), "base": "acme/base",
+                "adapter": "acme/lora", "retune": retune}  # fmt: skip
+    message = refused(settings_for(tmp_path, finetunes=[finetune]))
+    assert "finetunes[0].retune" in message and "retune.data_file" in message
+    assert "gone.jsonl not found" in message
+    split = {**finetune, "retune": {"training_split": "validation"}}
+    message = refused(settings_for(tmp_path, finetunes=[split]))
+    assert "retune.training_split" in message and "'validation'" in message
