@@ -366,6 +366,16 @@ class Pipeline:
                 self.send(TASK_NOTIFY, key, DEFAULT_QUEUE)
         return None, Step(claim.outcome)
 
+    def crashed(self, key: str, owner: str, exc: Exception, what: str) -> Step:
+        """A time limit or a bug in a try of ``what``: recorded, then retried up to the cap."""
+        from celery.exceptions import SoftTimeLimitExceeded
+
+        if isinstance(exc, SoftTimeLimitExceeded):
+            limit = describe_duration(self.workers.soft_time_limit)
+            return self._failed_try(key, owner, FatalError(f"exceeded the {limit} limit"))
+        log.exception("%s: %s crashed", key[:12], what)
+        return self._failed_try(key, owner, RetryableError(f"{type(exc).__name__}: {exc}"))
+
     def _failed_try(self, key: str, owner: str, exc: BaseException) -> Step:
         retry = isinstance(exc, RetryableError)
         reason = str(exc) or type(exc).__name__
@@ -401,14 +411,8 @@ class Pipeline:
                 summary = self._score(event, job.payload["finetunes"], job.queue)
         except (FatalError, RetryableError) as exc:
             return self._failed_try(key, owner, exc)
-        except Exception as exc:  # a time limit or a bug: recorded, then retried up to the cap
-            from celery.exceptions import SoftTimeLimitExceeded
-
-            if isinstance(exc, SoftTimeLimitExceeded):
-                limit = describe_duration(self.workers.soft_time_limit)
-                return self._failed_try(key, owner, FatalError(f"exceeded the {limit} limit"))
-            log.exception("%s: benchmark crashed", key[:12])
-            return self._failed_try(key, owner, RetryableError(f"{type(exc).__name__}: {exc}"))
+        except Exception as exc:
+            return self.crashed(key, owner, exc, "benchmark")
         if not self.jobs.finish(key, owner, summary):
             return Step("finished", reason="lease lost: another worker recorded it")
         self.release_children(key)

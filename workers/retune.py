@@ -19,7 +19,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from benchmarks.compare import MissingResult, judge_stored
-from benchmarks.limits import Limits, confined, describe_duration
+from benchmarks.limits import Limits, confined
 from benchmarks.sides import BenchmarkScores, RetuneRecord
 from config.settings import finetune, retune_for
 from core.errors import FatalError, ModelRefused, RetryableError
@@ -70,14 +70,8 @@ def run_retune(pipeline: Pipeline, key: str, owner: str) -> Step:
         return pipeline._benchmark_again(job, owner, str(exc))
     except (FatalError, RetryableError) as exc:
         return pipeline._failed_try(key, owner, exc)
-    except Exception as exc:  # a time limit or a bug: recorded, then retried up to the cap
-        from celery.exceptions import SoftTimeLimitExceeded
-
-        if isinstance(exc, SoftTimeLimitExceeded):
-            limit = describe_duration(settings.workers.soft_time_limit)
-            return pipeline._failed_try(key, owner, FatalError(f"exceeded the {limit} limit"))
-        log.exception("%s: re-tune crashed", key[:12])
-        return pipeline._failed_try(key, owner, RetryableError(f"{type(exc).__name__}: {exc}"))
+    except Exception as exc:
+        return pipeline.crashed(key, owner, exc, "re-tune")
     log.info("%s re-tune on %s: %s%s", ft.name, event.name, record.status,
              f" ({record.reason})" if record.reason else "")  # fmt: skip
     scores = BenchmarkScores(
