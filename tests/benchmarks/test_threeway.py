@@ -90,7 +90,8 @@ def test_a_re_tune_not_trained_is_said_with_its_reason() -> None:
     plain = _decide(_comparison(-0.14, -0.06), economics=ECONOMICS)
     report = with_retune(plain, refused, economics=ECONOMICS, rules=RULES)
     assert report.verdict is Verdict.HOLDS
-    assert report.hint == "Re-tune on newmodel-8b: refused: 15 training rows (of 400) are evaluated."
+    expected = "Re-tune on newmodel-8b: refused: 15 training rows (of 400) are evaluated."
+    assert report.hint == expected
     assert words.retune(report) == "refused: 15 training rows (of 400) are evaluated"
 
 
