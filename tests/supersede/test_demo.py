@@ -29,6 +29,17 @@ def workdir(tmp_path: Path, zoo: Zoo) -> Path:
     return folder
 
 
+#: One re-tune store for every demo run here: the first run trains the two adapters, the others
+#: reuse them by key (the same commits, data and recipe), as a second demo run does.
+RETUNE_STORE: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def shared_retune_store(tmp_path_factory: pytest.TempPathFactory) -> None:
+    store = tmp_path_factory.mktemp("retune-store")
+    RETUNE_STORE["SUPERSEDE_RETUNE__STORE_DIR"] = str(store)
+
+
 @pytest.mark.parametrize("broker", ["redis", "embedded"])
 def test_the_demo_ends_with_both_verdicts_in_slack_and_a_report(
     workdir: Path, tmp_path: Path, broker: str
@@ -43,6 +54,7 @@ def test_the_demo_ends_with_both_verdicts_in_slack_and_a_report(
             *args,
             cwd=tmp_path,
             env={
+                **RETUNE_STORE,
                 "SLACK_BOT_TOKEN": TOKEN,
                 "SLACK_API_URL": slack.api_url,
                 "SUPERSEDE_NOTIFY__SLACK__CHANNEL": "C0DEMO",
@@ -87,7 +99,8 @@ def test_with_slack_unreachable_the_demo_finishes_with_delivery_pending(
         port = closed.getsockname()[1]
     done = supersede(
         "demo", "--workdir", str(workdir), cwd=tmp_path, timeout=600,
-        env={"SLACK_BOT_TOKEN": TOKEN, "SLACK_API_URL": f"http://127.0.0.1:{port}/api/",
+        env={**RETUNE_STORE, "SLACK_BOT_TOKEN": TOKEN,
+             "SLACK_API_URL": f"http://127.0.0.1:{port}/api/",
              "SUPERSEDE_NOTIFY__SLACK__CHANNEL": "C0DEMO"},
     )  # fmt: skip
     output = done.stdout + done.stderr
@@ -118,7 +131,7 @@ def test_demo_serve_keeps_the_hub_up_for_compare_rerun_status_and_report(
 
     demo = subprocess.Popen(
         [sys.executable, "-m", "supersede.cli", "demo", "--workdir", str(workdir), "--serve"],
-        cwd=tmp_path, env=cli_env({"COLUMNS": "200"}), text=True,
+        cwd=tmp_path, env=cli_env({**RETUNE_STORE, "COLUMNS": "200"}), text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     lines: list[str] = []

@@ -45,7 +45,8 @@ def pipeline_with(tmp_path: Path, zoo: Zoo, **retune: Any) -> tuple[Pipeline, Re
         retune={"data_file": str(training_file(tmp_path, leak=retune.pop("leak", 0))), **retune},
         economics={"value_per_point_usd": 100.0},  # training is paid back by quality
     )  # fmt: skip
-    settings = build_settings(tmp_path, finetunes=[ft], retune=QUICK)
+    # No per-request latency pass: not what these tests are about, and it is a third of a run.
+    settings = build_settings(tmp_path, finetunes=[ft], retune=QUICK, runtime={"latency_sample": 0})
     sent, notes = Recorder(), Notes()
     return Pipeline(settings, JobStore(settings.store.url), sent, notes), sent, notes
 
