@@ -22,7 +22,15 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from benchmarks.verdict import RetuneFigures, Verdict, VerdictReport, months, payoff, usd
+from benchmarks.verdict import (
+    RetuneFigures,
+    Verdict,
+    VerdictReport,
+    months,
+    payoff,
+    points,
+    usd,
+)
 
 if TYPE_CHECKING:
     from benchmarks.cost import ServingCost
@@ -31,12 +39,8 @@ if TYPE_CHECKING:
     from config.settings import Economics, VerdictSettings
 
 
-def _points(value: float) -> str:
-    return f"{value * 100:+.1f} points"
-
-
 def _interval(low: float, high: float, confidence: float) -> str:
-    return f"{confidence:.0%} CI {_points(low)} to {_points(high)}"
+    return f"{confidence:.0%} CI {points(low)} to {points(high)}"
 
 
 def with_retune(
@@ -98,9 +102,9 @@ def with_retune(
     )
     confidence = vs_finetune.confidence
     versus = (
-        f"{_points(vs_finetune.delta)} over the fine-tune "
+        f"{points(vs_finetune.delta)} over the fine-tune "
         f"({_interval(vs_finetune.ci_low, vs_finetune.ci_high, confidence)}) and "
-        f"{_points(vs_candidate.delta)} over {report.candidate} as is "
+        f"{points(vs_candidate.delta)} over {report.candidate} as is "
         f"({_interval(vs_candidate.ci_low, vs_candidate.ci_high, confidence)})"
     )
     training = f"training {usd(record.training_cost_usd)} ({record.wall_s:,.0f} s)"
@@ -129,8 +133,8 @@ def with_retune(
         else f"pays back in {months(pay.payback_months)}"
     )
     summary = (
-        f"Re-tune the adapter on {report.candidate}: {_points(vs_finetune.delta)} over the "
-        f"fine-tune and {_points(vs_candidate.delta)} over {report.candidate} as is; "
+        f"Re-tune the adapter on {report.candidate}: {points(vs_finetune.delta)} over the "
+        f"fine-tune and {points(vs_candidate.delta)} over {report.candidate} as is; "
         f"{training} plus switching {back}, +{usd(pay.net_usd)}/month after that."
     )
     return replace(

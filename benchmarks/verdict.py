@@ -179,7 +179,8 @@ def usd(value: float) -> str:
     return f"${value:,.0f}" if abs(value) >= 100 else f"${value:,.2f}"
 
 
-def _points(value: float) -> str:
+def points(value: float) -> str:
+    """``+1.5 points`` for 0.015 in the metric's units."""
     return f"{value * 100:+.1f} points"
 
 
@@ -299,8 +300,8 @@ def decide(
         cost_candidate.per_1k_usd, requests, economics.candidate_monthly_upkeep_usd
     )
     pay = payoff(economics, rules, c, cost_finetune, cost_candidate)
-    interval = f"{c.confidence:.0%} CI {_points(c.ci_low)} to {_points(c.ci_high)}"
-    edge = f"{_points(c.delta)} {metric} ({interval})"
+    interval = f"{c.confidence:.0%} CI {points(c.ci_low)} to {points(c.ci_high)}"
+    edge = f"{points(c.delta)} {metric} ({interval})"
     better = c.ci_low > 0
     as_good = "significantly better" if better else "non-inferior"
     quality_unpriced = pay.quality_usd is None
@@ -316,10 +317,10 @@ def decide(
     elif c.ci_high < -margin:
         verdict, reason = (
             Verdict.HOLDS,
-            f"worse by more than the margin ({interval}, below {_points(-margin)})",
+            f"worse by more than the margin ({interval}, below {points(-margin)})",
         )
         summary = (
-            f"The fine-tune keeps a {_points(-c.delta)} edge over {candidate} for "
+            f"The fine-tune keeps a {points(-c.delta)} edge over {candidate} for "
             f"{usd(economics.monthly_upkeep_usd)}/month of upkeep."
         )
     elif c.underpowered and not better:
@@ -335,7 +336,7 @@ def decide(
         )
     elif c.ci_low <= -margin:
         verdict = Verdict.AT_RISK
-        reason = f"not significant either way ({interval} straddles {_points(-margin)})"
+        reason = f"not significant either way ({interval} straddles {points(-margin)})"
         summary = (
             f"Too close to call: {candidate} is at {edge}; the fine-tune costs "
             f"{usd(monthly_ft)}/month. Re-check with more examples."
@@ -466,7 +467,7 @@ def _switch_line(candidate: str, pay: Payoff, delta: float, economics: Economics
             f"{usd(economics.tuning_cost_usd)} spent on tuning is sunk."
         )
     return (
-        f"Switch to {candidate}: it is better by {_points(delta)} and would cost "
+        f"Switch to {candidate}: it is better by {points(delta)} and would cost "
         f"{usd(-net)}/month more to serve (quality not priced); the "
         f"{usd(economics.tuning_cost_usd)} spent on tuning is sunk."
     )

@@ -48,7 +48,7 @@ from benchmarks.compare import (
 )
 from benchmarks.limits import Limits, confined, describe_duration
 from benchmarks.sides import BenchmarkScores, PairScores
-from benchmarks.tasks.task import load_task
+from benchmarks.tasks.task import Task, load_task
 from config.api import ApiCandidate
 from config.settings import FineTune, Settings, finetune, retune_for, task_path
 from core.clock import now
@@ -169,16 +169,14 @@ def task_of(job: Job) -> str:
     return {"benchmark": TASK_BENCHMARK, "retune": TASK_RETUNE_JOB}.get(job.kind, TASK_VERDICT)
 
 
-def retune_planned(settings: Settings, ft: FineTune) -> bool:
+def retune_planned(settings: Settings, ft: FineTune, task: Task) -> bool:
     """Whether a release gets a re-tune job for ``ft`` (it may still decide not to train): an
     adapter fine-tune with training data (``retune.training_split``, ``retune.data_file`` or
     the task file's ``training_split``) and ``retune.when`` not ``never``."""
     wanted = retune_for(settings, ft)
     if ft.adapter is None or wanted.when == "never":
         return False
-    if wanted.training_split or wanted.data_file:
-        return True
-    return bool(load_task(task_path(settings, ft.task)).config.get("training_split"))
+    return bool(wanted.training_split or wanted.data_file or task.config.get("training_split"))
 
 
 def recorded_pair(benchmark: Job | None, name: str) -> PairScores:
@@ -261,7 +259,9 @@ class Pipeline:
             log.warning("%s: no fine-tune configured to compare it with", candidate_ref(event))
             return []
         ref = candidate_ref(event)
-        task_hashes = sorted({self._task_hash(ft) for ft in chosen})
+        # Each task file is read once per release: for its hash and for re-tune planning.
+        tasks = {ft.name: load_task(task_path(self.settings, ft.task)) for ft in chosen}
+        task_hashes = sorted({f"{t.content_hash}:{t.data_hash}" for t in tasks.values()})
         names = sorted(ft.name for ft in chosen)
         bench_key = job_key("benchmark", ref, *task_hashes, *names, *_api_identity(event))
         target = self._route(event, queue)
@@ -272,7 +272,7 @@ class Pipeline:
         )  # fmt: skip
         for ft in chosen:
             parent = bench_key
-            if event.api is None and retune_planned(self.settings, ft):
+            if event.api is None and retune_planned(self.settings, ft, tasks[ft.name]):
                 # Between the benchmark and the verdict, on the benchmark's GPU queue.
                 parent = job_key("retune", bench_key, ft.name)
                 self.jobs.add(
@@ -299,12 +299,6 @@ class Pipeline:
             # A send that failed (broker down) is repaired by the reconciler.
             self.send(TASK_BENCHMARK, bench_key, target.queue)
         return [bench_key]
-
-    def _task_hash(self, ft: FineTune) -> str:
-        from benchmarks.tasks.task import load_task
-
-        task = load_task(task_path(self.settings, ft.task))
-        return f"{task.content_hash}:{task.data_hash}"
 
     def _route(self, event: ModelReleased, queue: str | None) -> Any:
         from workers.routing import Route
