@@ -7,6 +7,8 @@ PY := $(VENV)/bin/python
 # torch first, pinned: on this project's machines it is the CPU build on local disk; anything
 # looser would let pip pull a multi-GB CUDA build. Override for a GPU box, e.g. TORCH_SPEC=torch.
 TORCH_SPEC ?= torch==2.13.0
+# Test processes (pytest-xdist); each test file runs whole on one of them.
+TEST_WORKERS ?= 2
 
 .PHONY: install install-test demo example test lint perf clean
 
@@ -35,7 +37,7 @@ test: install-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: install-test
 	$(VENV)/bin/ruff check .

@@ -4,7 +4,6 @@ the embedded default, with verdicts delivered to a local Slack server."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -13,12 +12,13 @@ import redis
 
 from supersede.demo.zoo import Zoo
 from tests.support.cli import supersede
+from tests.support.redis_server import shared_database
 from tests.support.slack_server import SlackServer
 
 pytestmark = pytest.mark.slow
 TOKEN = "xoxb-demo-token"
 #: Flushed before and after the Redis run: a database of its own.
-REDIS_URL = os.environ.get("SUPERSEDE_TEST_REDIS", "redis://127.0.0.1:6379/13")
+REDIS_URL = shared_database(13)
 
 
 @pytest.fixture

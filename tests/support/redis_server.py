@@ -11,6 +11,7 @@ everything it held::
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -19,7 +20,21 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-__all__ = ["RedisServer", "free_port"]
+__all__ = ["RedisServer", "free_port", "shared_database"]
+
+
+def shared_database(db: int) -> str:
+    """The URL of database ``db`` of the shared Redis (``SUPERSEDE_TEST_REDIS``, default
+    ``redis://127.0.0.1:6379``) for this test process. Tests flush the databases they use, so
+    each pytest-xdist worker gets a pair of its own: ``gw0`` uses 14 and 13, ``gw1`` 12 and 11,
+    and so on."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+    number = db - 2 * index
+    if number < 0:
+        raise RuntimeError(f"too many test workers for the shared Redis's databases ({worker})")
+    server = os.environ.get("SUPERSEDE_TEST_REDIS", "redis://127.0.0.1:6379").rstrip("/")
+    return f"{server}/{number}"
 
 
 def free_port() -> int:

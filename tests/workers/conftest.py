@@ -21,7 +21,7 @@ from config.settings import Settings, load_settings
 from supersede.demo.zoo import Zoo
 from tests.support.cli import cli_env
 from tests.support.hub_server import HubServer
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, shared_database
 from tests.support.settings import write_settings
 from workers.jobs import Job, JobStore
 from workers.pipeline import Pipeline
@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 SHIPPED_TASK = REPO / "config" / "tasks" / "review_sentiment" / "review_sentiment.yaml"
 
 #: The shared Redis, on a database number of its own: only that database is ever flushed.
-SHARED_REDIS = os.environ.get("SUPERSEDE_TEST_REDIS", "redis://127.0.0.1:6379/14")
+SHARED_REDIS = shared_database(14)
 
 #: Published as the Hub's parameter count of every test repo: small, so routing picks gpu-24g.
 SMALL = {"safetensors": {"parameters": {"F32": 1000}, "total": 1000}}
