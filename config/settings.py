@@ -604,8 +604,9 @@ def api_key(candidate: ApiCandidate) -> str | None:
 def secret_values(settings: Settings) -> list[str]:
     """Every secret this configuration can see (tokens, keys, the webhook secret), for
     redaction: none of them may appear in a log line, a report or a message."""
-    names = {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", settings.notify.slack.token_env,
-             settings.watch.webhook.secret_env}  # fmt: skip
+    slack = settings.notify.slack
+    names = {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", slack.token_env, slack.signing_secret_env,
+             slack.app_token_env, settings.watch.webhook.secret_env}  # fmt: skip
     names |= {a.api_key_env for a in settings.api_candidates if a.api_key_env}
     for feed in settings.watch.feeds:
         names |= {rule.api_key_env for rule in feed.api_models if rule.api_key_env}
@@ -616,6 +617,17 @@ def secret_values(settings: Settings) -> list[str]:
 def slack_api_url() -> str | None:
     """``SLACK_API_URL``: another base URL for the Slack Web API (a proxy, a test server)."""
     return os.environ.get("SLACK_API_URL") or None
+
+
+def slack_app_mode(settings: Settings) -> str | None:
+    """How the Slack app takes requests: ``socket`` (the app-level token's variable is set),
+    ``http`` (the signing secret's is), or None (no buttons, no ``/supersede``)."""
+    slack = settings.notify.slack
+    if secret(slack.app_token_env):
+        return "socket"
+    if secret(slack.signing_secret_env):
+        return "http"
+    return None
 
 
 def secret(variable: str) -> str | None:

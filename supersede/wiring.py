@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from watcher.publish import Publisher
     from watcher.scheduler import WatchDaemon
     from workers.embedded import EmbeddedWorker
+    from workers.notify.interact import SlackApp
     from workers.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,10 @@ class System:
     #: Serve the Prometheus endpoint the settings configure (``supersede run`` does, ``poll``
     #: does not).
     metrics: bool = False
+    #: The Slack app (buttons, ``/supersede``), when a signing secret or an app token is set.
+    slack: SlackApp | None = None
     _server: Any = field(default=None, init=False, repr=False)
+    _slack_server: Any = field(default=None, init=False, repr=False)
 
     def start(self, *, wait: bool = False, warn: Warn = log.warning) -> None:
         """Serve the metrics endpoint (when configured), start the daemon (waiting for another
@@ -66,8 +70,49 @@ class System:
             except OSError as exc:
                 warn(f"metrics endpoint not started: {exc}")
         self.daemon.start(wait_for_lock=wait)
+        try:
+            self._start_slack()
+        except BaseException:
+            self.stop()
+            raise
         if self.worker is not None:
             self.worker.start()
+
+    def _start_slack(self) -> None:
+        """Socket Mode, or ``events_path`` next to the Hub webhook (on a listener of its own at
+        the webhook's host and port when the webhook is off)."""
+        if self.slack is None:
+            return
+        from config.settings import slack_app_mode
+
+        if slack_app_mode(self.settings) == "socket":
+            self.slack.connect()
+            return
+        hook = self.daemon.listeners.get("webhook")
+        router = getattr(hook, "router", None)
+        if hook is not None and router is not None:
+            self.slack.mount(router)
+            log.info("slack endpoint at %s on the webhook's listener (%s)",
+                     self.settings.notify.slack.events_path, hook.url)  # fmt: skip
+            return
+        from core.asgi import Limits, Router, Server
+        from core.errors import ConfigError
+
+        webhook = self.settings.watch.webhook
+        router = Router("slack")
+        self.slack.mount(router)
+        limits = Limits(webhook.request_timeout_s, webhook.max_connections)
+        try:
+            server = Server(router, webhook.host, webhook.port, name="slack", limits=limits)
+        except OSError as exc:
+            raise ConfigError(
+                f"the Slack endpoint cannot listen on {webhook.host}:{webhook.port} "
+                f"({exc.strerror or exc}): set watch.webhook.port to a free one"
+            ) from None
+        server.start()
+        self._slack_server = server
+        log.info("slack endpoint listening on http://%s:%d%s", webhook.host, server.port,
+                 self.settings.notify.slack.events_path)  # fmt: skip
 
     def stop(self) -> bool:
         """Stop the daemon, then the worker (after the job in hand); False when in-flight work
@@ -78,6 +123,11 @@ class System:
         if self._server is not None:
             self._server.stop()
             self._server = None
+        if self.slack is not None:
+            self.slack.close()
+        if self._slack_server is not None:
+            self._slack_server.stop()
+            self._slack_server = None
         return clean
 
 
@@ -110,6 +160,7 @@ def build_watcher(
 
 def build_system(settings: Settings) -> System:
     """Everything ``supersede run`` runs, not yet started (the broker is checked first)."""
+    from config.settings import slack_app_mode
     from workers.app import queue_names
     from workers.publish import QueuePublisher
 
@@ -121,7 +172,12 @@ def build_system(settings: Settings) -> System:
         from workers.embedded import EmbeddedWorker
 
         worker = EmbeddedWorker(app, queue_names(settings))
-    return System(settings, daemon, pipeline, worker, metrics=True)
+    slack = None
+    if slack_app_mode(settings) is not None:
+        from workers.notify.interact import SlackApp
+
+        slack = SlackApp(settings, pipeline)  # checks the bot token before anything starts
+    return System(settings, daemon, pipeline, worker, metrics=True, slack=slack)
 
 
 def run_until_signal(system: System, *, wait: bool, warn: Warn = log.warning) -> None:

@@ -229,11 +229,12 @@ class JobStore(Store):
             ).all()
             return [Job.of(row) for row in rows]
 
-    def mark_notified(self, key: str) -> bool:
-        """``done``/``failed``/``skipped`` -> ``notified``; False when already notified."""
+    def mark_notified(self, key: str, muted: str | None = None) -> bool:
+        """``done``/``failed``/``skipped`` -> ``notified`` (with why nothing was posted, when its
+        release's owner was muted); False when already notified."""
         return self._set(
             key, JobRow.state.in_(("done", "failed", "skipped")), state="notified",
-            notify_error=None, notify_due=None,
+            notify_error=None, notify_due=None, muted=muted,
         )  # fmt: skip
 
     def requeue(
@@ -243,16 +244,22 @@ class JobStore(Store):
         reset_attempts: bool = False,
         state: JobState = JobState.QUEUED,
         queue: str | None = None,
+        requested_by: str | None = None,
+        only_finished: bool = False,
     ) -> bool:
         """Put a job that is not running back in the queue (or back to ``waiting``), on
-        ``queue`` when given."""
+        ``queue`` when given. ``only_finished``: only a finished job (one compare-and-set: of
+        two people re-running it at once, one does)."""
         values: dict[str, Any] = {"state": state, "queued_at": now(), "lease_owner": None,
                                   "lease_until": None, "finished_at": None}  # fmt: skip
         if queue is not None:
             values["queue"] = queue
         if reset_attempts:
-            values.update(attempts=0, reason=None, result=None)
-        return self._set(key, JobRow.state != "running", **values)
+            values.update(attempts=0, reason=None, result=None, muted=None)
+        if requested_by is not None:
+            values["requested_by"] = requested_by[:256]
+        where = JobRow.state.in_(FINISHED) if only_finished else JobRow.state != "running"
+        return self._set(key, where, **values)
 
     def stuck(self, queued_timeout_s: float) -> list[Job]:
         """Queued too long without starting, queued but never sent (the broker refused the

@@ -41,10 +41,13 @@ def rerun(
     finetune: str | None = None,
     queue: str | None = None,
     retune: bool = False,
+    requested_by: str | None = None,
+    unless_busy: bool = False,
 ) -> list[str]:
     """Reset (or create) the jobs of ``candidate`` against ``finetune`` (default: all) and send
     them; with ``retune``, the re-tune contender is trained whatever the plain verdict. Returns
-    the benchmark job keys."""
+    the benchmark job keys (none with ``unless_busy`` when that run is still going; see
+    :meth:`Pipeline.plan`)."""
     settings = pipeline.settings
     if finetune is not None:
         configured_finetune(settings, finetune)  # a ConfigError naming the known ones
@@ -53,7 +56,8 @@ def rerun(
         raise ConfigError(f"unknown queue {queue!r}; configured: {', '.join(sorted(known))}")
     event = candidate_event(pipeline, candidate)
     chosen = (finetune,) if finetune else None
-    return pipeline.plan(event, finetunes=chosen, queue=queue, rerun=True, retune=retune)
+    return pipeline.plan(event, finetunes=chosen, queue=queue, rerun=True, retune=retune,
+                         requested_by=requested_by, unless_busy=unless_busy)  # fmt: skip
 
 
 def stored_verdict(settings: Settings, finetune: str, candidate: str) -> VerdictReport:

@@ -62,8 +62,9 @@ from core.constants import (
 )
 from core.errors import FatalError, ModelRefused, RetryableError, SupersedeError
 from watcher.events import Announcement, ModelReleased
-from workers.jobs import Job, JobStore, job_key
+from workers.jobs import FINISHED, Job, JobStore, job_key
 from workers.notify import Notifier
+from workers.notify.mutes import Mute, MuteStore
 from workers.routing import route
 
 log = logging.getLogger(__name__)
@@ -206,6 +207,7 @@ class Pipeline:
         self.notifier = notifier
         self._results: ResultStore | None = None
         self._results_lock = threading.Lock()
+        self.mutes = MuteStore(jobs.url)
 
     @property
     def results(self) -> ResultStore:
@@ -241,10 +243,15 @@ class Pipeline:
         queue: str | None = None,
         rerun: bool = False,
         retune: bool = False,
+        requested_by: str | None = None,
+        unless_busy: bool = False,
     ) -> list[str]:
         """Create (or, with ``rerun``, reset) the jobs of ``event``; send what can start now.
         ``retune``: train the re-tune contender of every adapter fine-tune whatever the plain
-        verdict (``retune.when: always`` for these jobs; not for ``never``)."""
+        verdict (``retune.when: always`` for these jobs; not for ``never``). ``requested_by``:
+        who asked, recorded on the jobs. ``unless_busy`` (with ``rerun``): a benchmark that is
+        still queued or running, or whose later jobs are, is left as it is and no key is
+        returned (a second click on Re-run makes no second run)."""
         if isinstance(event, Announcement):
             key = job_key("announcement", event.source, event.entry_id)
             if self.jobs.add(
@@ -268,8 +275,11 @@ class Pipeline:
         payload = {"event": event.model_dump(mode="json"), "finetunes": [f.name for f in chosen]}
         created = self.jobs.add(
             key=bench_key, kind="benchmark", candidate=ref, queue=target.queue or DEFAULT_QUEUE,
-            state="queued", payload=payload,
+            state="queued", payload=payload, requested_by=requested_by,
         )  # fmt: skip
+        guarded = rerun and unless_busy and not created
+        if guarded and self._busy(bench_key):
+            return []
         for ft in chosen:
             parent = bench_key
             if event.api is None and retune_planned(self.settings, ft, tasks[ft.name]):
@@ -279,18 +289,28 @@ class Pipeline:
                     key=parent, kind="retune", candidate=ref, finetune=ft.name, parent=bench_key,
                     queue=target.queue or DEFAULT_QUEUE, state="waiting",
                     payload={"event": payload["event"], "always": retune},
+                    requested_by=requested_by,
                 )  # fmt: skip
                 if rerun:  # this run's wish, not an earlier one's
                     self.jobs.set_payload(parent, {"event": payload["event"], "always": retune})
             self.jobs.add(
                 key=job_key("verdict", bench_key, ft.name), kind="verdict", candidate=ref,
                 finetune=ft.name, parent=parent, queue=DEFAULT_QUEUE, state="waiting",
-                payload={"event": payload["event"]},
+                payload={"event": payload["event"]}, requested_by=requested_by,
             )  # fmt: skip
         if rerun:
-            self.jobs.requeue(bench_key, reset_attempts=True, queue=target.queue)
+            requeued = self.jobs.requeue(
+                bench_key,
+                reset_attempts=True,
+                queue=target.queue,
+                requested_by=requested_by,
+                only_finished=guarded,
+            )
+            if guarded and not requeued:
+                return []  # another click's run took it between the check and here
             for child in self.jobs.descendants(bench_key):
-                self.jobs.requeue(child.key, reset_attempts=True, state=JobState.WAITING)
+                self.jobs.requeue(child.key, reset_attempts=True, state=JobState.WAITING,
+                                  requested_by=requested_by)  # fmt: skip
         job = self.jobs.get(bench_key)
         if target.queue is None:
             self._end(bench_key, JobState.SKIPPED, target.reason)
@@ -299,6 +319,12 @@ class Pipeline:
             # A send that failed (broker down) is repaired by the reconciler.
             self.send(TASK_BENCHMARK, bench_key, target.queue)
         return [bench_key]
+
+    def _busy(self, bench_key: str) -> bool:
+        """Whether the benchmark ``bench_key``, or a job after it, is not finished."""
+        job = self.jobs.get(bench_key)
+        jobs = [job, *self.jobs.descendants(bench_key)] if job is not None else []
+        return any(j.state not in FINISHED for j in jobs)
 
     def _route(self, event: ModelReleased, queue: str | None) -> Any:
         from workers.routing import Route
@@ -534,6 +560,10 @@ class Pipeline:
             return False
         if job.kind == "benchmark":
             return False  # told through its verdict jobs
+        mute = self._muted(job)
+        if mute is not None:
+            log.info("not posting %s job %s: %s", job.kind, key[:12], mute.describe())
+            return self.jobs.mark_notified(key, muted=f"not posted: {mute.describe()}")
         if self.notifier is not None:
             try:
                 self.notifier.send(job)
@@ -544,6 +574,14 @@ class Pipeline:
                 self._notify_failed(job, FatalError(f"its stored record cannot be read: {exc}"))
                 return False
         return self.jobs.mark_notified(key)
+
+    def _muted(self, job: Job) -> Mute | None:
+        """The mute in force over the owner of ``job``'s release or post, if any."""
+        try:
+            event = job.event()
+        except ValueError:
+            return None  # told as a failure to read it, below
+        return self.mutes.of(event)
 
     def _notify_failed(self, job: Job, exc: FatalError | RetryableError) -> None:
         reason = str(exc) or type(exc).__name__

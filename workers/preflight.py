@@ -41,7 +41,7 @@ from typing import Literal, NoReturn
 
 from benchmarks.models import ModelRef
 from benchmarks.tasks.task import Task, load_task
-from config.settings import FineTune, PromptSettings, Settings, secret, task_path
+from config.settings import FineTune, PromptSettings, Settings, secret, slack_app_mode, task_path
 from core.constants import ENV_NESTED_DELIMITER, ENV_PREFIX
 from core.errors import ConfigError, SupersedeError
 
@@ -91,7 +91,7 @@ def checks(settings: Settings, role: Role) -> tuple[Check, ...]:
     works = role == "worker" or settings.workers.broker_url is None
     chosen: list[Check] = [check_slack]
     if role == "run":
-        chosen.append(check_webhook)
+        chosen += [check_webhook, check_slack_app]
     if works:
         chosen += [check_api_keys, check_finetune_models, check_deploy]
     chosen.append(check_tasks)
@@ -133,6 +133,40 @@ def check_slack(settings: Settings) -> None:
         f"in the environment (a fine-tune's slack_channel overrides it), or unset "
         f"{slack.token_env} to print verdicts on the console"
     )
+
+
+def check_slack_app(settings: Settings) -> None:
+    """The Slack app (a signing secret or an app token set) needs the bot token, a well-formed
+    app token, and someone allowed to use its buttons."""
+    slack = settings.notify.slack
+    found = slack_app_mode(settings)
+    if found is None:
+        if slack.operators and secret(slack.token_env):
+            raise ConfigError(
+                "notify.slack.operators is set, so verdicts carry buttons, but neither "
+                f"{slack.signing_secret_env} nor {slack.app_token_env} is set: this daemon could "
+                "not answer them. Set one (see config/slack-app-manifest.yaml), or empty "
+                "notify.slack.operators for plain messages"
+            )
+        return
+    variable = slack.app_token_env if found == "socket" else slack.signing_secret_env
+    if not secret(slack.token_env):
+        raise ConfigError(
+            f"{variable} is set but {slack.token_env} is not: the Slack app posts and updates "
+            f"messages with the bot token (xoxb-...); set it, or unset {variable}"
+        )
+    token = secret(slack.app_token_env) or ""
+    if found == "socket" and not token.startswith("xapp-"):
+        raise ConfigError(
+            f"{slack.app_token_env} does not hold an app-level token (xapp-...): make one under "
+            "Basic Information > App-Level Tokens with the connections:write scope"
+        )
+    if not slack.operators:
+        raise ConfigError(
+            f"{variable} is set, so verdicts carry buttons, but notify.slack.operators is empty: "
+            "nobody could use them. List the user ids (U0123...) or user group ids (S0123...) "
+            f"allowed to act, e.g. {env_name('notify', 'slack', 'operators')}='[\"U0123\"]'"
+        )
 
 
 def check_webhook(settings: Settings) -> None:

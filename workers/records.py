@@ -68,6 +68,11 @@ class JobRow(Base):
     notify_tries: Mapped[int] = mapped_column(Integer, default=0)
     notify_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     notify_due: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: Who asked for the last run by hand (``slack:U0123 (name)``, ``cli:user``); None: the
+    #: watcher.
+    requested_by: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    #: Why its notification was not posted (its release's owner was muted), when it was not.
+    muted: Mapped[str | None] = mapped_column(String(512), nullable=True)
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,8 @@ class Job:
     notify_tries: int = 0
     notify_error: str | None = None
     notify_due: datetime | None = None
+    requested_by: str | None = None
+    muted: str | None = None
 
     @classmethod
     def of(cls, row: JobRow) -> Job:
@@ -120,6 +127,8 @@ class Job:
             notify_tries=row.notify_tries or 0,
             notify_error=row.notify_error,
             notify_due=utc(row.notify_due),
+            requested_by=row.requested_by,
+            muted=row.muted,
         )
 
     def event(self) -> ModelReleased | Announcement | None:

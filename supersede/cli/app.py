@@ -16,6 +16,7 @@ from rich.text import Text
 from core.errors import SupersedeError
 from supersede.cli import demo as demo_command
 from supersede.cli import jobs as job_commands
+from supersede.cli import mute as mute_commands
 from supersede.cli import report as report_command
 from supersede.cli import watch as watch_commands
 from supersede.cli.console import (
@@ -548,6 +549,7 @@ app.command()(job_commands.rerun)
 app.command()(job_commands.status)
 app.command()(demo_command.demo)
 app.command()(report_command.report)
+app.add_typer(mute_commands.mute, name="mute")
 
 
 def main() -> None:

@@ -135,6 +135,10 @@ def _status_row(job: Job) -> tuple[str, ...]:
         note = _verdict_note(verdict)
     if job.notify_error:
         note += f" [not yet notified, {job.notify_tries} tries: {job.notify_error}]"
+    if job.muted:
+        note += f" [{job.muted}]"
+    if job.requested_by:
+        note += f" [requested by {job.requested_by}]"
     return (
         job.key[:12], job.kind, short_shas(job.candidate), job.finetune or "-", job.queue,
         job.state, str(job.attempts), _when(job.queued_at), _took(job), short_shas(note),

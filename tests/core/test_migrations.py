@@ -32,6 +32,8 @@ from tests.support.postgres import temporary_database
 from watcher.events import ModelReleased
 from watcher.state import BASELINE, LINKED, RELEASED, WatchState
 from workers.jobs import JobStore
+from workers.notify.actions import ActionLog, Actor
+from workers.notify.mutes import MuteStore
 from workers.notify.outbox import Outbox
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -186,6 +188,13 @@ def test_a_store_from_an_earlier_version_upgrades_in_place(make_store: Store, ve
     assert not outbox.claim(old.DELIVERY, "another pid 2", 60.0)
     assert outbox.record("e" * 64, old.VERDICT_JOB, "#models", old.SLACK_TS, "0" * 64)
     assert outbox.claim("e" * 64, "another pid 2", 60.0)
+
+    # What 0003 added: who asked for a job (nobody, for the jobs already there), mutes, and the
+    # log of actions taken in Slack.
+    assert (verdict_job.requested_by, verdict_job.muted) == (None, None)
+    assert MuteStore(url).mute("acme", 7, "cli:ops").owner == "acme"
+    assert ActionLog(url).begin("a" * 64, Actor("U0LEAD", "alice"), "ack", "C1:1.0")
+    assert not ActionLog(url).begin("a" * 64, Actor("U0LEAD", "alice"), "ack", "C1:1.0")
 
 
 def test_each_revision_makes_what_its_version_made(make_store: Store) -> None:

@@ -242,6 +242,20 @@ FAULTS: tuple[Fault, ...] = (
           "\"verdicts ready, Slack delivery pending (retrying)\"",
           "the verdicts, delivered by the daemon once Slack answers",
           ("tests/supersede/test_demo.py::test_with_slack_unreachable_the_demo_finishes_with_delivery_pending",)),
+    Fault("slack", "a Slack request with a bad signature, a tampered body, no signature, or a timestamp 10 minutes old",
+          "refused 401 by slack-bolt's request verification before any listener runs",
+          "no job, no action recorded",
+          ("tests/workers/test_slack_app.py::test_bad_signatures_and_stale_requests_are_refused",)),
+    Fault("slack", "a button request retried by Slack (`X-Slack-Retry-Num`) or replayed; Re-run clicked twice",
+          "each request is recorded by its `trigger_id` before it acts: a repeat finds its row and "
+          "does nothing; a second click finds the first run still queued and says so",
+          "one benchmark job sent, one answer, the Slack user on the job",
+          ("tests/workers/test_slack_app.py::test_a_rerun_click_makes_one_job_and_the_same_request_again_none",)),
+    Fault("slack", "someone not in `notify.slack.operators` clicks a button or runs `/supersede mute`",
+          "an ephemeral \"not allowed\" answer; the refusal is recorded with their user id",
+          "no job, no mute",
+          ("tests/workers/test_slack_app.py::test_someone_not_an_operator_is_refused_and_recorded",
+           "tests/workers/test_slack_app.py::test_the_slash_command_answers_status_mute_and_usage")),
     # ---------------------------------------------------------------- configuration
     Fault("config", "Slack token set, no channel",
           "`supersede run`, `demo` and every worker exit 2 before any work, one line naming "

@@ -132,17 +132,21 @@ def test_the_image_runs_as_an_unprivileged_user() -> None:
 def test_each_service_gets_only_the_secrets_it_uses() -> None:
     """Who uses what (the code): the daemon's watcher lists the Hub (``HF_TOKEN``) and checks
     webhook deliveries; GPU workers download models (``HF_TOKEN``); notifications and verdicts run
-    on the default queue (the Slack token); only Flower needs its own login."""
+    on the default queue (the Slack token); the daemon answers the Slack app (its signing secret
+    or app token, and the bot token to update messages); only Flower needs its own login. The
+    operators are no secret: with them set, the default worker's messages carry buttons."""
     hub = "HF_TOKEN"
     slack = SHIPPED.notify.slack.token_env
+    app = {SHIPPED.notify.slack.signing_secret_env, SHIPPED.notify.slack.app_token_env}
+    operators = "SUPERSEDE_NOTIFY__SLACK__OPERATORS"
     webhook = SHIPPED.watch.webhook.secret_env
     store_and_broker = {REDIS_PASSWORD, POSTGRES_PASSWORD}
     expected = {
         "redis": {REDIS_PASSWORD},
         "postgres": {POSTGRES_PASSWORD},
-        "daemon": store_and_broker | {hub, webhook},
+        "daemon": store_and_broker | {hub, webhook, slack, operators} | app,
         "worker-gpu-80g": store_and_broker | {hub},
-        "worker-default": store_and_broker | {slack},
+        "worker-default": store_and_broker | {slack, operators},
         "flower": {REDIS_PASSWORD, "FLOWER_BASIC_AUTH"},
     }
     found = services()

@@ -4,6 +4,7 @@ metrics endpoint's start and stop."""
 from __future__ import annotations
 
 import socket
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -71,3 +72,73 @@ def test_a_taken_metrics_port_is_reported_and_the_system_still_starts(tmp_path: 
         assert daemon.started == [False]
         assert len(warned) == 1 and warned[0].startswith("metrics endpoint not started:")
         assert system.stop()
+
+
+SLACK_SECRET = "wiring-signing-secret"
+
+
+def _signed_status(url: str) -> tuple[int, str]:
+    """``/supersede status`` as Slack sends it, signed with the test secret."""
+    import time
+    from urllib.parse import urlencode
+
+    import httpx
+    from slack_sdk.signature import SignatureVerifier
+
+    fields = {
+        "team_id": "T0TEAM",
+        "user_id": "U0LEAD",
+        "user_name": "alice",
+        "trigger_id": "1.1",
+        "command": "/supersede",
+        "text": "status",
+        "response_url": "http://127.0.0.1:9/x",
+    }
+    body = urlencode(fields)
+    ts = str(int(time.time()))
+    signature = SignatureVerifier(SLACK_SECRET).generate_signature(timestamp=ts, body=body)
+    headers = {
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": signature,
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+    answer = httpx.post(url, content=body, headers=headers, timeout=10)
+    return answer.status_code, answer.json().get("text", "") if answer.status_code == 200 else ""
+
+
+@pytest.mark.parametrize("webhook", [True, False])
+def test_supersede_run_answers_slack_at_the_webhooks_listener(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, webhook: bool
+) -> None:
+    """With the Hub webhook on, Slack's path is one more route of its listener; with it off,
+    the daemon listens for Slack alone at the webhook's host and port."""
+    from tests.support.slack_server import SlackServer
+
+    port = free_port()
+    with SlackServer(token="xoxb-wiring") as slack:
+        monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-wiring")
+        monkeypatch.setenv("SLACK_API_URL", slack.api_url)
+        monkeypatch.setenv("SLACK_SIGNING_SECRET", SLACK_SECRET)
+        monkeypatch.setenv("HOOK_SECRET", "hub-secret")
+        settings = build_settings(
+            tmp_path,
+            watch={"webhook": {"enabled": webhook, "port": port, "secret_env": "HOOK_SECRET"}},
+            notify={"slack": {"channel": "C0LEADS", "operators": ["U0LEAD"]}},
+        )
+        system = build_system(settings)
+        assert system.slack is not None
+        system.start()
+        try:
+            status, text = _signed_status(f"http://127.0.0.1:{port}/slack/events")
+            assert (status, text) == (200, "No jobs yet.")
+            health = f"http://127.0.0.1:{port}/healthz"
+            if webhook:  # the Hub webhook's listener, still answering its own routes
+                assert urllib.request.urlopen(health, timeout=10).status == 200
+            else:
+                with pytest.raises(urllib.error.HTTPError) as missing:
+                    urllib.request.urlopen(health, timeout=10)
+                assert missing.value.code == 404
+        finally:
+            assert system.stop()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/slack/events", timeout=2)

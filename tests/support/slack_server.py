@@ -179,6 +179,11 @@ class _Handler(LocalHandler):
         params: dict[str, Any] = dict(parse_qsl(split.query, keep_blank_values=True))
         body_format, body, invalid_json = _decode_body(raw, headers.get("content-type", ""))
         params.update(body)
+        if split.path.startswith("/respond/"):  # an interaction's response_url: no token
+            with owner._lock:
+                owner._responses.append({**params, "url_name": split.path[len("/respond/") :]})
+            self.send_body(200, b"ok", {"Content-Type": "text/plain"})
+            return
         index = owner._record(SlackRequest(method, self.command, params, headers, body_format))
 
         fault = owner._take_fault(method)
@@ -233,6 +238,7 @@ class SlackServer(LocalServer):
         *,
         channels: Iterable[str] | None = None,
         foreign_channels: Iterable[str] = (),
+        usergroups: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
         """Create the server (not yet listening).
 
@@ -241,6 +247,7 @@ class SlackServer(LocalServer):
             channels: The channels the bot is in. ``None`` (the default): every channel id is
                 accepted. Otherwise any other channel is ``channel_not_found``.
             foreign_channels: Channels that exist but the bot is not in: ``not_in_channel``.
+            usergroups: User group id -> member user ids (``usergroups.users.list``).
         """
         self.token = token
         self._channels = None if channels is None else set(channels)
@@ -251,12 +258,15 @@ class SlackServer(LocalServer):
         self._requests: list[SlackRequest] = []
         self._faults: list[_Fault] = []
         self._last_ts = 0
+        self._usergroups = {k: list(v) for k, v in (usergroups or {}).items()}
+        self._responses: list[dict[str, Any]] = []
         self._methods: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "auth.test": self._auth_test,
             "chat.postMessage": self._post_message,
             "chat.update": self._update,
             "conversations.history": self._history,
             "conversations.replies": self._replies,
+            "usergroups.users.list": self._usergroup_users,
         }
         super().__init__()
 
@@ -378,6 +388,17 @@ class SlackServer(LocalServer):
         """Every request so far, in arrival order (a copy)."""
         with self._lock:
             return list(self._requests)
+
+    def response_url(self, name: str = "r") -> str:
+        """A ``response_url`` as Slack puts in interaction payloads: what is posted to it is
+        kept in :attr:`responses`."""
+        return f"{self.url}/respond/{name}"
+
+    @property
+    def responses(self) -> list[dict[str, Any]]:
+        """What was posted to response URLs, in order (each with its ``"url_name"``)."""
+        with self._lock:
+            return [dict(r) for r in self._responses]
 
     def calls(self, method: str) -> list[SlackRequest]:
         """The requests for one Web API method, in arrival order."""
@@ -595,6 +616,12 @@ class SlackServer(LocalServer):
             "text": message["text"],
             "message": rendered,
         }
+
+    def _usergroup_users(self, params: dict[str, Any]) -> dict[str, Any]:
+        group = params.get("usergroup")
+        if group not in self._usergroups:
+            raise _SlackError("no_such_subteam")
+        return {"ok": True, "users": list(self._usergroups[group])}
 
     def _history(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._check_channel(params)

@@ -19,7 +19,7 @@ from config.workers import WorkersSettings
 from core.errors import ConfigError
 from tests.support.settings import write_settings
 from tests.support.tasks import shipped_task_copy
-from tests.workers.conftest import SHIPPED_TASK, process_env, queue_length
+from tests.workers.conftest import SHARED_REDIS, SHIPPED_TASK, process_env, queue_length
 from workers.preflight import Role, checks, env_name, preflight
 
 TOKEN = "xoxb-preflight-token"
@@ -74,6 +74,40 @@ def test_a_slack_token_without_a_channel_names_the_key_and_its_variable(
         preflight(settings, other)
 
 
+def test_the_slack_app_is_checked_before_the_daemon_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slack = {"slack": {"channel": "C0LEADS"}}
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", "signing-secret")
+    message = refused(settings_for(tmp_path, notify=slack), "run")
+    assert "SLACK_SIGNING_SECRET is set but SLACK_BOT_TOKEN is not" in message
+    monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
+    message = refused(settings_for(tmp_path, notify=slack), "run")
+    assert "notify.slack.operators is empty" in message
+    assert "SUPERSEDE_NOTIFY__SLACK__OPERATORS" in message
+    allowed = {"slack": {"channel": "C0LEADS", "operators": ["U0LEAD", "S0OPS"]}}
+    preflight(settings_for(tmp_path, notify=allowed), "run")
+    monkeypatch.setenv("SLACK_APP_TOKEN", "xoxb-not-an-app-token")
+    message = refused(settings_for(tmp_path, notify=allowed), "run")
+    assert "SLACK_APP_TOKEN does not hold an app-level token (xapp-...)" in message
+    assert "xoxb-not-an-app-token" not in message
+    # A worker answers no Slack request: the app's settings are the daemon's to check.
+    preflight(settings_for(tmp_path, notify=slack), "worker")
+    # Operators set (messages with buttons) but no way in for Slack's requests.
+    monkeypatch.delenv("SLACK_APP_TOKEN")
+    monkeypatch.delenv("SLACK_SIGNING_SECRET")
+    message = refused(settings_for(tmp_path, notify=allowed), "run")
+    assert "neither SLACK_SIGNING_SECRET nor SLACK_APP_TOKEN is set" in message
+
+
+def test_operators_must_be_slack_ids(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings_for(tmp_path, notify={"slack": {"operators": ["@alice"]}})
+    message = str(caught.value)
+    assert "notify.slack.operators" in message and "@alice" in message
+    assert "is not a slack user id" in message.lower()
+
+
 def test_the_variable_the_message_names_sets_the_channel(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -114,7 +148,7 @@ def test_without_a_token_messages_go_to_a_console_dir_that_must_be_writable(
     on_redis = settings_for(
         tmp_path,
         notify={"console_dir": str(blocker / "notifications")},
-        workers={"broker_url": "redis://127.0.0.1:6379/14"},
+        workers={"broker_url": SHARED_REDIS},
     )
     preflight(on_redis, "run")
 
@@ -241,9 +275,7 @@ def test_an_api_key_variable_that_is_not_set(
     message = refused(settings)
     assert "api_candidates 'vendor-mini'" in message and "VENDOR_KEY" in message
     # A daemon on Redis never calls the endpoint: the key may live on the worker hosts only.
-    on_redis = settings_for(
-        tmp_path, api_candidates=[api], workers={"broker_url": "redis://127.0.0.1:6379/14"}
-    )
+    on_redis = settings_for(tmp_path, api_candidates=[api], workers={"broker_url": SHARED_REDIS})
     preflight(on_redis, "run")
     monkeypatch.setenv("VENDOR_KEY", "sk-vendor")
     preflight(settings, "worker")

@@ -239,6 +239,8 @@ class WebhookListener:
     def __init__(self, handler: WebhookHandler) -> None:
         self.handler = handler
         self.url = ""
+        #: The listener's routes (the daemon adds Slack's requests to them).
+        self.router: Router | None = None
         self._server: Server | None = None
 
     @property
@@ -251,10 +253,9 @@ class WebhookListener:
         limits = Limits(
             request_timeout_s=hook.request_timeout_s, max_connections=hook.max_connections
         )
+        router = webhook_app(self.handler)
         try:
-            server = Server(
-                webhook_app(self.handler), hook.host, hook.port, name="webhook", limits=limits
-            )
+            server = Server(router, hook.host, hook.port, name="webhook", limits=limits)
         except OSError as exc:
             variable = f"{ENV_PREFIX}WATCH{ENV_NESTED_DELIMITER}WEBHOOK{ENV_NESTED_DELIMITER}PORT"
             raise ConfigError(
@@ -263,7 +264,7 @@ class WebhookListener:
                 f"(or {variable}) to a free one"
             ) from None
         server.start()
-        self._server = server
+        self._server, self.router = server, router
         self.url = f"http://{hook.host}:{server.port}{hook.path}"
 
     def stop(self) -> None:

@@ -264,10 +264,66 @@ def release(event: ModelReleased | None, finetunes: list[str], hub_url: str) -> 
     return _message(f"New release {_plain(event)}: verdicts in thread", blocks)
 
 
-def for_job(job: Job, hub_url: str) -> Message:
-    """The message a finished job is told with."""
+@dataclass(frozen=True)
+class Controls:
+    """The buttons a message carries when the Slack app answers them
+    (:mod:`workers.notify.interact`)."""
+
+    #: Offer Re-tune (an open-weights release against an adapter fine-tune).
+    retune: bool = False
+    #: Whom the Mute menu mutes (the release's organisation or vendor); None: no menu.
+    owner: str | None = None
+    mute_days: tuple[int, ...] = (7, 30)
+
+
+def _button(label: str, action: str, value: str, **extra: Any) -> dict[str, Any]:
+    text = {"type": "plain_text", "text": label}
+    return {"type": "button", "text": text, "action_id": action, "value": value, **extra}
+
+
+def _confirm(title: str, text: str) -> dict[str, Any]:
+    return {
+        "title": {"type": "plain_text", "text": clip(title, 100)},
+        "text": {"type": "plain_text", "text": clip(text, 300)},
+        "confirm": {"type": "plain_text", "text": "Queue it"},
+        "deny": {"type": "plain_text", "text": "Cancel"},
+    }
+
+
+def actions(job: Job, controls: Controls) -> dict[str, Any]:
+    """Re-run, Re-tune, Acknowledge and the Mute menu for ``job``'s message (the job's key in
+    the block id and the buttons' values)."""
+    elements: list[dict[str, Any]] = []
+    if job.kind != "announcement" and not (job.kind == "verdict" and job.state == "skipped"):
+        gpu = _confirm("Re-run the benchmark?", "A new benchmark job of this release against "
+                       "this fine-tune, on its GPU queue.")  # fmt: skip
+        elements.append(_button("Re-run", "supersede_rerun", job.key, confirm=gpu))
+        if controls.retune:
+            train = _confirm("Re-tune on this release?", "Trains the fine-tune's adapter recipe "
+                             "on this release, then benchmarks all three.")  # fmt: skip
+            elements.append(_button("Re-tune", "supersede_retune", job.key, confirm=train))
+    elements.append(_button("Acknowledge", "supersede_ack", job.key, style="primary"))
+    if controls.owner:
+        owner = controls.owner.replace("<", "‹").replace(">", "›")
+        options = [
+            {"text": {"type": "plain_text", "text": clip(f"{owner}: {days} days", 75)},
+             "value": str(days)}
+            for days in controls.mute_days[:100]
+        ]  # fmt: skip
+        placeholder = {"type": "plain_text", "text": clip(f"Mute {owner}…", 150)}
+        elements.append({"type": "static_select", "action_id": "supersede_mute",
+                         "placeholder": placeholder, "options": options})  # fmt: skip
+    return {"type": "actions", "block_id": f"supersede:{job.key}", "elements": elements}
+
+
+def for_job(job: Job, hub_url: str, controls: Controls | None = None) -> Message:
+    """The message a finished job is told with (with ``controls``: its buttons last)."""
     if job.kind == "announcement":
-        return announcement(job)
-    if job.kind == "verdict" and job.result and job.reason is None:
-        return verdict(job, hub_url)
-    return problem(job, hub_url)
+        message = announcement(job)
+    elif job.kind == "verdict" and job.result and job.reason is None:
+        message = verdict(job, hub_url)
+    else:
+        message = problem(job, hub_url)
+    if controls is None:
+        return message
+    return Message(message.text, [*message.blocks[: MAX_BLOCKS - 1], actions(job, controls)])

@@ -29,13 +29,15 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from config.settings import Settings
+from config.settings import Settings, retune_for
 from core.clock import now
 from core.errors import ConfigError, FatalError, RetryableError
 from core.http import full_jitter
+from watcher.events import ModelReleased
 from workers.jobs import Job
 from workers.notify import blocks
 from workers.notify.blocks import Message
+from workers.notify.mutes import owner_of
 from workers.notify.outbox import Outbox, delivery_key, digest
 
 log = logging.getLogger(__name__)
@@ -102,10 +104,28 @@ class SlackNotifier:
             return self.slack.channel
         raise ConfigError("notify.slack.channel is not set: name the channel verdicts go to")
 
+    def controls_for(self, job: Job) -> blocks.Controls | None:
+        """The message's buttons, when someone may use them (``notify.slack.operators`` set:
+        the daemon's Slack app answers them, a check at its start-up); None otherwise."""
+        if not self.slack.operators:
+            return None
+        try:
+            event = job.event()
+        except ValueError:
+            return None
+        release = event if isinstance(event, ModelReleased) else None
+        ft = next((f for f in self.settings.finetunes if f.name == job.finetune), None)
+        retune = (
+            job.kind == "verdict" and release is not None and release.api is None
+            and ft is not None and ft.adapter is not None
+            and retune_for(self.settings, ft).when != "never"
+        )  # fmt: skip
+        return blocks.Controls(retune, owner_of(event), self.slack.mute_days)
+
     def send(self, job: Job) -> None:
         """Deliver ``job``'s message (under its release's parent message, when it has one)."""
         channel = self.channel_for(job)
-        message = blocks.for_job(job, self.hub_url)
+        message = blocks.for_job(job, self.hub_url, self.controls_for(job))
         thread_ts = None
         if job.parent:
             names = [f.name for f in self.settings.finetunes]
