@@ -31,12 +31,15 @@ from benchmarks.deploy import (
     probe,
     request_tokens_estimate,
 )
+from benchmarks.judge.pair import judge_answers
+from benchmarks.judge.pairwise import PairwiseJudgement
+from benchmarks.judge.stats import compare_judged
 from benchmarks.scoring import RunResult
 from benchmarks.sides import PairScores, RetuneRecord, ScoredSide
 from benchmarks.stats import PairedComparison, compare_paired
 from benchmarks.tasks.task import load_task
 from benchmarks.threeway import with_retune
-from benchmarks.verdict import Verdict, VerdictReport, decide
+from benchmarks.verdict import JudgedFigures, Verdict, VerdictReport, decide
 from config.api import ApiCandidate
 from config.settings import FineTune, Settings, api_key, deploy_for, finetune, task_path
 from core.errors import FatalError
@@ -213,6 +216,7 @@ def judge(
     task: str | None = None,
     retuned_side: Scored | None = None,
     retune: RetuneRecord | None = None,
+    judgement: PairwiseJudgement | None = None,
 ) -> VerdictReport:
     """The verdict on two scored sides (see :mod:`benchmarks.verdict`). Pure: the same results
     and settings give the same report (the bootstrap is seeded by ``verdict.seed``).
@@ -221,12 +225,17 @@ def judge(
     checked again with the request lengths the candidate's run measured, and its latency
     against the target. ``task``: the task's name, shown when no side was scored.
     ``retune``: the re-tune contender's record, and ``retuned_side`` its scores when it was
-    scored: the three-way verdict of :mod:`benchmarks.threeway`."""
+    scored: the three-way verdict of :mod:`benchmarks.threeway`. ``judgement``: a judged
+    task's pairwise judgement, which replaces the sides' own outcomes (win rate minus loss
+    rate, :func:`benchmarks.judge.compare_judged`); a failed one makes the verdict
+    INCONCLUSIVE with its reason."""
     comparison = cost_ft = cost_cand = None
     if deploy is not None and candidate_side is not None and deploy.benchmarked:
         deploy = final(deploy, deploy_for(settings, ft), candidate_side.result.extra)
+    if judgement is not None and judgement.failed and failure is None:
+        failure = f"judging failed: {judgement.failed}"
     if finetune_side is not None and candidate_side is not None and failure is None:
-        comparison = _paired(settings, finetune_side, candidate_side)
+        comparison = _paired(settings, finetune_side, candidate_side, judgement)
         cost_ft = _cost(settings, finetune_side, None)
         cost_cand = _cost(settings, candidate_side, api)
     shown = candidate_side.side.model if candidate_side else candidate
@@ -251,6 +260,8 @@ def judge(
         "candidate": _details(candidate_side),
     }
     report = replace(report, details={**report.details, **details})
+    if judgement is not None:
+        report = with_judgement(report, judgement)
     if retune is None or report.verdict is Verdict.INCONCLUSIVE:
         return report
     if retuned_side is None or finetune_side is None or candidate_side is None:
@@ -264,8 +275,18 @@ def judge(
     )  # fmt: skip
 
 
-def _paired(settings: Settings, first: Scored, second: Scored) -> PairedComparison:
-    """``second`` minus ``first``, example by example."""
+def _paired(
+    settings: Settings,
+    first: Scored,
+    second: Scored,
+    judgement: PairwiseJudgement | None = None,
+) -> PairedComparison:
+    """``second`` minus ``first``, example by example: their metric, or the judge's verdicts
+    (+1 ``second`` better, -1 worse, 0 tie)."""
+    rules = settings.verdict
+    if judgement is not None:
+        return compare_judged(judgement.outcomes, margin=rules.margin, confidence=rules.confidence,
+                              resamples=rules.bootstrap_resamples, seed=rules.seed)  # fmt: skip
     return compare_paired(
         first.result.outcomes,
         second.result.outcomes,
@@ -274,6 +295,41 @@ def _paired(settings: Settings, first: Scored, second: Scored) -> PairedComparis
         resamples=settings.verdict.bootstrap_resamples,
         seed=settings.verdict.seed,
     )
+
+
+def with_judgement(report: VerdictReport, judgement: PairwiseJudgement) -> VerdictReport:
+    """``report`` with how its pair was judged; a failed judgement says so in its reason."""
+    figures = JudgedFigures(
+        judge=judgement.judge, wins=judgement.wins, ties=judgement.ties, losses=judgement.losses,
+        identical=judgement.identical, disagreements=judgement.disagreements,
+        position_bias=judgement.position_bias, unparsed=judgement.unparsed,
+        calls=judgement.calls, cached_calls=judgement.cached_calls,
+        input_tokens=judgement.input_tokens, output_tokens=judgement.output_tokens,
+        cost_usd=judgement.cost_usd, failed=judgement.failed,
+    )  # fmt: skip
+    warnings = tuple(w for w in judgement.warnings if w not in report.warnings)
+    report = replace(report, judged=figures, warnings=report.warnings + warnings)
+    if judgement.failed:
+        why = f"judging failed: {judgement.failed}"
+        report = replace(report, reason=why, summary=f"No verdict for {report.candidate}: {why}. "
+                         "The fine-tune stays as it is.")  # fmt: skip
+    return report
+
+
+def judged(
+    settings: Settings, ft: FineTune, finetune_side: Scored, candidate_side: Scored
+) -> PairwiseJudgement | None:
+    """A judged task's pairwise judgement of the two sides' answers (None: the task's metric
+    needs no judge); made where the pair was scored, and recorded with it."""
+    task = load_task(task_path(settings, ft.task))
+    if task.metric.name != "judge":
+        return None
+    return judge_answers(
+        settings, ft, task,
+        [str(p) for p in finetune_side.result.predictions],
+        [str(p) for p in candidate_side.result.predictions],
+        candidate_model=candidate_side.side.model, finetune_model=finetune_side.side.model,
+    )  # fmt: skip
 
 
 def _cost(settings: Settings, scored: Scored, api: ApiCandidate | None) -> cost.ServingCost:
@@ -330,6 +386,7 @@ def judge_stored(
     return judge(
         settings, ft, cand_side.side.model, finetune_side=ft_side, candidate_side=cand_side,
         api=api, deploy=pair.deploy, retuned_side=retuned, retune=pair.retune,
+        judgement=pair.judge,
     )  # fmt: skip
 
 
@@ -389,7 +446,10 @@ def compare(
             )  # fmt: skip
         except FatalError as exc:
             failure = f"{candidate} could not be scored: {exc}"
+    judgement = None
+    if ft_side is not None and cand_side is not None:
+        judgement = judged(settings, ft, ft_side, cand_side)
     return judge(
         settings, ft, candidate, finetune_side=ft_side, candidate_side=cand_side, api=api,
-        failure=failure, deploy=deploy,
+        failure=failure, deploy=deploy, judgement=judgement,
     )  # fmt: skip

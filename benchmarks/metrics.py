@@ -107,6 +107,13 @@ def chrf(prediction: str, references: Sequence[str], options: Mapping[str, Any])
     return float(CHRF().sentence_score(prediction, list(references)).score) / 100.0
 
 
+@register("judge")
+def judge_pending(prediction: str, references: Sequence[str], options: Mapping[str, Any]) -> float:
+    """0 for every answer: a judged task's value needs both sides of a comparison, so the judge
+    scores the pair afterwards (:mod:`benchmarks.judge`); one side alone records its answers."""
+    return 0.0
+
+
 def mean_and_stderr(values: Sequence[float]) -> tuple[float, float]:
     """Mean and its standard error (sample std / sqrt(n); 0 for n < 2)."""
     n = len(values)

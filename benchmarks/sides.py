@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from benchmarks.deploy import Deployability
+from benchmarks.judge.pairwise import PairwiseJudgement
 
 
 class ScoredSide(BaseModel):
@@ -90,6 +91,8 @@ class PairScores(BaseModel):
     #: (None: no re-tune job ran for this pair).
     retuned: ScoredSide | None = None
     retune: RetuneRecord | None = None
+    #: A judged task's pairwise judgement of the two sides' answers (None: not judged).
+    judge: PairwiseJudgement | None = None
 
 
 class BenchmarkScores(BaseModel):

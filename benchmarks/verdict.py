@@ -92,6 +92,30 @@ class RetuneFigures:
 
 
 @dataclass(frozen=True)
+class JudgedFigures:
+    """How a judged task's pair was judged (:mod:`benchmarks.judge`): the judge's verdicts from
+    the candidate's side, how often the two orders disagreed, and what the judging cost."""
+
+    judge: str
+    wins: int
+    ties: int
+    losses: int
+    #: Examples the two models answered identically (ties, never asked).
+    identical: int = 0
+    disagreements: int = 0
+    #: Share of examples whose verdict flipped with the order of the answers (ties).
+    position_bias: float = 0.0
+    #: Examples left without a readable verdict (ties).
+    unparsed: int = 0
+    calls: int = 0
+    cached_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    failed: str | None = None
+
+
+@dataclass(frozen=True)
 class VerdictReport:
     """A verdict with every number behind it and a line a lead can act on."""
 
@@ -149,6 +173,8 @@ class VerdictReport:
     benchmarked: bool = True
     #: The re-tune contender (None: no re-tune was considered for this comparison).
     retune: RetuneFigures | None = None
+    #: A judged task's judging (None: the task's metric needs no judge).
+    judged: JudgedFigures | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: what a verdict job stores and ``compare --json`` prints."""

@@ -367,6 +367,27 @@ class FineTuneRetune(RetuneSettings):
     data_file: str | None = None
 
 
+class JudgeOverrides(_Section):
+    """The judge of an open-ended task (a task file's ``judge:`` section, Supersede's extension
+    of the lm-eval format), or a fine-tune's overrides of it: each key set here replaces the
+    task file's."""
+
+    rubric: str | None = Field(
+        None, max_length=20_000, description="The criteria (the brand guideline) it applies."
+    )
+    mode: Literal["pairwise", "reference"] | None = Field(
+        None, description="pairwise (verdicts): which answer is better; reference (bench): 1-5."
+    )
+    api: str | None = Field(
+        None, description="An api_candidates entry serving the judge (endpoint, key, prices)."
+    )
+    model: str | None = Field(
+        None, description="Without api: a Hub id[@revision] or folder run by the engine."
+    )
+    max_new_tokens: int | None = Field(None, ge=1, le=4096)
+    max_failures: float | None = Field(None, ge=0, le=1)
+
+
 class FineTune(_Section):
     """A deployed fine-tune: a base plus a PEFT adapter, or a fully fine-tuned ``model``."""
 
@@ -387,6 +408,9 @@ class FineTune(_Section):
         "data.",
     )
     slack_channel: str | None = Field(None, description="Overrides notify.slack.channel.")
+    judge: JudgeOverrides = Field(
+        JudgeOverrides(), description="Overrides of its task file's judge (judged tasks)."
+    )
 
     @model_validator(mode="after")
     def _one_shape(self) -> FineTune:

@@ -43,6 +43,7 @@ from benchmarks.compare import (
     MissingResult,
     check_deployable,
     judge_stored,
+    judged,
     score_candidate,
     score_finetune,
 )
@@ -175,8 +176,8 @@ def retune_planned(settings: Settings, ft: FineTune, task: Task) -> bool:
     adapter fine-tune with training data (``retune.training_split``, ``retune.data_file`` or
     the task file's ``training_split``) and ``retune.when`` not ``never``."""
     wanted = retune_for(settings, ft)
-    if ft.adapter is None or wanted.when == "never":
-        return False
+    if ft.adapter is None or wanted.when == "never" or task.metric.name == "judge":
+        return False  # a judged task's re-tune would need a third judged side: not built
     return bool(wanted.training_split or wanted.data_file or task.config.get("training_split"))
 
 
@@ -484,7 +485,7 @@ class Pipeline:
             pairs[ft.name] = PairScores(
                 task=scored.result.task, metric=scored.result.metric, n=scored.result.n,
                 finetune=baseline.side, candidate=scored.side, candidate_name=event.name,
-                deploy=deploy,
+                deploy=deploy, judge=judged(self.settings, ft, baseline, scored),
             )  # fmt: skip
         return BenchmarkScores(pairs=pairs)
 

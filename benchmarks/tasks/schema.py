@@ -53,8 +53,12 @@ SUPPORTED_KEYS = frozenset(
         "should_decontaminate",
         "doc_to_decontamination_query",
         "repeats",
+        # Supersede's extension: the judge of the `judge` metric (see JUDGE_KEYS).
+        "judge",
     }
 )
+#: Keys of a task file's ``judge:`` section (the settings' ``JudgeOverrides``).
+JUDGE_KEYS = frozenset({"rubric", "mode", "api", "model", "max_new_tokens", "max_failures"})
 #: lm-eval keys that Supersede refuses rather than silently ignoring (they change the score).
 UNSUPPORTED_KEYS = frozenset(
     {
@@ -81,7 +85,7 @@ _EXACT_MATCH_OPTIONS = frozenset(
 _METRIC_ENTRY_KEYS = frozenset({"metric", "aggregation", "higher_is_better"}) | _EXACT_MATCH_OPTIONS
 METRICS_BY_TYPE: dict[str, frozenset[str]] = {
     "multiple_choice": frozenset({"acc", "acc_norm"}),
-    "generate_until": frozenset({"exact_match", "f1", "rouge_l", "chrf"}),
+    "generate_until": frozenset({"exact_match", "f1", "rouge_l", "chrf", "judge"}),
 }
 DEFAULT_MAX_GEN_TOKS = 256
 
@@ -147,6 +151,7 @@ def check(path: Path, config: Mapping[str, Any]) -> TaskSettings:
     if config.get("repeats", 1) != 1:
         raise TaskFileError(f"{path}: key 'repeats': only 1 is supported")
     metrics = _metrics(path, config, output_type)
+    _judge_section(path, config, metrics)
     until, max_gen_toks = _generation(path, config)
     num_fewshot = config.get("num_fewshot", 0) or 0
     if not isinstance(num_fewshot, int) or num_fewshot < 0:
@@ -241,6 +246,34 @@ def _metrics(path: Path, config: Mapping[str, Any], output_type: str) -> tuple[M
         options = {k: v for k, v in entry.items() if k in _EXACT_MATCH_OPTIONS}
         specs.append(MetricSpec(name, options))
     return tuple(specs)
+
+
+def _judge_section(path: Path, config: Mapping[str, Any], metrics: tuple[MetricSpec, ...]) -> None:
+    """``judge:`` holds known keys of the right types; ``judge`` is the primary metric or none
+    (its value needs both sides of a comparison, which no other metric can share)."""
+    names = [m.name for m in metrics]
+    if "judge" in names and names[0] != "judge":
+        raise TaskFileError(
+            f"{path}: key 'metric_list': judge must be the first (primary) metric when listed"
+        )
+    section = config.get("judge")
+    if section is None:
+        return
+    if not isinstance(section, dict):
+        raise TaskFileError(f"{path}: key 'judge': expected a mapping (rubric, api or model, ...)")
+    for key, value in section.items():
+        if key not in JUDGE_KEYS:
+            hint = did_you_mean(str(key), sorted(JUDGE_KEYS))
+            raise TaskFileError(f"{path}: key 'judge.{key}': unknown key{hint}")
+        if key in ("rubric", "api", "model") and not (isinstance(value, str) and value.strip()):
+            raise TaskFileError(f"{path}: key 'judge.{key}': expected a non-empty string")
+    if section.get("mode", "pairwise") not in ("pairwise", "reference"):
+        raise TaskFileError(f"{path}: key 'judge.mode': expected pairwise or reference")
+    if "api" in section and "model" in section:
+        raise TaskFileError(
+            f"{path}: key 'judge': give api (an api_candidates entry) or model (a Hub id or "
+            "folder run by the engine), not both"
+        )
 
 
 def _generation(path: Path, config: Mapping[str, Any]) -> tuple[tuple[str, ...], int]:

@@ -8,6 +8,7 @@ empty store and checks the result against the models (``tests/core/test_migratio
 - ``0001``: the first release's tables (results, watcher state, jobs, Slack outbox).
 - ``0002``: a job's notification bookkeeping; a Slack delivery's claim.
 - ``0003``: who asked for a job, muted owners, actions taken in Slack.
+- ``0004``: the answers of judge models (judged tasks).
 
 Stores made before migrations existed have no ``alembic_version`` table; 0001 and 0002 adopt
 them in place (see :mod:`core.migrations.adopt`).

@@ -192,6 +192,16 @@ def _request_latency(row: dict[str, Any]) -> str:
     return shown
 
 
+def _score_cell(row: dict[str, Any]) -> str:
+    """``acc 0.8125 ± 0.0123  (n=400)``; a judged task's mean 1-5 score, or why it has none."""
+    n = f"(n={row['n']})"
+    if row["score"] is None:
+        failed = (row.get("judge") or {}).get("failed") or "no score"
+        return f"{row['metric']} -  {n}: {failed}"
+    spread = f" ± {row['stderr']:.4f}" if row.get("stderr") is not None else ""
+    return f"{row['metric']} {row['score']:.4f}{spread}  {n}"
+
+
 def _table(rows: list[dict[str, Any]], title: str, headers: list[str]) -> Table:
     """One column per run, one row per figure: reads well at any terminal width."""
     table = Table(title=title, title_justify="left")
@@ -202,7 +212,7 @@ def _table(rows: list[dict[str, Any]], title: str, headers: list[str]) -> Table:
         ("model", lambda r: r["model"]),
         ("adapter", lambda r: r["adapter"] or "-"),
         ("task", lambda r: r["task"]),
-        ("score", lambda r: f"{r['metric']} {r['score']:.4f} ± {r['stderr']:.4f}  (n={r['n']})"),
+        ("score", _score_cell),
         ("throughput", lambda r: f"{r['examples_per_s']:.1f} ex/s, {r['tokens_per_s']:.0f} tok/s"),
         (
             "batch p50/p95",
@@ -295,13 +305,28 @@ def bench(
                     else None
                 ),
             )
+        row = outcome_json(outcome, phases)
+        if outcome.result.metric == "judge":
+            row.update(_judged_row(settings, task, outcome.result.predictions))
     except SupersedeError as exc:
         raise fail(exc) from None
-    row = outcome_json(outcome, phases)
     if as_json:
         sys.stdout.write(json.dumps(row) + "\n")
     else:
         out.print(_table([row], "supersede bench", ["result"]))
+
+
+def _judged_row(settings: Any, task: str | Path, answers: Any) -> dict[str, Any]:
+    """A judged task's score for ``bench``: the task file's judge scores each answer 1-5
+    against its reference; the mean is the score (None when the judge failed)."""
+    from benchmarks.judge.pair import judge_scores
+    from benchmarks.tasks.task import load_task
+
+    scores = judge_scores(settings, load_task(task), [str(a) for a in answers])
+    if scores is None:
+        return {}
+    figures = scores.model_dump(exclude={"scores", "fingerprint"})
+    return {"metric": "judge (1-5)", "score": scores.mean, "stderr": None, "judge": figures}
 
 
 VERDICT_STYLE = {
@@ -379,6 +404,9 @@ def _verdict_view(report: VerdictReport) -> Table:
     retuned = words.retune(report)
     if retuned:
         row("re-tuned", retuned)
+    judged = words.judged(report)
+    if judged:
+        row("judged", judged)
     for blocker in report.blockers:
         row("blocked by", blocker)
     for review in report.reviews:

@@ -90,6 +90,11 @@ class ReportedVerdict:
         return words.retune(self.report)
 
     @property
+    def judged(self) -> str | None:
+        """A judged task's judging: wins, ties, losses, position bias, calls, cost (in words)."""
+        return words.judged(self.report)
+
+    @property
     def stderr_finetune(self) -> float | None:
         """The fine-tune's standard error, from the verdict's details."""
         return _side(self.report.details, "finetune")

@@ -24,6 +24,8 @@ from sqlalchemy.engine import Connection
 
 import core.db
 from benchmarks.cache import ResultStore
+from benchmarks.judge.cache import JudgeCache
+from benchmarks.judge.judges import JudgeReply
 from core.db import Base, open_store
 from core.errors import ConfigError
 from core.migrations import config, head
@@ -195,6 +197,9 @@ def test_a_store_from_an_earlier_version_upgrades_in_place(make_store: Store, ve
     assert MuteStore(url).mute("acme", 7, "cli:ops").owner == "acme"
     assert ActionLog(url).begin("a" * 64, Actor("U0LEAD", "alice"), "ack", "C1:1.0")
     assert not ActionLog(url).begin("a" * 64, Actor("U0LEAD", "alice"), "ack", "C1:1.0")
+    # 0004: judge answers.
+    JudgeCache(url).put("j" * 64, "f" * 64, JudgeReply('{"winner": "A"}', 120, 6))
+    assert JudgeCache(url).get("j" * 64) == JudgeReply('{"winner": "A"}', 120, 6)
 
 
 def test_each_revision_makes_what_its_version_made(make_store: Store) -> None:

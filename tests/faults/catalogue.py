@@ -256,6 +256,25 @@ FAULTS: tuple[Fault, ...] = (
           "no job, no mute",
           ("tests/workers/test_slack_app.py::test_someone_not_an_operator_is_refused_and_recorded",
            "tests/workers/test_slack_app.py::test_the_slash_command_answers_status_mute_and_usage")),
+    # ---------------------------------------------------------------- judge
+    Fault("judge", "a judge that answers garbage every time (or a tiny local judge)",
+          "each unreadable answer is asked once more with a stricter reminder, then counted as a "
+          "tie; above `max_failures` of such examples the verdict is INCONCLUSIVE with the reason",
+          "the benchmark's answers and every judge answer (cached: a re-run asks nothing)",
+          ("tests/benchmarks/test_judged_verdict.py::test_a_judge_answering_garbage_is_inconclusive_with_the_reason",
+           "tests/workers/test_judged_pipeline.py::test_a_local_hub_judge_runs_in_the_benchmark_job_and_its_answers_are_kept")),
+    Fault("judge", "the judge's endpoint refuses (401) or cannot be reached",
+          "the first failed call stops the judging; the verdict is INCONCLUSIVE with the "
+          "endpoint's reason, the key never in it",
+          "both sides' stored answers; no failed call cached",
+          ("tests/benchmarks/test_judge.py::test_a_refusing_endpoint_is_reported_not_raised",
+           "tests/benchmarks/test_judge.py::test_an_unreachable_endpoint_is_reported_not_raised",
+           "tests/benchmarks/test_judge.py::test_a_failed_call_stops_the_judgement_and_is_not_cached")),
+    Fault("judge", "a judge whose verdict flips with the order of the answers",
+          "the two orders disagree: a tie; the share of such examples is reported as position "
+          "bias, with a warning above 30%",
+          "the ties counted, never a win from the order",
+          ("tests/benchmarks/test_judged_verdict.py::test_a_judge_that_flips_with_the_order_gives_all_ties_and_says_so",)),
     # ---------------------------------------------------------------- configuration
     Fault("config", "Slack token set, no channel",
           "`supersede run`, `demo` and every worker exit 2 before any work, one line naming "

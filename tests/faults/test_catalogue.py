@@ -45,6 +45,7 @@ def test_the_catalogue_covers_each_kind_of_fault() -> None:
         "process",
         "topology",
         "slack",
+        "judge",
         "config",
         "input",
         "secrets",

@@ -19,7 +19,7 @@ from config.workers import WorkersSettings
 from core.errors import ConfigError
 from tests.support.settings import write_settings
 from tests.support.tasks import shipped_task_copy
-from tests.workers.conftest import SHARED_REDIS, SHIPPED_TASK, process_env, queue_length
+from tests.workers.conftest import REPO, SHARED_REDIS, SHIPPED_TASK, process_env, queue_length
 from workers.preflight import Role, checks, env_name, preflight
 
 TOKEN = "xoxb-preflight-token"
@@ -98,6 +98,16 @@ def test_the_slack_app_is_checked_before_the_daemon_starts(
     monkeypatch.delenv("SLACK_SIGNING_SECRET")
     message = refused(settings_for(tmp_path, notify=allowed), "run")
     assert "neither SLACK_SIGNING_SECRET nor SLACK_APP_TOKEN is set" in message
+
+
+def test_a_judged_task_without_a_judge_is_refused_at_start_up(tmp_path: Path) -> None:
+    task = str(REPO / "config" / "tasks" / "product_copy" / "product_copy.yaml")
+    finetunes = [{"name": "copy", "task": task, "model": "acme/copy-ft"}]
+    message = refused(settings_for(tmp_path, finetunes=finetunes), "worker")
+    assert "fine-tune 'copy'" in message and "metric judge needs a judge" in message
+    finetunes[0]["judge"] = {"api": "house-judge"}
+    message = refused(settings_for(tmp_path, finetunes=finetunes), "rerun")
+    assert "judge.api 'house-judge' is not an api_candidates entry" in message
 
 
 def test_operators_must_be_slack_ids(tmp_path: Path) -> None:

@@ -43,7 +43,10 @@ def pipeline_with(tmp_path: Path, zoo: Zoo, **retune: Any) -> tuple[Pipeline, Re
     ft = FineTune(
         name="reviews", task=str(SHIPPED_TASK), base=str(zoo.base), adapter=str(zoo.adapter),
         retune={"data_file": str(training_file(tmp_path, leak=retune.pop("leak", 0))), **retune},
-        economics={"value_per_point_usd": 100.0},  # training is paid back by quality
+        # Training is paid back by quality. Requests are priced too: with none, a serving cost
+        # per request that timing noise puts above the fine-tune's could not be priced, and
+        # that alone would keep the re-tune from being recommended on a loaded machine.
+        economics={"value_per_point_usd": 100.0, "monthly_requests": 10_000},
     )  # fmt: skip
     # No per-request latency pass: not what these tests are about, and it is a third of a run.
     settings = build_settings(tmp_path, finetunes=[ft], retune=QUICK, runtime={"latency_sample": 0})

@@ -155,7 +155,11 @@ def verdict(job: Job, hub_url: str) -> Message:
         ("Task", f"{task} ({metric}, n = {r.n})" if r.benchmarked else f"{task} ({metric})"),
         ("Verdict", f"{EMOJI.get(name, '')} {name}"),
     ]
-    if r.benchmarked:
+    if r.judged is not None:
+        n = r.judged.wins + r.judged.ties + r.judged.losses
+        pairs.append(("Judge", f"{escape(r.judged.judge)}: candidate wins {r.judged.wins} of "
+                               f"{n}, loses {r.judged.losses}"))  # fmt: skip
+    elif r.benchmarked:
         pairs += [
             ("Fine-tune score", _score(r.score_finetune)),
             ("Candidate score", _score(r.score_candidate)),
@@ -185,6 +189,7 @@ def verdict(job: Job, hub_url: str) -> Message:
             ("Switching", words.switching(r)),
             ("Deploy", words.deployment(r)),
             ("Re-tuned", words.retune(r)),
+            ("Judged", words.judged(r)),
         )
         if line
     ]

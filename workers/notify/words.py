@@ -122,3 +122,25 @@ def retune(report: VerdictReport) -> str | None:
     if payback is not None and str(report.verdict) == "RETUNE":
         parts.append(f"pays back in {months(payback)}" if payback > 0 else "pays back at once")
     return " · ".join(parts)
+
+
+def judged(report: VerdictReport) -> str | None:
+    """``judge-1: the candidate wins 14 of 24, ties 3, loses 7 · orders disagreed on 12% ·
+    48 calls (0 cached), $0.0123``; None when the task needed no judge."""
+    figures = report.judged
+    if figures is None:
+        return None
+    n = figures.wins + figures.ties + figures.losses
+    parts = [f"{figures.judge}: the candidate wins {figures.wins} of {n}, ties {figures.ties}, "
+             f"loses {figures.losses}"]  # fmt: skip
+    if figures.identical:
+        parts.append(f"{figures.identical} identical answers")
+    parts.append(f"orders disagreed on {figures.position_bias:.0%}")
+    if figures.unparsed:
+        parts.append(f"{figures.unparsed} unreadable")
+    parts.append(
+        f"{figures.calls} calls ({figures.cached_calls} cached), {usd(figures.cost_usd)} judging"
+    )
+    if figures.failed:
+        parts.append(f"failed: {figures.failed}")
+    return " · ".join(parts)
