@@ -4,9 +4,11 @@ A local server speaking the Hub's API serves a tiny base model and a LoRA fine-t
 "deployed fine-tune" of a retailer's review-sentiment task); a local RSS feed plays a vendor's
 blog. Three releases are then published one after the other: one on the Hub under a watched
 organisation (found by polling), one only announced in the feed (found through the post's link),
-and a research-only one under a non-commercial licence (blocked before any download).
-The real daemon path runs: scheduler -> queue -> worker -> benchmark -> verdict -> notifier, on
-the embedded default, or on Redis with a worker subprocess when a broker URL is given.
+and a research-only one under a non-commercial licence (blocked before any download). Last, a
+judged task: the first release writes product descriptions against a fine-tune of the same base,
+and a local OpenAI-compatible server plays the judge by a fixed rule. The real daemon path runs:
+scheduler -> queue -> worker -> benchmark -> verdict -> notifier, on the embedded default, or on
+Redis with a worker subprocess when a broker URL is given.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ FIRST, SECOND = "newlab/Tiny-Chat-2", "otherlab/Tiny-Mini"
 #: The stronger model again, published for research only: blocked by its licence.
 THIRD, THIRD_LICENSE = "newlab/Tiny-Chat-2-Research", "cc-by-nc-4.0"
 FEED_PATH = "/otherlab/blog/rss.xml"
+#: The judged task: product descriptions, a fine-tune of the same tiny base, a scripted judge.
+COPY_DIR = TASK_DIR.parent / "product_copy"
+COPY_FINETUNE, JUDGE = "product-copy", "demo-judge"
 
 
 @dataclass(frozen=True)
@@ -168,6 +173,7 @@ def run_demo(
     from config.settings import load_settings
     from supersede.demo.localhub.feeds import FeedServer
     from supersede.demo.localhub.hub import HubServer
+    from supersede.demo.localhub.judge import JudgeServer
     from supersede.demo.zoo import build_zoo, read_jsonl
     from supersede.wiring import build_system
     from workers.app import queue_names
@@ -177,7 +183,7 @@ def run_demo(
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     _fresh(workdir)
-    with HubServer() as hub, FeedServer() as feeds:
+    with HubServer() as hub, FeedServer() as feeds, JudgeServer() as judge:
         feed_url = feeds.publish(FEED_PATH, _feed([]))
         config = write_config(workdir, hub.url, feed_url, broker)
         settings = load_settings(config)
@@ -219,6 +225,11 @@ def run_demo(
                 "tags": [f"license:{THIRD_LICENSE}"],
             })  # fmt: skip
             outcomes.append(_await(jobs, THIRD, "Hub polling", published, timeout_s, say))
+            say(
+                f"\nA judged task: {FIRST} writes product descriptions against the "
+                f"{COPY_FINETUNE} fine-tune; a scripted judge compares them in both orders."
+            )
+            outcomes.append(_judged(settings, workdir, judge.base_url, say))
             if then is not None:
                 hub.publisher = _publisher(hub, zoo)
                 then(outcomes, Serving(hub.url, feed_url, config))
@@ -228,6 +239,42 @@ def run_demo(
                 process.terminate()
                 process.wait(timeout=60)
     return outcomes, config
+
+
+def _judged(settings: Any, workdir: Path, judge_url: str, say: Callable[[str], None]) -> Outcome:
+    """``supersede compare`` on the shipped product-copy task: the tiny base with its adapter
+    against the first release, judged by the local scripted judge (an api_candidates entry)."""
+    from benchmarks.compare import compare
+    from config.api import ApiCandidate
+    from config.settings import FineTune
+    from workers.notify import words
+
+    folder = workdir / "product-copy"
+    shutil.copytree(COPY_DIR, folder, dirs_exist_ok=True)
+    task = yaml.safe_load((COPY_DIR / "product_copy.yaml").read_text())
+    # Short answers: the tiny models write word salad, and a dozen words are enough to judge.
+    task["generation_kwargs"]["max_gen_toks"] = 12
+    (folder / "product_copy.yaml").write_text(yaml.safe_dump(task, sort_keys=False))
+    judge = ApiCandidate(name=JUDGE, model="scripted-judge", base_url=judge_url,
+                         input_usd_per_1m=0.15, output_usd_per_1m=0.6)  # fmt: skip
+    ft = FineTune(name=COPY_FINETUNE, task=str(folder / "product_copy.yaml"), base=BASE,
+                  adapter=ADAPTER, judge={"api": JUDGE},
+                  economics={"monthly_requests": 500_000, "tuning_cost_usd": 6000})  # fmt: skip
+    judged = settings.model_copy(
+        update={"finetunes": (ft,), "api_candidates": (*settings.api_candidates, judge)}
+    )
+    started = time.monotonic()
+    report = compare(judged, COPY_FINETUNE, FIRST)
+    line = words.judged(report)
+    if line:
+        say(f"  judged by {line}")
+    return Outcome(
+        release=f"{FIRST} vs {COPY_FINETUNE}",
+        found_via="a judged task",
+        verdict=str(report.verdict),
+        summary=report.summary,
+        seconds_to_verdict=time.monotonic() - started,
+    )
 
 
 def _publisher(hub: Any, zoo: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:

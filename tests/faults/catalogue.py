@@ -256,6 +256,12 @@ FAULTS: tuple[Fault, ...] = (
           "no job, no mute",
           ("tests/workers/test_slack_app.py::test_someone_not_an_operator_is_refused_and_recorded",
            "tests/workers/test_slack_app.py::test_the_slash_command_answers_status_mute_and_usage")),
+    Fault("slack", "Socket Mode: the same envelope delivered twice, or an app token Slack refuses",
+          "the repeated request finds its row in the action log and does nothing; a refused app "
+          "token stops `supersede run` at start-up with one line naming `SLACK_APP_TOKEN`",
+          "one mute, one action row; nothing started with a bad token",
+          ("tests/workers/test_slack_socket_mode.py::test_an_operator_mutes_from_a_message_once_even_when_the_envelope_comes_twice",
+           "tests/workers/test_slack_socket_mode.py::test_a_refused_app_token_stops_the_start_with_a_clear_message")),
     # ---------------------------------------------------------------- judge
     Fault("judge", "a judge that answers garbage every time (or a tiny local judge)",
           "each unreadable answer is asked once more with a stricter reminder, then counted as a "

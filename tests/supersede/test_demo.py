@@ -65,6 +65,8 @@ def test_the_demo_ends_with_both_verdicts_in_slack_and_a_report(
         assert "SUPERSEDED" in done.stdout and "RETUNE" in done.stdout
         assert "newlab/Tiny-Chat-2" in done.stdout and "otherlab/Tiny-Mini" in done.stdout
         assert "Hub polling" in done.stdout and "the vendor feed" in done.stdout
+        # The judged task: the scripted judge asked in both orders, its figures shown.
+        assert "judged by scripted-judge: the candidate wins" in done.stdout.replace("\n", " ")
         # One release message per release, one verdict reply in each thread: nothing twice.
         parents = slack.posts("C0DEMO")
         assert sorted(p["text"].split(":")[0] for p in parents) == [

@@ -105,9 +105,8 @@ class SlackApp:
         try:
             # The token is checked now (auth.test): a wrong one stops the start, not a click.
             self.app: App = App(
-                token=token,
+                client=self.client,  # carries the bot token (and the base URL)
                 signing_secret=secret(slack.signing_secret_env) or "",
-                client=self.client,
                 logger=logging.getLogger("workers.notify.bolt"),
                 request_verification_enabled=slack_app_mode(settings) != "socket",
             )
@@ -159,13 +158,27 @@ class SlackApp:
         router.add("POST", self.settings.notify.slack.events_path, self.endpoint())
 
     def connect(self) -> None:
-        """Socket Mode: open the connection (its threads reconnect on their own)."""
+        """Socket Mode: open the connection (its threads reconnect on their own). An app token
+        Slack refuses stops the start with a :class:`ConfigError`."""
         from slack_bolt.adapter.socket_mode import SocketModeHandler
+        from slack_sdk.errors import SlackApiError
 
-        token = secret(self.settings.notify.slack.app_token_env)
-        self._socket = SocketModeHandler(self.app, token, web_client=self.client)
-        self._socket.connect()
-        log.info("slack: Socket Mode connected")
+        variable = self.settings.notify.slack.app_token_env
+        self._socket = SocketModeHandler(self.app, secret(variable), web_client=self.client)
+        try:
+            self._socket.connect()
+        except SlackApiError as exc:
+            self.close()  # the client's threads started when it was built
+            error = exc.response.get("error") if exc.response is not None else None
+            raise ConfigError(
+                f"Slack refused the app-level token in {variable} ({error or exc}): make one "
+                "under Basic Information > App-Level Tokens with the connections:write scope"
+            ) from None
+        if self._socket.client.is_connected():
+            log.info("slack: Socket Mode connected")
+        else:  # slack-sdk logs a failed handshake and retries on its own
+            log.warning("slack: Socket Mode not connected yet (Slack refused the connection or "
+                        "could not be reached); retrying every 10 s")  # fmt: skip
 
     def close(self) -> None:
         socket, self._socket = self._socket, None
@@ -175,7 +188,9 @@ class SlackApp:
     # ------------------------------------------------------------------ listeners
 
     def _begin(self, body: dict[str, Any], actor: Actor, action: str, target: str) -> str | None:
-        """Record the request; its key, or None when it was handled before (a retry)."""
+        """Record the request before it acts. Its key when it may act; ``""`` when its user
+        may not (recorded as refused); None when it was recorded before (a retry or a replay:
+        it must not act twice)."""
         team = str((body.get("team") or {}).get("id") or body.get("team_id") or "")
         trigger = str(body.get("trigger_id") or "")
         if not trigger:
