@@ -7,9 +7,9 @@ import re
 from collections.abc import Sequence
 from pathlib import PurePath
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from benchmarks.judge.asking import Asker, check_lengths
+from benchmarks.judge.asking import Asker, Judging, check_lengths
 from benchmarks.judge.cache import JudgeCache
 from benchmarks.judge.judges import Judge
 from benchmarks.judge.prompts import pairwise_messages, parse_winner
@@ -21,14 +21,10 @@ POSITION_BIAS_WARNING = 0.3
 _VENDOR_RE = re.compile(r"[a-z]{2,}")
 
 
-class PairwiseJudgement(BaseModel):
-    """The judge's verdicts on paired answers, from the candidate's point of view."""
+class PairwiseJudgement(Judging):
+    """The judge's verdicts on paired answers, from the candidate's point of view (``unparsed``:
+    examples with an unreadable or failed call, counted as ties)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    judge: str = Field(description="The judge's name.")
-    fingerprint: str = Field(description="JudgeSpec.fingerprint() of the judge.")
-    n: int = Field(description="Examples.")
     outcomes: tuple[int, ...] = Field(
         description="Per example: +1 candidate better, 0 tie, -1 fine-tune better."
     )
@@ -40,14 +36,6 @@ class PairwiseJudgement(BaseModel):
     position_bias: float = Field(
         description="disagreements / examples with a readable verdict in both orders."
     )
-    unparsed: int = Field(description="Examples with an unreadable or failed call (ties).")
-    calls: int = Field(description="Questions the judge answered in this run (not cached).")
-    cached_calls: int = Field(description="Answers taken from the cache.")
-    reasks: int = Field(description="Questions asked again after an unreadable answer.")
-    input_tokens: int = Field(description="Judge tokens of this run's calls.")
-    output_tokens: int
-    cost_usd: float = Field(description="This run's judge calls at the spec's prices.")
-    failed: str | None = Field(None, description="Why the judgement cannot be used (None: it can).")
     warnings: tuple[str, ...] = ()
 
 
@@ -100,19 +88,17 @@ def judge_pairwise(
     disagreements = kinds.count("disagreed")
     judged = disagreements + kinds.count("agreed")
     position_bias = disagreements / judged if judged else 0.0
-    failed = asker.failure(unparsed, n - identical)
+    judging = asker.judging(n, unparsed, n - identical)
     warnings = _warnings(judge.name, spec.model, candidate_model, finetune_model)
-    if failed is None and unparsed:
+    if judging.failed is None and unparsed:
         warnings.append(f"{unparsed} of {n} examples got no readable verdict and count as ties")
-    if failed is None and position_bias > POSITION_BIAS_WARNING:
+    if judging.failed is None and position_bias > POSITION_BIAS_WARNING:
         warnings.append(
             f"the judge changed its verdict with the answers' order on {position_bias:.0%} of "
             "examples: its preferences are weak or position-biased (those count as ties)"
         )
     return PairwiseJudgement(
-        judge=judge.name,
-        fingerprint=asker.fingerprint,
-        n=n,
+        **judging.model_dump(),
         outcomes=outcomes,
         wins=outcomes.count(1),
         ties=outcomes.count(0),
@@ -120,14 +106,6 @@ def judge_pairwise(
         identical=identical,
         disagreements=disagreements,
         position_bias=position_bias,
-        unparsed=unparsed,
-        calls=asker.calls,
-        cached_calls=asker.cached_calls,
-        reasks=asker.reasks,
-        input_tokens=asker.input_tokens,
-        output_tokens=asker.output_tokens,
-        cost_usd=asker.cost_usd,
-        failed=failed,
         warnings=tuple(warnings),
     )
 

@@ -4,35 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from benchmarks.judge.asking import Asker, check_lengths
+from benchmarks.judge.asking import Asker, Judging, check_lengths
 from benchmarks.judge.cache import JudgeCache
 from benchmarks.judge.judges import Judge
 from benchmarks.judge.prompts import parse_score, reference_messages
 from benchmarks.judge.spec import JudgeSpec
 
 
-class ReferenceJudgement(BaseModel):
+class ReferenceJudgement(Judging):
     """The judge's 1-5 scores of one model's answers."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    judge: str = Field(description="The judge's name.")
-    fingerprint: str = Field(description="JudgeSpec.fingerprint() of the judge.")
-    n: int = Field(description="Examples.")
     scores: tuple[float | None, ...] = Field(
         description="Per example: the score 1-5, None when no readable score was had."
     )
     mean: float | None = Field(description="Mean of the readable scores (None: none).")
-    unparsed: int = Field(description="Examples without a readable score.")
-    calls: int = Field(description="Questions the judge answered in this run (not cached).")
-    cached_calls: int = Field(description="Answers taken from the cache.")
-    reasks: int = Field(description="Questions asked again after an unreadable answer.")
-    input_tokens: int = Field(description="Judge tokens of this run's calls.")
-    output_tokens: int
-    cost_usd: float = Field(description="This run's judge calls at the spec's prices.")
-    failed: str | None = Field(None, description="Why the judgement cannot be used (None: it can).")
 
 
 def judge_reference(
@@ -62,17 +49,7 @@ def judge_reference(
     readable = [s for s in scores if s is not None]
     unparsed = n - len(readable)
     return ReferenceJudgement(
-        judge=judge.name,
-        fingerprint=asker.fingerprint,
-        n=n,
         scores=scores,
         mean=sum(readable) / len(readable) if readable else None,
-        unparsed=unparsed,
-        calls=asker.calls,
-        cached_calls=asker.cached_calls,
-        reasks=asker.reasks,
-        input_tokens=asker.input_tokens,
-        output_tokens=asker.output_tokens,
-        cost_usd=asker.cost_usd,
-        failed=asker.failure(unparsed, n),
+        **asker.judging(n, unparsed, n).model_dump(),
     )

@@ -24,7 +24,8 @@ from tests.conftest import REPO, SHIPPED_TASK
 from tests.support.cli import supersede
 from tests.support.hub_server import HubServer
 from tests.support.settings import build_settings, write_settings
-from tests.support.slack_server import TEAM_ID, SlackServer
+from tests.support.slack_payloads import block_actions, slash_command
+from tests.support.slack_server import SlackServer
 from tests.workers.conftest import SMALL, wait_for
 from tests.workers.test_slack import valid
 from watcher.events import ModelReleased
@@ -139,36 +140,24 @@ class World:
         if selected is not None:
             (option,) = [o for o in element["options"] if o["value"] == selected]
             action["selected_option"] = option
-        payload = {
-            "type": "block_actions",
-            "team": {"id": TEAM_ID, "domain": "test"},
-            "user": {"id": user, "username": name, "name": name, "team_id": TEAM_ID},
-            "api_app_id": "A0APP",
-            "trigger_id": trigger,
-            "container": {"type": "message", "message_ts": message["ts"], "channel_id": CHANNEL},
-            "channel": {"id": CHANNEL, "name": "leads"},
-            "message": message,
-            "response_url": self.slack.response_url(answer_to),
-            "actions": [action],
-        }
+        payload = block_actions(
+            message,
+            action,
+            channel=CHANNEL,
+            user=user,
+            name=name,
+            trigger=trigger,
+            response_url=self.slack.response_url(answer_to),
+        )
         return urlencode({"payload": json.dumps(payload)})
 
     def command(
         self, text: str, *, user: str = LEAD, trigger: str = "9.1", answer_to: str = "c"
     ) -> str:
+        """The form Slack posts for ``/supersede <text>``."""
+        url = self.slack.response_url(answer_to)
         return urlencode(
-            {
-                "token": "legacy",
-                "team_id": TEAM_ID,
-                "channel_id": CHANNEL,
-                "user_id": user,
-                "user_name": "alice",
-                "command": "/supersede",
-                "text": text,
-                "api_app_id": "A0APP",
-                "response_url": self.slack.response_url(answer_to),
-                "trigger_id": trigger,
-            }
+            slash_command(text, channel=CHANNEL, user=user, trigger=trigger, response_url=url)
         )
 
     def answer(self, name: str) -> str:

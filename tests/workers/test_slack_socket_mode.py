@@ -26,7 +26,7 @@ from core.clock import now
 from core.constants import DEFAULT_QUEUE
 from core.errors import ConfigError
 from tests.support.settings import build_settings
-from tests.support.slack_server import TEAM_ID
+from tests.support.slack_payloads import block_actions, slash_command
 from tests.support.socket_mode_server import (
     SocketModeServer,
     SocketModeSlackServer,
@@ -70,18 +70,8 @@ class Rig:
 
     def command(self, text: str, *, user: str = LEAD, trigger: str = "9.1") -> dict[str, Any]:
         """A slash command's payload as Socket Mode carries it (the HTTP form's fields)."""
-        return {
-            "token": "legacy",
-            "team_id": TEAM_ID,
-            "channel_id": CHANNEL,
-            "user_id": user,
-            "user_name": "alice",
-            "command": "/supersede",
-            "text": text,
-            "api_app_id": "A0APP",
-            "response_url": self.slack.response_url(f"cmd-{trigger}"),
-            "trigger_id": trigger,
-        }
+        url = self.slack.response_url(f"cmd-{trigger}")
+        return slash_command(text, channel=CHANNEL, user=user, trigger=trigger, response_url=url)
 
     def mute_click(
         self, days: str, *, user: str = LEAD, name: str = "alice", trigger: str, answer_to: str
@@ -90,26 +80,16 @@ class Rig:
         verdict message."""
         option = {"text": {"type": "plain_text", "text": f"acme: {days} days"}, "value": days}
         message = {"type": "message", "ts": "1700000000.000100", "text": "verdict", "blocks": []}
-        return {
-            "type": "block_actions",
-            "team": {"id": TEAM_ID, "domain": "test"},
-            "user": {"id": user, "username": name, "name": name, "team_id": TEAM_ID},
-            "api_app_id": "A0APP",
-            "trigger_id": trigger,
-            "container": {"type": "message", "message_ts": message["ts"], "channel_id": CHANNEL},
-            "channel": {"id": CHANNEL, "name": "leads"},
-            "message": message,
-            "response_url": self.slack.response_url(answer_to),
-            "actions": [
-                {
-                    "action_id": MUTE,
-                    "block_id": f"supersede:{JOB}",
-                    "type": "static_select",
-                    "selected_option": option,
-                    "action_ts": "1700000001.000200",
-                }
-            ],
+        action = {
+            "action_id": MUTE,
+            "block_id": f"supersede:{JOB}",
+            "type": "static_select",
+            "selected_option": option,
+            "action_ts": "1700000001.000200",
         }
+        url = self.slack.response_url(answer_to)
+        return block_actions(message, action, channel=CHANNEL, user=user, name=name,
+                             trigger=trigger, response_url=url)  # fmt: skip
 
     def answer(self, name: str) -> str:
         """The ephemeral text posted to response_url ``name`` (waits for it; exactly one)."""
