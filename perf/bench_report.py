@@ -153,10 +153,10 @@ def render(rows: Sequence[dict[str, Any]], settings: dict[str, Any]) -> str:
     lines += ["  during the row's commands (share of the row's wall time)."]
     models = sorted({(s["model"], s["parameters"]) for s in ran})
     lines += [f"  models: {', '.join(f'{m} ({p:,} parameters)' for m, p in models)}", ""]
-    lines.append(
-        "  per row: load s (supersede load_s / lm-eval HFLM()); supersede's warm-up batch s"
-    )
-    lines.append("  and latency pass s (both outside its scoring s); lm-eval's simple_evaluate s;")
+    lines.append("  per row: load s (supersede load_s / lm-eval HFLM()); supersede's first batch s")
+    lines.append("  (from the model loaded to its first batch scored: rendering, tokenizing, the")
+    lines.append("  warm-up pass and that batch, so it overlaps scoring s) and latency pass s")
+    lines.append("  (outside scoring s); lm-eval's simple_evaluate s;")
     lines.append("  CPU s of the whole command (supersede / lm-eval = ratio)")
     for s in ran:
         load, cpu = s["load_s"], s["cpu_s"]
@@ -164,7 +164,7 @@ def render(rows: Sequence[dict[str, Any]], settings: dict[str, Any]) -> str:
         shared = f"  (lm-eval's figures are row {peer}'s)" if peer else ""
         lines.append(
             f"    {s['row']}: load {load['supersede']:.2f} / {load['lmeval']:.2f}, "
-            f"warm-up {s['supersede_warmup_s']:.2f}, latency {s['supersede_latency_s']:.2f}, "
+            f"first batch {s['supersede_warmup_s']:.2f}, latency {s['supersede_latency_s']:.2f}, "
             f"evaluate {s['lmeval_evaluate_s']:.2f}, "
             f"CPU {cpu['supersede']:.1f} / {cpu['lmeval']:.1f} = {cpu['ratio']:.3f}{shared}"
         )

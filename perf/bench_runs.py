@@ -38,8 +38,10 @@ class Side:
     scoring_s: float
     score: float
     n: int | None = None
-    #: supersede only: its untimed warm-up batch (``startup.first_batch``) and the latency pass
-    #: after scoring (``runtime.latency_sample`` requests at batch 1), both outside scoring_s.
+    #: supersede only: the seconds from its model loaded to its first batch scored
+    #: (``startup.first_batch``: rendering, tokenizing, the small warm-up pass and that batch, so
+    #: it overlaps scoring_s), and the latency pass after scoring (``runtime.latency_sample``
+    #: requests at batch 1, outside scoring_s).
     warmup_s: float | None = None
     latency_s: float | None = None
     #: lm-eval only: the whole ``simple_evaluate`` call, and torch's thread count.
