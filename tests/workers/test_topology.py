@@ -231,7 +231,9 @@ def test_the_re_tune_job_trains_on_the_gpu_worker_and_the_default_worker_judges_
     finetune = {
         **two_finetunes()[0],
         "retune": {"data_file": str(training_file(tmp_path)), "when": "always"},
-        "economics": {"value_per_point_usd": 100.0},
+        # Requests priced: with none, timing noise alone could make the re-tuned adapter look
+        # dearer per request, an unpriceable difference that keeps it from being recommended.
+        "economics": {"value_per_point_usd": 100.0, "monthly_requests": 10_000},
     }
     common = {"finetunes": [finetune], "retune": QUICK}
     gpu_config = write_config(hub, broker_url=redis_url, runtime={"dtype": "bfloat16"}, **common)
