@@ -32,7 +32,7 @@ from benchmarks.deploy import (
     request_tokens_estimate,
 )
 from benchmarks.judge.pair import judge_answers
-from benchmarks.judge.pairwise import PairwiseJudgement
+from benchmarks.judge.records import PairwiseJudgement
 from benchmarks.judge.stats import compare_judged
 from benchmarks.scoring import RunResult
 from benchmarks.sides import PairScores, RetuneRecord, ScoredSide
@@ -321,9 +321,9 @@ def judged(
 ) -> PairwiseJudgement | None:
     """A judged task's pairwise judgement of the two sides' answers (None: the task's metric
     needs no judge); made where the pair was scored, and recorded with it."""
+    if candidate_side.result.metric != "judge":
+        return None  # read from the result: no task file is read again for the other pairs
     task = load_task(task_path(settings, ft.task))
-    if task.metric.name != "judge":
-        return None
     return judge_answers(
         settings, ft, task,
         [str(p) for p in finetune_side.result.predictions],

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from benchmarks.deploy import Deployability
-from benchmarks.judge.pairwise import PairwiseJudgement
+from benchmarks.judge.records import PairwiseJudgement
 
 
 class ScoredSide(BaseModel):

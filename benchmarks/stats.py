@@ -111,6 +111,14 @@ def needed_examples(differences: np.ndarray, margin: float, confidence: float) -
     return math.ceil(variance * (z / margin) ** 2)
 
 
+def too_few(n: int, needed: int, margin: float, what: str) -> list[str]:
+    """The warning for ``n`` examples where ``needed`` (at least :data:`MIN_EXAMPLES`) are."""
+    wanted = max(MIN_EXAMPLES, needed)
+    if n >= wanted:
+        return []
+    return [f"n={n} is too small for a margin of {margin:g}: about {wanted} {what} are needed"]
+
+
 def compare_paired(
     finetune: Sequence[float],
     candidate: Sequence[float],
@@ -134,12 +142,7 @@ def compare_paired(
     candidate_only = int(np.sum((a == 0) & (b == 1))) if binary else 0
     p_value = mcnemar_exact(finetune_only, candidate_only) if binary else _wilcoxon(d)
     needed = needed_examples(d, margin, confidence)
-    warnings = []
-    if a.size < max(MIN_EXAMPLES, needed):
-        warnings.append(
-            f"n={a.size} is too small for a margin of {margin:g}: about "
-            f"{max(MIN_EXAMPLES, needed)} paired examples are needed"
-        )
+    warnings = too_few(int(a.size), needed, margin, "paired examples")
     return PairedComparison(
         n=int(a.size),
         score_finetune=float(a.mean()),

@@ -39,7 +39,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, NoReturn
 
-from benchmarks.judge.pair import spec_for
 from benchmarks.models import ModelRef
 from benchmarks.tasks.task import Task, load_task
 from config.settings import FineTune, PromptSettings, Settings, secret, slack_app_mode, task_path
@@ -219,6 +218,8 @@ def check_tasks(settings: Settings) -> None:
         _check_prompt(task, ft.prompt, f"finetunes[{index}].prompt", None)
         _check_prompt(task, settings.candidates.prompt, "candidates.prompt", ft)
         _check_retune_data(settings, ft, task, index)
+        from benchmarks.judge.pair import spec_for
+
         try:
             spec_for(settings, ft, task)  # a judged task names a rubric and a judge
         except (ConfigError, ValueError) as exc:

@@ -31,7 +31,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -66,6 +66,8 @@ class Reply:
     text: str
     #: The first token's ``(token, logprob)`` alternatives; ``None`` when the reply has none.
     top_logprobs: list[tuple[str, float]] | None
+    #: ``(input, output)`` tokens of this call: as the endpoint reported them, else estimated.
+    usage: tuple[int, int] = (0, 0)
 
 
 class Rejected(EndpointRefused):
@@ -147,8 +149,8 @@ class Endpoint:
                     parsed = _parse(response)
                     if parsed is not None:
                         reply, usage = parsed
-                        self._record(messages, reply, usage, time.perf_counter() - started)
-                        return reply
+                        took = time.perf_counter() - started
+                        return replace(reply, usage=self._record(messages, reply, usage, took))
                     reason = f"malformed reply (HTTP {status}, not a chat completion)"
                 elif status in RETRY_STATUSES:
                     reason = f"HTTP {status}: {self._error_text(response)}"
@@ -228,7 +230,9 @@ class Endpoint:
         reply: Reply,
         usage: tuple[int, int] | None,
         latency: float,
-    ) -> None:
+    ) -> tuple[int, int]:
+        """Count one successful call; its ``(input, output)`` tokens (estimated when the
+        endpoint reported none)."""
         estimated = usage is None
         if usage is None:
             chars = sum(len(message["content"]) for message in messages)
@@ -239,6 +243,7 @@ class Endpoint:
             self.output_tokens += usage[1]
             self.estimated |= estimated
             self.latencies.append(latency)
+        return usage
 
     def usage_extra(self, candidate: ApiCandidate, n: int) -> dict[str, Any]:
         """Token counts, requests, retries and cost for ``RunResult.extra``."""

@@ -40,39 +40,30 @@ Assumptions
 
 from __future__ import annotations
 
-from benchmarks.judge.cache import JudgeCache, JudgeCall, call_key
-from benchmarks.judge.judges import ApiJudge, Judge, JudgeReply, LocalJudge, open_judge
-from benchmarks.judge.pairwise import PairwiseJudgement, judge_pairwise, same_family
-from benchmarks.judge.prompts import (
-    PROMPT_VERSION,
-    pairwise_messages,
-    parse_score,
-    parse_winner,
-    reference_messages,
-)
-from benchmarks.judge.reference import ReferenceJudgement, judge_reference
-from benchmarks.judge.spec import JudgeSpec
-from benchmarks.judge.stats import compare_judged
+import importlib
+from typing import Any
 
-__all__ = [
-    "PROMPT_VERSION",
-    "ApiJudge",
-    "Judge",
-    "JudgeCache",
-    "JudgeCall",
-    "JudgeReply",
-    "JudgeSpec",
-    "LocalJudge",
-    "PairwiseJudgement",
-    "ReferenceJudgement",
-    "call_key",
-    "compare_judged",
-    "judge_pairwise",
-    "judge_reference",
-    "open_judge",
-    "pairwise_messages",
-    "parse_score",
-    "parse_winner",
-    "reference_messages",
-    "same_family",
-]
+#: Each public name and the module that defines it, imported on first use: the records of a pair
+#: (``benchmarks.judge.records``) must stay readable without the judges' HTTP client, the
+#: statistics (scipy) or the store's tables being imported.
+_EXPORTS = {
+    "JudgeCache": "cache", "JudgeCall": "cache", "call_key": "cache",
+    "ApiJudge": "judges", "Judge": "judges", "JudgeReply": "judges", "LocalJudge": "judges",
+    "open_judge": "judges",
+    "judge_pairwise": "pairwise", "same_family": "pairwise",
+    "PROMPT_VERSION": "prompts", "pairwise_messages": "prompts", "parse_score": "prompts",
+    "parse_winner": "prompts", "reference_messages": "prompts",
+    "Judging": "records", "PairwiseJudgement": "records", "ReferenceJudgement": "records",
+    "judge_reference": "reference",
+    "JudgeSpec": "spec",
+    "compare_judged": "stats",
+}  # fmt: skip
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -8,11 +8,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from benchmarks.judge.cache import JudgeCache, call_key
 from benchmarks.judge.judges import Judge, JudgeReply
 from benchmarks.judge.prompts import with_reminder
+from benchmarks.judge.records import Judging
 from benchmarks.judge.spec import JudgeSpec
 from core.errors import SupersedeError
 
@@ -21,25 +20,6 @@ R = TypeVar("R")
 
 #: How much of an unreadable answer a failure reason quotes.
 _QUOTE_CHARS = 120
-
-
-class Judging(BaseModel):
-    """What every judgement records: who judged, how many examples went unread, what the
-    judging asked and cost, and whether it can be used."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    judge: str = Field(description="The judge's name.")
-    fingerprint: str = Field(description="JudgeSpec.fingerprint() of the judge.")
-    n: int = Field(description="Examples.")
-    unparsed: int = Field(description="Examples left without a readable answer.")
-    calls: int = Field(description="Questions the judge answered in this run (not cached).")
-    cached_calls: int = Field(description="Answers taken from the cache.")
-    reasks: int = Field(description="Questions asked again after an unreadable answer.")
-    input_tokens: int = Field(description="Judge tokens of this run's calls.")
-    output_tokens: int
-    cost_usd: float = Field(description="This run's judge calls at the spec's prices.")
-    failed: str | None = Field(None, description="Why the judgement cannot be used (None: it can).")
 
 
 class Asker:

@@ -3,15 +3,13 @@ OpenAI-compatible endpoint, and a local model answering greedily."""
 
 from __future__ import annotations
 
-import math
 import threading
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import httpx
 
-from benchmarks.api.endpoint import Endpoint, Reply
+from benchmarks.api.endpoint import Endpoint
 from benchmarks.judge.spec import JudgeSpec
 
 if TYPE_CHECKING:
@@ -46,32 +44,6 @@ class Judge(Protocol):
         ...
 
 
-class _CountingEndpoint(Endpoint):
-    """An :class:`Endpoint` that also hands each call's own token usage to the calling thread."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._last = threading.local()
-
-    def _record(
-        self,
-        messages: Sequence[Mapping[str, str]],
-        reply: Reply,
-        usage: tuple[int, int] | None,
-        latency: float,
-    ) -> None:
-        super()._record(messages, reply, usage, latency)
-        if usage is None:  # the same estimate the endpoint's own counters use
-            chars = sum(len(message["content"]) for message in messages)
-            usage = (math.ceil(chars / 4), math.ceil(len(reply.text) / 4))
-        self._last.usage = usage
-
-    def last_usage(self) -> tuple[int, int]:
-        """``(input, output)`` tokens of this thread's latest successful call."""
-        usage: tuple[int, int] = getattr(self._last, "usage", (0, 0))
-        return usage
-
-
 class ApiJudge:
     """A judge on an OpenAI-compatible endpoint: temperature 0, ``max_tokens`` from the spec,
     the endpoint's own retries on 408/429/5xx; a refusal or a spent retry budget raises the
@@ -87,7 +59,7 @@ class ApiJudge:
         if spec.api is None:
             raise ValueError("ApiJudge needs a spec of kind 'api'")
         self.spec = spec
-        self._endpoint = _CountingEndpoint(spec.api, api_key, transport)
+        self._endpoint = Endpoint(spec.api, api_key, transport)
 
     @property
     def name(self) -> str:
@@ -97,8 +69,7 @@ class ApiJudge:
     def ask(self, messages: list[dict[str, str]]) -> JudgeReply:
         """One chat completion; the endpoint's errors propagate."""
         reply = self._endpoint.chat(messages, {"max_tokens": self.spec.max_new_tokens})
-        input_tokens, output_tokens = self._endpoint.last_usage()
-        return JudgeReply(reply.text, input_tokens, output_tokens)
+        return JudgeReply(reply.text, *reply.usage)
 
     def close(self) -> None:
         """Release the endpoint's connections."""

@@ -10,13 +10,15 @@ itself and reads stored results only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from benchmarks.judge.cache import JudgeCache
-from benchmarks.judge.judges import ApiJudge, open_judge
-from benchmarks.judge.pairwise import PairwiseJudgement, judge_pairwise
-from benchmarks.judge.reference import ReferenceJudgement, judge_reference
+from benchmarks.judge.judges import ApiJudge, Judge, open_judge
+from benchmarks.judge.pairwise import judge_pairwise
+from benchmarks.judge.records import PairwiseJudgement, ReferenceJudgement
+from benchmarks.judge.reference import judge_reference
 from benchmarks.judge.spec import JudgeSpec
 from benchmarks.tasks.render import Request
 from benchmarks.tasks.task import Task
@@ -78,19 +80,31 @@ def judge_scores(
                      mode="reference")  # fmt: skip
     requests = task.requests(limit=len(answers))
     references = [r.gold if isinstance(r.gold, str) else str(r.gold) for r in requests]
+    with _opened(spec, settings) as judge:
+        return judge_reference(
+            [prompt_of(r) for r in requests], list(answers), [ref.strip() for ref in references],
+            spec, judge, JudgeCache(settings.store.url), max_workers=_workers(spec),
+        )  # fmt: skip
+
+
+@contextmanager
+def _opened(spec: JudgeSpec, settings: Settings) -> Iterator[Judge]:
+    """The judge ``spec`` names, closed after use; a :class:`ConfigError` when it cannot be
+    opened (its key variable unset, its model refused or missing)."""
     try:
         judge = open_judge(spec, settings)
     except SupersedeError as exc:
         raise ConfigError(f"the judge {spec.model} could not be opened: {exc}") from None
     try:
-        return judge_reference(
-            [prompt_of(r) for r in requests], list(answers), [ref.strip() for ref in references],
-            spec, judge, JudgeCache(settings.store.url),
-            max_workers=spec.api.max_concurrency if spec.api is not None else 1,
-        )  # fmt: skip
+        yield judge
     finally:
         if isinstance(judge, ApiJudge):
             judge.close()
+
+
+def _workers(spec: JudgeSpec) -> int:
+    """Questions asked at once: the endpoint's concurrency, one at a time for a local model."""
+    return spec.api.max_concurrency if spec.api is not None else 1
 
 
 def prompt_of(request: Request) -> str:
@@ -133,16 +147,11 @@ def judge_answers(
                       "bench`); a comparison needs mode pairwise")  # fmt: skip
     prompts = [prompt_of(r) for r in task.requests(limit=n)]
     try:
-        judge = open_judge(spec, settings)
-    except SupersedeError as exc:
-        return failed(spec, n, f"the judge {spec.model} could not be opened: {exc}")
-    try:
-        return judge_pairwise(
-            prompts, list(finetune_answers), list(candidate_answers), spec, judge,
-            JudgeCache(settings.store.url), candidate_model=candidate_model,
-            finetune_model=finetune_model,
-            max_workers=spec.api.max_concurrency if spec.api is not None else 1,
-        )  # fmt: skip
-    finally:
-        if isinstance(judge, ApiJudge):
-            judge.close()
+        with _opened(spec, settings) as judge:
+            return judge_pairwise(
+                prompts, list(finetune_answers), list(candidate_answers), spec, judge,
+                JudgeCache(settings.store.url), candidate_model=candidate_model,
+                finetune_model=finetune_model, max_workers=_workers(spec),
+            )  # fmt: skip
+    except ConfigError as exc:
+        return failed(spec, n, str(exc))

@@ -7,36 +7,17 @@ import re
 from collections.abc import Sequence
 from pathlib import PurePath
 
-from pydantic import Field
-
-from benchmarks.judge.asking import Asker, Judging, check_lengths
+from benchmarks.judge.asking import Asker, check_lengths
 from benchmarks.judge.cache import JudgeCache
 from benchmarks.judge.judges import Judge
 from benchmarks.judge.prompts import pairwise_messages, parse_winner
+from benchmarks.judge.records import PairwiseJudgement
 from benchmarks.judge.spec import JudgeSpec
 
 #: Above this share of order-dependent verdicts the judgement carries a warning.
 POSITION_BIAS_WARNING = 0.3
 
 _VENDOR_RE = re.compile(r"[a-z]{2,}")
-
-
-class PairwiseJudgement(Judging):
-    """The judge's verdicts on paired answers, from the candidate's point of view (``unparsed``:
-    examples with an unreadable or failed call, counted as ties)."""
-
-    outcomes: tuple[int, ...] = Field(
-        description="Per example: +1 candidate better, 0 tie, -1 fine-tune better."
-    )
-    wins: int
-    ties: int
-    losses: int
-    identical: int = Field(description="Examples with identical answers: ties, never asked.")
-    disagreements: int = Field(description="Examples whose two orders gave different verdicts.")
-    position_bias: float = Field(
-        description="disagreements / examples with a readable verdict in both orders."
-    )
-    warnings: tuple[str, ...] = ()
 
 
 def judge_pairwise(

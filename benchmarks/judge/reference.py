@@ -4,22 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pydantic import Field
-
-from benchmarks.judge.asking import Asker, Judging, check_lengths
+from benchmarks.judge.asking import Asker, check_lengths
 from benchmarks.judge.cache import JudgeCache
 from benchmarks.judge.judges import Judge
 from benchmarks.judge.prompts import parse_score, reference_messages
+from benchmarks.judge.records import ReferenceJudgement
 from benchmarks.judge.spec import JudgeSpec
-
-
-class ReferenceJudgement(Judging):
-    """The judge's 1-5 scores of one model's answers."""
-
-    scores: tuple[float | None, ...] = Field(
-        description="Per example: the score 1-5, None when no readable score was had."
-    )
-    mean: float | None = Field(description="Mean of the readable scores (None: none).")
 
 
 def judge_reference(

@@ -14,11 +14,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from benchmarks.stats import (
-    MIN_EXAMPLES,
     PairedComparison,
     mcnemar_exact,
     needed_examples,
     paired_bootstrap_ci,
+    too_few,
 )
 
 
@@ -45,12 +45,7 @@ def compare_judged(
     # pairs: here that is the sign test of wins among non-ties.
     p_value = mcnemar_exact(losses, wins)
     needed = needed_examples(d, margin, confidence)
-    warnings = []
-    if d.size < max(MIN_EXAMPLES, needed):
-        warnings.append(
-            f"n={d.size} is too small for a margin of {margin:g}: about "
-            f"{max(MIN_EXAMPLES, needed)} judged examples are needed"
-        )
+    warnings = too_few(int(d.size), needed, margin, "judged examples")
     return PairedComparison(
         n=int(d.size),
         score_finetune=losses / d.size,

@@ -105,3 +105,46 @@ def test_bench_scores_a_judged_task_1_to_5_with_the_task_files_judge(
         assert second["judge"]["calls"] == 0 and second["judge"]["cached_calls"] == 4
         assert second["score"] == row["score"]
         assert len(server.requests) == 4
+
+
+def test_a_judged_and_a_plain_fine_tune_share_one_benchmark_job(
+    tmp_path: Path, zoo: Zoo, hub: HubServer
+) -> None:
+    """Two fine-tunes at once, as a deployment has them: only the judged task's pair is judged,
+    and each verdict job reads its own pair."""
+    from tests.conftest import SHIPPED_TASK
+    from tests.support.judge import prefer_longer
+    from tests.support.openai_server import OpenAIServer
+
+    task = small_copy_task(tmp_path / "task")
+    with OpenAIServer(prefer_longer, model="judge-1") as server:
+        api = {"name": "house-judge", "model": "judge-1", "base_url": server.url}
+        finetunes = [
+            FineTune(name="copy", task=str(task), base=str(zoo.base), adapter=str(zoo.adapter),
+                     judge={"api": "house-judge"}),
+            FineTune(name="reviews", task=str(SHIPPED_TASK), base=str(zoo.base),
+                     adapter=str(zoo.adapter)),
+        ]  # fmt: skip
+        settings = build_settings(tmp_path, endpoint=hub, finetunes=finetunes,
+                                  api_candidates=[api], runtime={"latency_sample": 0})  # fmt: skip
+        sent = Sent()
+        pipeline = Pipeline(settings, JobStore(settings.store.url), sent)
+        event = ModelReleased(source="hub", detected_at=now(), repo_id=str(zoo.stronger),
+                              params=1000)  # fmt: skip
+        (key,) = pipeline.plan(event)
+        assert pipeline.run_benchmark(key, "w").outcome == "done"
+        job = pipeline.jobs.get(key)
+        assert job is not None and job.result is not None
+        pairs = BenchmarkScores.model_validate(job.result).pairs
+        copy, reviews = pairs["copy"].judge, pairs["reviews"].judge
+        assert reviews is None
+        assert copy is not None and copy.failed is None and copy.n == 6
+        assert copy.calls == len(server.requests) > 0
+        verdicts = [k for name, k, _ in sent.sent if name == TASK_VERDICT]
+        for verdict_key in verdicts:
+            assert pipeline.run_verdict(verdict_key, "w").outcome == "done"
+    results = {j.finetune: j.result for j in map(pipeline.jobs.get, verdicts) if j is not None}
+    assert set(results) == {"copy", "reviews"}
+    assert results["copy"] is not None and results["copy"]["judged"]["calls"] == copy.calls
+    assert results["reviews"] is not None and results["reviews"]["judged"] is None
+    assert results["reviews"]["metric"] == "acc"

@@ -143,15 +143,6 @@ class Operations:
         self.jobs = pipeline.jobs
         self.mutes = pipeline.mutes
 
-    def benchmark_of(self, job: Job) -> Job | None:
-        """The benchmark job a verdict (or re-tune) job descends from."""
-        seen = 0
-        current: Job | None = job
-        while current is not None and current.kind != "benchmark" and seen < 4:
-            current = self.jobs.get(current.parent) if current.parent else None
-            seen += 1
-        return current if current is not None and current.kind == "benchmark" else None
-
     def rerun_job(self, key: str, actor: Actor, *, retune: bool = False) -> Outcome:
         """Run the candidate of the job ``key`` (a verdict or a failure) again against its
         fine-tune, as a new benchmark job; with ``retune``, the re-tune contender is trained
@@ -212,8 +203,8 @@ class Operations:
                     "retune.when is never")  # fmt: skip
         return None
 
-    def acknowledge(self, target: str, actor: Actor, at: datetime) -> Outcome:
-        """The message ``target`` (``channel:ts``) seen: ``acknowledged by @name, 14:02``."""
+    def acknowledge(self, actor: Actor, at: datetime) -> Outcome:
+        """A message seen: ``acknowledged by @name, 14:02 UTC``."""
         return Outcome(f"acknowledged by @{actor.name}, {at:%H:%M} UTC")
 
     def mute(self, owner: str, days: float, actor: Actor) -> Outcome:

@@ -83,7 +83,7 @@ class Operators:
 class SlackApp:
     """The bolt app over one pipeline: its listeners, its HTTP endpoint and Socket Mode."""
 
-    def __init__(self, settings: Settings, pipeline: Pipeline, *, client: Any = None) -> None:
+    def __init__(self, settings: Settings, pipeline: Pipeline) -> None:
         from slack_bolt import App
         from slack_sdk import WebClient
 
@@ -95,7 +95,7 @@ class SlackApp:
         options: dict[str, Any] = {"token": token, "timeout": int(slack.timeout_s)}
         if base_url:
             options["base_url"] = base_url.rstrip("/") + "/"
-        self.client = client or WebClient(**options)
+        self.client = WebClient(**options)
         self.settings = settings
         self.ops = Operations(pipeline)
         self.log = ActionLog(settings.store.url)
@@ -232,7 +232,7 @@ class SlackApp:
         if earlier is not None:
             return Outcome(f"Already {earlier.outcome}.")
         moment = now()
-        outcome = self.ops.acknowledge(target, actor, moment)
+        outcome = self.ops.acknowledge(actor, moment)
         message = body.get("message") or {}
         channel, ts = target.split(":", 1)
         self.client.chat_update(
