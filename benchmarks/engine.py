@@ -23,6 +23,12 @@ the last moves log-likelihoods by rounding only):
   those of the full rows. In float32 they agree within 1e-5 (the tests hold it to that; about
   2e-6 on the test models); in half precision the gap is wider. Two choices closer than that
   could in principle swap places. ``exact=True`` keeps one full row per choice.
+* the prompt's shared head (the same default): when every input of a run starts with the same
+  tokens (an instruction, a system prompt, fixed few-shot examples), those tokens run once and
+  every batch continues from a copy of their KV cache, as a serving stack with prefix caching
+  does. Only a head of at least :data:`MIN_SHARED_HEAD` tokens and an eighth of the mean input
+  is shared, and only where no scored position falls inside it. The same rounding caveat as
+  above; ``exact=True`` turns it off too.
 """
 
 from __future__ import annotations
@@ -40,6 +46,29 @@ from benchmarks.tasks.render import Request
 
 #: Called with the number of documents just finished.
 Progress = Callable[[int], None]
+
+#: The fewest tokens a run's shared prompt head must have to be run once and reused: below
+#: this the copying and the attention mask a cached pass needs cost about what they save.
+MIN_SHARED_HEAD = 2
+
+#: Full rows: model input -> (first scored position, continuation tokens, result slot) reads.
+Rows = dict[tuple[int, ...], list[tuple[int, list[int], tuple[int, int]]]]
+#: Shared contexts: context tokens -> (continuation tokens, result slot) reads.
+Shared = dict[tuple[int, ...], list[tuple[list[int], tuple[int, int]]]]
+
+
+class _Head:
+    """A run's shared prompt head: its length in tokens and its KV cache (batch of one)."""
+
+    def __init__(self, length: int, cache: Any) -> None:
+        self.length = length
+        self.cache = cache
+
+    def rows(self, n: int) -> Any:
+        """A fresh cache holding the head ``n`` times, for a pass of ``n`` rows."""
+        import torch
+
+        return _select_rows(self.cache, torch.zeros(n, dtype=torch.long))
 
 
 def _peak_memory_mb(device: str) -> float:
@@ -73,6 +102,9 @@ class Engine:
         self.max_prompt_tokens = 0
         #: The longest continuation (choices) or generated output (generation), in tokens.
         self.max_output_tokens = 0
+        #: The tokens every input of the last log-likelihood run started with, run once and
+        #: reused by every pass (0: none was shared).
+        self.head_tokens = 0
         self._bos_text = self._prefix_text()
         self._keeps_logits = _accepts_logits_to_keep(self.model)
         #: The forward argument that takes a KV cache (None: the model takes none, so every
@@ -92,7 +124,7 @@ class Engine:
             clone.exact, clone._cache_arg = True, None
         clone.batch_times = []
         clone._encoded = {}
-        clone.tokens = clone.max_prompt_tokens = clone.max_output_tokens = 0
+        clone.tokens = clone.max_prompt_tokens = clone.max_output_tokens = clone.head_tokens = 0
         return clone
 
     def warm_up(self, requests: Sequence[Request]) -> None:
@@ -177,7 +209,7 @@ class Engine:
     ) -> list[list[float]]:
         """Sum of continuation log-probs for every choice of every request."""
         # One row per distinct input: (tokens, positions to read, target tokens, slots to fill).
-        rows: dict[tuple[int, ...], list[tuple[int, list[int], tuple[int, int]]]] = {}
+        rows: Rows = {}
         results: list[list[float]] = [[math.nan] * len(r.continuations) for r in requests]
         texts = []
         for request in requests:
@@ -189,7 +221,7 @@ class Engine:
                 texts += [context, context + moved]
         self.prefetch(texts)
         # Shared-prefix reads: context tokens -> (continuation tokens, slot to fill).
-        shared: dict[tuple[int, ...], list[tuple[list[int], tuple[int, int]]]] = {}
+        shared: Shared = {}
         for r_i, request in enumerate(requests):
             pairs = [self._split_encoding(request.context, c) for c in request.continuations]
             single = (
@@ -222,11 +254,12 @@ class Engine:
             if len(reads) == 1:  # nothing to share: one full row is one pass instead of two
                 del shared[ctx]
                 self._add_row(rows, list(ctx), *reads[0])
+        head = self._shared_head(rows, shared)
         done_docs: set[int] = set()
         ordered = sorted(rows.items(), key=lambda kv: -len(kv[0]))
         for start in range(0, len(ordered), self.batch_size):
             batch = ordered[start : start + self.batch_size]
-            self._score_batch(batch, results)
+            self._score_batch(batch, results, head)
             touched = {slot[0] for _, reads in batch for _, _, slot in reads}
             self._report(progress, touched, results, done_docs)
         contexts = sorted(shared.items(), key=lambda kv: -len(kv[0]))
@@ -235,14 +268,51 @@ class Engine:
             n = len(contexts[0][0])
             group = [kv for kv in contexts[: self.batch_size] if len(kv[0]) == n]
             contexts = contexts[len(group) :]
-            self._score_shared(group, results)
+            self._score_shared(group, results, head)
             touched = {slot[0] for _, reads in group for _, slot in reads}
             self._report(progress, touched, results, done_docs)
         return results
 
+    def _shared_head(self, rows: Rows, shared: Shared) -> _Head | None:
+        """Run the tokens every input of this run starts with once, and keep their KV cache.
+
+        None (every pass runs from its first token) in exact mode, for a model that takes no
+        cache or whose cache cannot be copied per row, and for a head shorter than
+        :data:`MIN_SHARED_HEAD` tokens or an eighth of the mean input. The head stops before
+        the first scored position of any input, so every read comes from a pass over the
+        rest."""
+        import torch
+
+        self.head_tokens = 0
+        if self._cache_arg is None:
+            return None
+        inputs = list(rows) + list(shared)
+        if len(inputs) < 2:
+            return None
+        # a shared context's last position gives its choices' first token
+        limit = min(
+            [start for reads in rows.values() for start, _, _ in reads]
+            + [len(ctx) - 1 for ctx in shared]
+        )
+        first, length = inputs[0], 0
+        while length < limit and all(inp[length] == first[length] for inp in inputs):
+            length += 1
+        mean = sum(map(len, inputs)) / len(inputs)
+        if length < MIN_SHARED_HEAD or length * 8 < mean:
+            return None
+        ids = torch.tensor([first[:length]], dtype=torch.long, device=self.device)
+        kwargs: dict[str, Any] = {"logits_to_keep": 1} if self._keeps_logits else {}
+        out = self.model(input_ids=ids, use_cache=True, **kwargs)
+        cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+        if not _copyable(cache):
+            return None
+        self.tokens += length
+        self.head_tokens = length
+        return _Head(length, cache)
+
     def _add_row(
         self,
-        rows: dict[tuple[int, ...], list[tuple[int, list[int], tuple[int, int]]]],
+        rows: Rows,
         context_enc: list[int],
         cont_enc: list[int],
         slot: tuple[int, int],
@@ -271,20 +341,25 @@ class Engine:
         self,
         batch: Sequence[tuple[tuple[int, ...], list[tuple[int, list[int], tuple[int, int]]]]],
         results: list[list[float]],
+        head: _Head | None = None,
     ) -> None:
+        """One pass over full rows (after the run's shared head, when there is one)."""
         import torch
 
         t0 = time.perf_counter()
-        width = len(batch[0][0])
+        skip = head.length if head is not None else 0
+        width = len(batch[0][0]) - skip
         ids = torch.zeros((len(batch), width), dtype=torch.long)
         lo, hi = width, 0
         for b, (inp, reads) in enumerate(batch):
-            ids[b, : len(inp)] = torch.tensor(inp, dtype=torch.long)
-            self.tokens += len(inp)
+            ids[b, : len(inp) - skip] = torch.tensor(inp[skip:], dtype=torch.long)
+            self.tokens += len(inp) - skip
             for start, cont, _ in reads:
-                lo = min(lo, start)
-                hi = max(hi, start + len(cont))
+                lo = min(lo, start - skip)
+                hi = max(hi, start - skip + len(cont))
         kwargs: dict[str, Any] = {"use_cache": False}
+        if head is not None:
+            kwargs = {"use_cache": True, str(self._cache_arg): head.rows(len(batch))}
         if self._keeps_logits:
             kwargs["logits_to_keep"] = torch.arange(lo, hi, device=self.device)
             offset = lo
@@ -293,7 +368,7 @@ class Engine:
         logits = self.model(input_ids=ids.to(self.device), **kwargs).logits
         for b, (_, reads) in enumerate(batch):
             for start, cont, (r_i, c_i) in reads:
-                rel = start - offset
+                rel = start - skip - offset
                 window = logits[b, rel : rel + len(cont)].float()
                 logprobs = window.log_softmax(dim=-1)
                 target = torch.tensor(cont, device=logprobs.device).unsqueeze(-1)
@@ -304,16 +379,21 @@ class Engine:
         self,
         group: Sequence[tuple[tuple[int, ...], list[tuple[list[int], tuple[int, int]]]]],
         results: list[list[float]],
+        head: _Head | None = None,
     ) -> None:
-        """Contexts of one length run once with their KV cache; then each choice's tokens after
-        the first run against a copy of its context's rows of that cache (right-padded,
-        ``batch_size`` rows a pass, so no pass holds more rows than a full-row batch). The first
-        token's log-prob comes from the context pass's last position."""
+        """Contexts of one length run once with their KV cache (after the run's shared head,
+        when there is one); then each choice's tokens after the first run against a copy of its
+        context's rows of that cache (right-padded, ``batch_size`` rows a pass, so no pass holds
+        more rows than a full-row batch). The first token's log-prob comes from the context
+        pass's last position."""
         import torch
 
         t0 = time.perf_counter()
-        ids = torch.tensor([list(ctx) for ctx, _ in group], dtype=torch.long)
+        skip = head.length if head is not None else 0
+        ids = torch.tensor([list(ctx[skip:]) for ctx, _ in group], dtype=torch.long)
         kwargs: dict[str, Any] = {"use_cache": True}
+        if head is not None:
+            kwargs[str(self._cache_arg)] = head.rows(len(group))
         if self._keeps_logits:
             kwargs["logits_to_keep"] = 1
         out = self.model(input_ids=ids.to(self.device), **kwargs)
@@ -322,7 +402,7 @@ class Engine:
         if not _copyable(cache):
             # A cache this engine cannot copy per row (recurrent or static layers): full rows.
             self._cache_arg = None
-            rows: dict[tuple[int, ...], list[tuple[int, list[int], tuple[int, int]]]] = {}
+            rows: Rows = {}
             for ctx, reads in group:
                 for cont_enc, slot in reads:
                     self._add_row(rows, list(ctx), cont_enc, slot)

@@ -1,4 +1,5 @@
-"""Shared-prefix scoring: the same log-likelihoods as one full row per choice, within 1e-5."""
+"""Shared-prefix scoring (each context's KV cache, and the run's shared prompt head): the same
+log-likelihoods as one full row per choice, within 1e-5."""
 
 from __future__ import annotations
 
@@ -22,8 +23,19 @@ MIXED = dict(
     target_delimiter="",
     doc_to_choice=[" positive", " negative and cheap", ") great and lovely", "-( awful"],
 )
-#: Every choice glued to the context: nothing may be shared.
+#: Every choice glued to the context: no context may be shared.
 GLUED = dict(MIXED, task="review_glued", doc_to_choice=[") great and lovely", "-( awful and cheap"])
+#: An instruction before every document: a head of many tokens every input starts with.
+INSTRUCTED = dict(
+    MULTI_TOKEN,
+    task="review_instructed",
+    description="Read the review below and say whether it is great and lovely or awful "
+    "and cheap or not sure.\n\n",
+)
+#: One-token choices after the same instruction: full rows that all start with the head.
+INSTRUCTED_SINGLE = dict(
+    INSTRUCTED, task="review_instructed_single", doc_to_choice=["great", "awful"]
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +45,8 @@ def tasks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Task]:
         "multi": load_task(write_task(folder, MULTI_TOKEN)),
         "mixed": load_task(write_task(folder, MIXED)),
         "glued": load_task(write_task(folder, GLUED)),
+        "instructed": load_task(write_task(folder, INSTRUCTED)),
+        "instructed_single": load_task(write_task(folder, INSTRUCTED_SINGLE)),
     }
 
 
@@ -44,20 +58,51 @@ def scores(
         return engine, engine.loglikelihoods(task.requests(40), None)
 
 
-@pytest.mark.parametrize("kind", ["multi", "mixed"])
+def assert_close(want_all: list[list[float]], got_all: list[list[float]]) -> None:
+    """Every log-likelihood within 1e-5, and the same choice ranked first everywhere."""
+    for want, got in zip(want_all, got_all, strict=True):
+        assert got == pytest.approx(want, abs=1e-5)
+        assert max(range(len(got)), key=got.__getitem__) == max(
+            range(len(want)), key=want.__getitem__
+        )
+
+
+@pytest.mark.parametrize("kind", ["multi", "mixed", "instructed", "instructed_single"])
 @pytest.mark.parametrize("batch_size", [1, 3, 64])
 def test_shared_prefix_equals_full_rows(
     tuned: LoadedModel, tasks: dict[str, Task], kind: str, batch_size: int
 ) -> None:
     exact, want_all = scores(tuned, tasks[kind], batch_size, exact=True)
     shared, got_all = scores(tuned, tasks[kind], batch_size)
-    for want, got in zip(want_all, got_all, strict=True):
-        assert got == pytest.approx(want, abs=1e-5)
-        assert max(range(len(got)), key=got.__getitem__) == max(
-            range(len(want)), key=want.__getitem__
-        )
+    assert_close(want_all, got_all)
+    assert exact.head_tokens == 0
     if kind == "multi":  # each context ran once, then only the continuations' tokens
         assert shared.tokens < exact.tokens * 0.5
+    if kind.startswith("instructed"):  # the instruction ran once, not once per input
+        instruction = len(shared.encode(INSTRUCTED["description"])) - 1  # - 1: its BOS
+        assert shared.head_tokens >= instruction > 10
+        assert shared.tokens < exact.tokens * 0.5
+
+
+def test_the_head_stops_before_the_first_scored_position(tuned: LoadedModel) -> None:
+    """Inputs that agree beyond a scored position: the head ends at that position, so its
+    log-prob is still read from a pass; a single input, or a head too short, is not shared."""
+    engine = Engine(tuned, 4, None)
+    with torch.inference_mode(), tuned.scoring_model():
+        rows = {
+            (2, 5, 6, 7, 8, 9, 11): [(3, [8, 9, 11, 12], (0, 0))],
+            (2, 5, 6, 7, 8, 9, 13): [(6, [14], (1, 0))],
+        }
+        head = engine._shared_head(rows, {})
+        assert head is not None and engine.head_tokens == head.length == 3
+        shared = {(2, 5, 6, 7, 8): [([9, 10], (2, 0))], (2, 5, 6, 7, 9): [([9, 10], (2, 1))]}
+        assert engine._shared_head({}, shared) is not None and engine.head_tokens == 4
+        assert engine._shared_head({}, dict(list(shared.items())[:1])) is None
+        assert engine.head_tokens == 0
+        short = {(2, 5, 6, 7): [(3, [8], (0, 0))], (2, 9, 6, 7): [(3, [8], (1, 0))]}
+        assert engine._shared_head(short, {}) is None  # one token in common: below the minimum
+        long_rows = {(2, 5, *range(20, 60)): [(41, [8], (0, 0))], (2, 5, 7): [(2, [8], (1, 0))]}
+        assert engine._shared_head(long_rows, {}) is None  # two tokens of a mean of 22.5
 
 
 def test_prefix_breaking_choices_fall_back_to_full_rows(
@@ -74,8 +119,15 @@ def test_prefix_breaking_choices_fall_back_to_full_rows(
         assert prefixed == [True, True, False, False]
     exact, want = scores(tuned, tasks["glued"], 4, exact=True)
     shared, got = scores(tuned, tasks["glued"], 4)
-    assert got == want  # full rows, bit for bit
-    assert shared.tokens == exact.tokens
+    assert_close(want, got)
+    # one full row per choice, as many passes as exact mode's; only the "Review:" head that
+    # every row starts with ran once instead of once per row
+    assert len(shared.batch_times) == len(exact.batch_times)
+    requests = tasks["glued"].requests(40)
+    inputs = {tuple(shared.encode(r.context + c)[:-1]) for r in requests for c in r.continuations}
+    rows = len(inputs)
+    assert shared.head_tokens >= 2
+    assert exact.tokens - shared.tokens == shared.head_tokens * (rows - 1)
 
 
 def test_over_long_inputs_fall_back_to_full_rows(
@@ -85,6 +137,7 @@ def test_over_long_inputs_fall_back_to_full_rows(
     shared, got = scores(tuned, tasks["multi"], 5, max_length=9)
     assert got == want  # every input is cut at 9 tokens: full rows, bit for bit
     assert shared.tokens == exact.tokens
+    assert shared.head_tokens == 0  # cut from the left, the inputs share no head
 
 
 def test_a_selected_cache_leaves_the_context_cache_alone(tuned: LoadedModel) -> None:
