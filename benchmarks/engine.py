@@ -8,21 +8,26 @@ over-long inputs are cut from the left, and a choice's score is the sum of its t
 the last moves log-likelihoods by rounding only):
 
 * inputs are right-padded causal batches sorted longest first, so padding never reaches a real
-  token and no attention mask is needed;
+  token and, but for packed choices (below), no attention mask is needed;
 * choices that are one token after the same context share one forward pass (per document and
   across documents with an identical context);
 * logits are computed only at the positions that predict continuation tokens
   (``logits_to_keep``), not over the whole sequence, and log-softmax runs on those rows only;
-* shared-prefix scoring (the default) for longer choices: each distinct context runs once, with
-  its KV cache kept, batched with other contexts of the same length (so no padding reaches the
-  cache); every choice then runs only its own continuation tokens against a copy of that cache,
-  batched across choices. A choice falls back to its own full row when its input would be cut
-  at ``max_length``, or when the whole ``context + continuation`` encoding does not start with
-  the context's tokens. The model sees the same tokens at the same positions, but attention
-  over a cache sums in another order than one full pass: log-likelihoods are not bit for bit
-  those of the full rows. In float32 they agree within 1e-5 (the tests hold it to that; about
-  2e-6 on the test models); in half precision the gap is wider. Two choices closer than that
-  could in principle swap places. ``exact=True`` keeps one full row per choice.
+* shared-prefix scoring (the default) for longer choices: each distinct context runs once, its
+  choices after it. Where the model's attention takes a custom mask (eager or SDPA, no sliding
+  window), a context's choices are packed into its row: each choice's tokens after the first
+  sit side by side after the context, take the positions right after it, and a 4D mask lets
+  them see the context and their own choice only. Such rows batch with every other row, so a
+  document costs one row instead of one per choice. Elsewhere each context keeps its KV cache,
+  batched with other contexts of the same length (so no padding reaches the cache), and every
+  choice then runs its own tokens against a copy of that cache. A choice falls back to its own
+  full row when its input would be cut at ``max_length``, or when the whole ``context +
+  continuation`` encoding does not start with the context's tokens. The model sees the same
+  tokens at the same positions, but a masked or cached pass sums attention in another order
+  than one full row: log-likelihoods are not bit for bit those of the full rows. In float32
+  they agree within 1e-5 (the tests hold it to that; about 2e-6 on the test models); in half
+  precision the gap is wider. Two choices closer than that could in principle swap places.
+  ``exact=True`` keeps one full row per choice.
 * the prompt's shared head (the same default): when every input of a run starts with the same
   tokens (an instruction, a system prompt, fixed few-shot examples), those tokens run once and
   every batch continues from a copy of their KV cache, as a serving stack with prefix caching
@@ -51,8 +56,14 @@ Progress = Callable[[int], None]
 #: this the copying and the attention mask a cached pass needs cost about what they save.
 MIN_SHARED_HEAD = 2
 
-#: Full rows: model input -> (first scored position, continuation tokens, result slot) reads.
-Rows = dict[tuple[int, ...], list[tuple[int, list[int], tuple[int, int]]]]
+#: What one choice reads from a row: the positions whose logits predict its tokens (in order),
+#: the tokens, and the result slot (request, choice) the summed log-prob fills.
+Read = tuple[tuple[int, ...], list[int], tuple[int, int]]
+#: A model input: its tokens, and None for a plain causal row, or each token's segment for a row
+#: of packed choices (0: the context; i > 0: choice i, which sees the context and itself only).
+Row = tuple[tuple[int, ...], tuple[int, ...] | None]
+#: Every distinct row of a run, with the reads it serves.
+Rows = dict[Row, list[Read]]
 #: Shared contexts: context tokens -> (continuation tokens, result slot) reads.
 Shared = dict[tuple[int, ...], list[tuple[list[int], tuple[int, int]]]]
 
@@ -110,6 +121,8 @@ class Engine:
         #: The forward argument that takes a KV cache (None: the model takes none, so every
         #: choice is a full row).
         self._cache_arg = None if exact else _cache_argument(self.model)
+        #: Whether a context's choices are packed into one row (its attention takes a mask).
+        self._packs = not exact and _takes_custom_masks(self.model)
         if self.device.startswith("cuda"):
             import torch
 
@@ -121,7 +134,7 @@ class Engine:
         pays for tokenizing, as a served request does). ``exact``: every choice a full row."""
         clone = copy.copy(self)
         if exact:
-            clone.exact, clone._cache_arg = True, None
+            clone.exact, clone._cache_arg, clone._packs = True, None, False
         clone.batch_times = []
         clone._encoded = {}
         clone.tokens = clone.max_prompt_tokens = clone.max_output_tokens = clone.head_tokens = 0
@@ -208,7 +221,7 @@ class Engine:
         self, requests: Sequence[Request], progress: Progress | None
     ) -> list[list[float]]:
         """Sum of continuation log-probs for every choice of every request."""
-        # One row per distinct input: (tokens, positions to read, target tokens, slots to fill).
+        # One row per distinct input, with the reads it serves.
         rows: Rows = {}
         results: list[list[float]] = [[math.nan] * len(r.continuations) for r in requests]
         texts = []
@@ -241,9 +254,10 @@ class Engine:
                 if single:
                     # all choices are one token after this context: the context alone is the row
                     inp = tuple(context_enc[-self.max_length :])
-                    rows.setdefault(inp, []).append((len(inp) - 1, cont_enc, (r_i, c_i)))
+                    read = ((len(inp) - 1,), cont_enc, (r_i, c_i))
+                    rows.setdefault((inp, None), []).append(read)
                 elif (
-                    self._cache_arg is not None
+                    (self._packs or self._cache_arg is not None)
                     and prefixed
                     and len(context_enc) + len(cont_enc) - 1 <= self.max_length
                 ):
@@ -254,9 +268,12 @@ class Engine:
             if len(reads) == 1:  # nothing to share: one full row is one pass instead of two
                 del shared[ctx]
                 self._add_row(rows, list(ctx), *reads[0])
+            elif self._packs:
+                del shared[ctx]
+                self._add_packed(rows, list(ctx), reads)
         head = self._shared_head(rows, shared)
         done_docs: set[int] = set()
-        ordered = sorted(rows.items(), key=lambda kv: -len(kv[0]))
+        ordered = sorted(rows.items(), key=lambda kv: -len(kv[0][0]))
         for start in range(0, len(ordered), self.batch_size):
             batch = ordered[start : start + self.batch_size]
             self._score_batch(batch, results, head)
@@ -286,12 +303,12 @@ class Engine:
         self.head_tokens = 0
         if self._cache_arg is None:
             return None
-        inputs = list(rows) + list(shared)
+        inputs = [tokens for tokens, _ in rows] + list(shared)
         if len(inputs) < 2:
             return None
         # a shared context's last position gives its choices' first token
         limit = min(
-            [start for reads in rows.values() for start, _, _ in reads]
+            [positions[0] for reads in rows.values() for positions, _, _ in reads]
             + [len(ctx) - 1 for ctx in shared]
         )
         first, length = inputs[0], 0
@@ -320,7 +337,45 @@ class Engine:
         """One full row ``context + continuation`` (cut from the left at ``max_length``)."""
         whole = (context_enc + cont_enc)[-(self.max_length + 1) :]
         inp = tuple(whole[:-1])
-        rows.setdefault(inp, []).append((len(inp) - len(cont_enc), cont_enc, slot))
+        start = len(inp) - len(cont_enc)
+        read = (tuple(range(start, start + len(cont_enc))), cont_enc, slot)
+        rows.setdefault((inp, None), []).append(read)
+
+    @staticmethod
+    def _add_packed(
+        rows: Rows, context_enc: list[int], reads: list[tuple[list[int], tuple[int, int]]]
+    ) -> None:
+        """Rows of one context followed by its choices' tokens side by side (each choice's
+        tokens after the first, once however many documents share it). A choice's first token
+        is read at the context's last position, the rest at its own. A row holds choices up to
+        the context's length or the longest choice's, whichever is more; further choices start
+        another row with the context again."""
+        n = len(context_enc)
+        cap = max(n, max(len(cont) - 1 for cont, _ in reads))
+        # per row: the choices' tokens, their segments, and where each choice starts
+        lanes: list[tuple[list[int], list[int], dict[tuple[int, ...], int]]] = []
+        placed: list[tuple[int, Read]] = []
+        for cont, slot in reads:
+            tail = tuple(cont[:-1])
+            lane = next((i for i, (_, _, starts) in enumerate(lanes) if tail in starts), None)
+            if lane is None:
+                lane = next(
+                    (i for i, (tokens, _, _) in enumerate(lanes) if len(tokens) + len(tail) <= cap),
+                    None,
+                )
+                if lane is None:
+                    lanes.append(([], [], {}))
+                    lane = len(lanes) - 1
+                tokens, segments, starts = lanes[lane]
+                starts[tail] = n + len(tokens)
+                segments += [len(starts)] * len(tail)
+                tokens += tail
+            start = lanes[lane][2][tail]
+            placed.append((lane, ((n - 1, *range(start, start + len(tail))), cont, slot)))
+        for lane, read in placed:
+            tokens, segments, _ = lanes[lane]
+            row = (tuple(context_enc) + tuple(tokens), (0,) * n + tuple(segments))
+            rows.setdefault(row, []).append(read)
 
     @staticmethod
     def _report(
@@ -339,27 +394,30 @@ class Engine:
 
     def _score_batch(
         self,
-        batch: Sequence[tuple[tuple[int, ...], list[tuple[int, list[int], tuple[int, int]]]]],
+        batch: Sequence[tuple[Row, list[Read]]],
         results: list[list[float]],
         head: _Head | None = None,
     ) -> None:
-        """One pass over full rows (after the run's shared head, when there is one)."""
+        """One pass over rows, longest first (after the run's shared head, when there is one).
+        A batch holding a row of packed choices runs with their mask and position ids."""
         import torch
 
         t0 = time.perf_counter()
         skip = head.length if head is not None else 0
-        width = len(batch[0][0]) - skip
+        width = len(batch[0][0][0]) - skip
         ids = torch.zeros((len(batch), width), dtype=torch.long)
         lo, hi = width, 0
-        for b, (inp, reads) in enumerate(batch):
+        for b, ((inp, _), reads) in enumerate(batch):
             ids[b, : len(inp) - skip] = torch.tensor(inp[skip:], dtype=torch.long)
             self.tokens += len(inp) - skip
-            for start, cont, _ in reads:
-                lo = min(lo, start - skip)
-                hi = max(hi, start - skip + len(cont))
+            for positions, _, _ in reads:
+                lo = min(lo, positions[0] - skip)
+                hi = max(hi, positions[-1] - skip + 1)
         kwargs: dict[str, Any] = {"use_cache": False}
         if head is not None:
             kwargs = {"use_cache": True, str(self._cache_arg): head.rows(len(batch))}
+        if any(segments is not None for (_, segments), _ in batch):
+            kwargs.update(self._packed_inputs(batch, skip, width))
         if self._keeps_logits:
             kwargs["logits_to_keep"] = torch.arange(lo, hi, device=self.device)
             offset = lo
@@ -367,13 +425,41 @@ class Engine:
             offset = 0
         logits = self.model(input_ids=ids.to(self.device), **kwargs).logits
         for b, (_, reads) in enumerate(batch):
-            for start, cont, (r_i, c_i) in reads:
-                rel = start - skip - offset
-                window = logits[b, rel : rel + len(cont)].float()
+            for positions, cont, (r_i, c_i) in reads:
+                window = logits[b, [p - skip - offset for p in positions]].float()
                 logprobs = window.log_softmax(dim=-1)
                 target = torch.tensor(cont, device=logprobs.device).unsqueeze(-1)
                 results[r_i][c_i] = float(logprobs.gather(-1, target).sum())
         self.batch_times.append(time.perf_counter() - t0)
+
+    def _packed_inputs(
+        self, batch: Sequence[tuple[Row, list[Read]]], skip: int, width: int
+    ) -> dict[str, Any]:
+        """The attention mask and position ids of a batch holding packed rows: a token sees the
+        earlier tokens of its row's context and of its own choice (and the shared head), and a
+        choice's tokens take the positions right after the context. A plain row is all
+        context. Each padding position is a segment of its own, so it sees the context and
+        itself (a row that sees nothing would give NaN)."""
+        import torch
+
+        segments = (-1 - torch.arange(width)).repeat(len(batch), 1)
+        positions = torch.zeros((len(batch), width), dtype=torch.long)
+        for b, ((inp, row_segments), _) in enumerate(batch):
+            marks = row_segments or (0,) * len(inp)
+            segments[b, : len(inp) - skip] = torch.tensor(marks[skip:], dtype=torch.long)
+            positions[b, : len(inp) - skip] = torch.tensor(_positions(marks)[skip:])
+        allowed = torch.ones((width, width), dtype=torch.bool).tril() & (
+            (segments[:, None, :] == 0) | (segments[:, :, None] == segments[:, None, :])
+        )
+        if skip:
+            head = torch.ones((len(batch), width, skip), dtype=torch.bool)
+            allowed = torch.cat([head, allowed], dim=-1)
+        dtype = getattr(self.model, "dtype", torch.float32)
+        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+        return {
+            "attention_mask": mask[:, None].to(self.device),
+            "position_ids": positions.to(self.device),
+        }
 
     def _score_shared(
         self,
@@ -406,7 +492,7 @@ class Engine:
             for ctx, reads in group:
                 for cont_enc, slot in reads:
                     self._add_row(rows, list(ctx), cont_enc, slot)
-            ordered = sorted(rows.items(), key=lambda kv: -len(kv[0]))
+            ordered = sorted(rows.items(), key=lambda kv: -len(kv[0][0]))
             for start in range(0, len(ordered), self.batch_size):
                 self._score_batch(ordered[start : start + self.batch_size], results)
             return
@@ -597,6 +683,41 @@ def _select_rows(cache: Any, rows: Any) -> Any:
     picked.layers = [copy.copy(layer) for layer in cache.layers]
     picked.batch_select_indices(rows.to(cache.layers[0].keys.device))
     return picked
+
+
+def _takes_custom_masks(model: Any) -> bool:
+    """Whether ``model``'s attention applies a 4D additive mask given to it as it is (eager and
+    SDPA do; flash and flex kernels take none) in every layer (no sliding window), and its
+    forward takes position ids."""
+    import inspect
+
+    target = model
+    get_base = getattr(model, "get_base_model", None)
+    if callable(get_base):
+        target = get_base()
+    config = getattr(target, "config", None)
+    if getattr(config, "_attn_implementation", None) not in ("eager", "sdpa"):
+        return False
+    # a sliding window is a mask of its own, which a custom mask would replace
+    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
+        return False
+    if any(kind != "full_attention" for kind in getattr(config, "layer_types", None) or ()):
+        return False
+    try:
+        parameters = inspect.signature(target.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return "position_ids" in parameters and "attention_mask" in parameters
+
+
+def _positions(segments: Sequence[int]) -> list[int]:
+    """Position ids of a row's tokens from their segments: the context counts from 0 and each
+    choice's tokens count on from the context's end."""
+    n = next((i for i, mark in enumerate(segments) if mark != 0), len(segments))
+    out = list(range(n))
+    for i in range(n, len(segments)):
+        out.append(n if segments[i] != segments[i - 1] else out[-1] + 1)
+    return out
 
 
 def _accepts_logits_to_keep(model: Any) -> bool:

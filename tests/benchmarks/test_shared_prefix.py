@@ -1,5 +1,6 @@
-"""Shared-prefix scoring (each context's KV cache, and the run's shared prompt head): the same
-log-likelihoods as one full row per choice, within 1e-5."""
+"""Shared-prefix scoring (a context's choices packed into one row after it, or run against a
+copy of its KV cache; and the run's shared prompt head): the same log-likelihoods as one full
+row per choice, within 1e-5."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from benchmarks.engine import Engine, _select_rows
+from benchmarks.engine import Engine, Rows, _positions, _select_rows
 from benchmarks.models import LoadedModel
 from benchmarks.runner import run_task
 from benchmarks.tasks.task import Task, load_task
@@ -32,6 +33,20 @@ INSTRUCTED = dict(
     description="Read the review below and say whether it is great and lovely or awful "
     "and cheap or not sure.\n\n",
 )
+#: Six choices of four to five tokens: more choice tokens than a context has, so a context's
+#: choices take more than one packed row; two of them share their tokens after the first.
+MANY = dict(
+    MULTI_TOKEN,
+    task="review_many",
+    doc_to_choice=[
+        "awful and cheap and great",
+        "great and lovely and not sure",
+        "not sure and cheap",
+        "lovely and great and awful and cheap",
+        "cheap and lovely and sure",
+        "sure and lovely and sure",
+    ],
+)
 #: One-token choices after the same instruction: full rows that all start with the head.
 INSTRUCTED_SINGLE = dict(
     INSTRUCTED, task="review_instructed_single", doc_to_choice=["great", "awful"]
@@ -47,13 +62,17 @@ def tasks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Task]:
         "glued": load_task(write_task(folder, GLUED)),
         "instructed": load_task(write_task(folder, INSTRUCTED)),
         "instructed_single": load_task(write_task(folder, INSTRUCTED_SINGLE)),
+        "many": load_task(write_task(folder, MANY)),
     }
 
 
 def scores(
-    loaded: LoadedModel, task: Task, batch_size: int, **kwargs: Any
+    loaded: LoadedModel, task: Task, batch_size: int, *, packs: bool = True, **kwargs: Any
 ) -> tuple[Engine, list[list[float]]]:
+    """The engine and its log-likelihoods; ``packs=False`` takes the KV-cache path for a
+    context's choices (what a model whose attention takes no custom mask gets)."""
     engine = Engine(loaded, batch_size, kwargs.pop("max_length", None), **kwargs)
+    engine._packs = engine._packs and packs
     with torch.inference_mode(), loaded.scoring_model():
         return engine, engine.loglikelihoods(task.requests(40), None)
 
@@ -67,15 +86,17 @@ def assert_close(want_all: list[list[float]], got_all: list[list[float]]) -> Non
         )
 
 
-@pytest.mark.parametrize("kind", ["multi", "mixed", "instructed", "instructed_single"])
+@pytest.mark.parametrize("path", ["packed", "cache"])
+@pytest.mark.parametrize("kind", ["multi", "mixed", "many", "instructed", "instructed_single"])
 @pytest.mark.parametrize("batch_size", [1, 3, 64])
 def test_shared_prefix_equals_full_rows(
-    tuned: LoadedModel, tasks: dict[str, Task], kind: str, batch_size: int
+    tuned: LoadedModel, tasks: dict[str, Task], kind: str, batch_size: int, path: str
 ) -> None:
     exact, want_all = scores(tuned, tasks[kind], batch_size, exact=True)
-    shared, got_all = scores(tuned, tasks[kind], batch_size)
+    shared, got_all = scores(tuned, tasks[kind], batch_size, packs=path == "packed")
     assert_close(want_all, got_all)
-    assert exact.head_tokens == 0
+    assert exact.head_tokens == 0 and not exact._packs
+    assert shared._packs == (path == "packed")
     if kind == "multi":  # each context ran once, then only the continuations' tokens
         assert shared.tokens < exact.tokens * 0.5
     if kind.startswith("instructed"):  # the instruction ran once, not once per input
@@ -89,9 +110,9 @@ def test_the_head_stops_before_the_first_scored_position(tuned: LoadedModel) -> 
     log-prob is still read from a pass; a single input, or a head too short, is not shared."""
     engine = Engine(tuned, 4, None)
     with torch.inference_mode(), tuned.scoring_model():
-        rows = {
-            (2, 5, 6, 7, 8, 9, 11): [(3, [8, 9, 11, 12], (0, 0))],
-            (2, 5, 6, 7, 8, 9, 13): [(6, [14], (1, 0))],
+        rows: Rows = {
+            ((2, 5, 6, 7, 8, 9, 11), None): [((3, 4, 5, 6), [8, 9, 11, 12], (0, 0))],
+            ((2, 5, 6, 7, 8, 9, 13), None): [((6,), [14], (1, 0))],
         }
         head = engine._shared_head(rows, {})
         assert head is not None and engine.head_tokens == head.length == 3
@@ -99,10 +120,80 @@ def test_the_head_stops_before_the_first_scored_position(tuned: LoadedModel) -> 
         assert engine._shared_head({}, shared) is not None and engine.head_tokens == 4
         assert engine._shared_head({}, dict(list(shared.items())[:1])) is None
         assert engine.head_tokens == 0
-        short = {(2, 5, 6, 7): [(3, [8], (0, 0))], (2, 9, 6, 7): [(3, [8], (1, 0))]}
+        short: Rows = {
+            ((2, 5, 6, 7), None): [((3,), [8], (0, 0))],
+            ((2, 9, 6, 7), None): [((3,), [8], (1, 0))],
+        }
         assert engine._shared_head(short, {}) is None  # one token in common: below the minimum
-        long_rows = {(2, 5, *range(20, 60)): [(41, [8], (0, 0))], (2, 5, 7): [(2, [8], (1, 0))]}
+        long_rows: Rows = {
+            ((2, 5, *range(20, 60)), None): [((41,), [8], (0, 0))],
+            ((2, 5, 7), None): [((2,), [8], (1, 0))],
+        }
         assert engine._shared_head(long_rows, {}) is None  # two tokens of a mean of 22.5
+
+
+def test_a_contexts_choices_pack_into_rows_no_wider_than_it() -> None:
+    """Each choice's tokens after the first sit once in a row after the context; a choice that
+    does not fit starts another row with the context again; one-token choices read the
+    context's last position."""
+    rows: Rows = {}
+    reads = [
+        ([8, 9, 10, 11], (0, 0)),
+        ([8, 9, 10, 12], (0, 1)),  # the same tokens after its first: the same segment
+        ([13], (0, 2)),
+        ([14, 15], (1, 0)),  # does not fit beside the first: a row of its own
+    ]
+    Engine._add_packed(rows, [2, 5, 6], reads)
+    assert rows == {
+        ((2, 5, 6, 8, 9, 10), (0, 0, 0, 1, 1, 1)): [
+            ((2, 3, 4, 5), [8, 9, 10, 11], (0, 0)),
+            ((2, 3, 4, 5), [8, 9, 10, 12], (0, 1)),
+            ((2,), [13], (0, 2)),
+        ],
+        ((2, 5, 6, 14), (0, 0, 0, 1)): [((2, 3), [14, 15], (1, 0))],
+    }
+    assert _positions((0, 0, 0, 1, 1, 2, 2, 2)) == [0, 1, 2, 3, 4, 3, 4, 5]
+
+
+def test_packed_choices_under_eager_attention(tuned: LoadedModel, tasks: dict[str, Task]) -> None:
+    """The mask is additive, so the eager attention (which adds it) agrees as SDPA does."""
+    base = tuned.model.get_base_model()
+    before = base.config._attn_implementation
+    base.set_attn_implementation("eager")
+    try:
+        shared, got = scores(tuned, tasks["many"], 8)
+        assert shared._packs
+        _, want = scores(tuned, tasks["many"], 8, exact=True)
+        assert_close(want, got)
+    finally:
+        base.set_attn_implementation(before)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("_attn_implementation", "flash_attention_2"),
+        ("_attn_implementation", "flex_attention"),
+        ("sliding_window", 8),
+        ("layer_types", ["sliding_attention", "full_attention"]),
+    ],
+)
+def test_attention_that_takes_no_custom_mask_keeps_the_cache_path(
+    tuned: LoadedModel, setting: str, value: Any
+) -> None:
+    config = tuned.model.get_base_model().config
+    missing = object()
+    before = getattr(config, setting, missing)
+    assert Engine(tuned, 4, None)._packs
+    setattr(config, setting, value)
+    try:
+        assert not Engine(tuned, 4, None)._packs
+    finally:
+        if before is missing:
+            delattr(config, setting)
+        else:
+            setattr(config, setting, before)
+    assert Engine(tuned, 4, None)._packs
 
 
 def test_prefix_breaking_choices_fall_back_to_full_rows(
