@@ -25,16 +25,20 @@ cache": the folders written when notifying and downloading. ``run`` is the daemo
 ``workers.broker_url``) it is its own worker, and checks what a worker does. Slack is checked by
 ``run`` even on Redis: the daemon and its workers share one configuration, and a token without a
 channel is wrong wherever it is seen; an API key a daemon on Redis never uses is not asked of it
-(it may live on the worker hosts only). ``poll`` only discovers and prints: it plans, benchmarks
-and notifies nothing.
+(it may live on the worker hosts only). A worker is asked for the API keys of what runs on the
+queues it consumes: an API candidate's and a feed's API models' on the default queue only; a
+judged task's API judge's on every queue (the judge is asked in the benchmark job, which runs
+on a GPU queue, or on the default one for an API release). ``poll`` only discovers and prints:
+it plans, benchmarks and notifies nothing.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, NoReturn
@@ -42,7 +46,7 @@ from typing import Literal, NoReturn
 from benchmarks.models import ModelRef
 from benchmarks.tasks.task import Task, load_task
 from config.settings import FineTune, PromptSettings, Settings, secret, slack_app_mode, task_path
-from core.constants import ENV_NESTED_DELIMITER, ENV_PREFIX
+from core.constants import DEFAULT_QUEUE, ENV_NESTED_DELIMITER, ENV_PREFIX
 from core.errors import ConfigError, SupersedeError
 
 Role = Literal["run", "worker", "rerun", "poll", "poll-once"]
@@ -52,21 +56,22 @@ Check = Callable[[Settings], None]
 _CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 
 
-def preflight(settings: Settings, role: Role) -> None:
+def preflight(settings: Settings, role: Role, queues: Sequence[str] | None = None) -> None:
     """Check every setting ``role`` will need; raise :class:`ConfigError` on the first problem.
+    ``queues``: the queues a worker consumes (None: every queue, as the embedded worker).
 
     Creates the store's tables and the notification and download folders (as their first use
     would); writes nothing else.
     """
-    for check in checks(settings, role):
+    for check in checks(settings, role, queues):
         check(settings)
 
 
-def preflight_or_exit(settings: Settings, role: Role) -> None:
+def preflight_or_exit(settings: Settings, role: Role, queues: Sequence[str] | None = None) -> None:
     """:func:`preflight` for a process with no CLI of its own (``celery -A workers worker``): on
     a problem, print it as one line on stderr and exit with code 2, before any work."""
     try:
-        preflight(settings, role)
+        preflight(settings, role, queues)
     except SupersedeError as exc:
         exit_fatal(exc)
 
@@ -80,8 +85,11 @@ def exit_fatal(exc: SupersedeError) -> NoReturn:
     raise SystemExit(2)
 
 
-def checks(settings: Settings, role: Role) -> tuple[Check, ...]:
-    """The checks ``role`` runs, environment first (no side effects), then files, then the store."""
+def checks(
+    settings: Settings, role: Role, queues: Sequence[str] | None = None
+) -> tuple[Check, ...]:
+    """The checks ``role`` runs, environment first (no side effects), then files, then the store
+    (``queues``: :func:`preflight`'s)."""
     if role == "poll-once":
         return (check_store,)
     if role == "poll":
@@ -93,7 +101,14 @@ def checks(settings: Settings, role: Role) -> tuple[Check, ...]:
     if role == "run":
         chosen += [check_webhook, check_slack_app]
     if works:
-        chosen += [check_api_keys, check_finetune_models, check_deploy]
+        chosen += [
+            # named as the check it binds (what a log or a test reads)
+            functools.update_wrapper(
+                functools.partial(check_api_keys, queues=queues), check_api_keys
+            ),
+            check_finetune_models,
+            check_deploy,
+        ]
     chosen.append(check_tasks)
     if works:
         chosen += [check_console_dir, check_cache_dir]
@@ -180,21 +195,50 @@ def check_webhook(settings: Settings) -> None:
         )
 
 
-def check_api_keys(settings: Settings) -> None:
-    """An API candidate (or a feed's API model rule) that names a key variable needs it set:
-    without it every request would be refused, release after release."""
-    named = [(f"api_candidates '{a.name}'", a.api_key_env) for a in settings.api_candidates]
-    for feed in settings.watch.feeds:
-        named += [
-            (f"watch.feeds '{feed.name}' api_models rule '{rule.name}'", rule.api_key_env)
-            for rule in feed.api_models
-        ]
+def check_api_keys(settings: Settings, queues: Sequence[str] | None = None) -> None:
+    """An endpoint this worker will call that names a key variable needs it set: without it
+    every request would be refused, release after release. API candidates and feeds' API models
+    run on the default queue; a judged task's API judge wherever benchmarks run (every queue).
+    ``queues``: the queues this worker consumes (None: all of them)."""
+    named: list[tuple[str, str | None]] = []
+    if queues is None or DEFAULT_QUEUE in queues:
+        named += [(f"api_candidates '{a.name}'", a.api_key_env) for a in settings.api_candidates]
+        for feed in settings.watch.feeds:
+            named += [
+                (f"watch.feeds '{feed.name}' api_models rule '{rule.name}'", rule.api_key_env)
+                for rule in feed.api_models
+            ]
+    consumed = "every queue" if queues is None else "the queues " + ", ".join(queues)
+    named += [
+        (
+            f"fine-tune '{name}': its judge, api_candidates '{entry}' (asked in the benchmark "
+            f"job, so on this worker, which benchmarks on {consumed})",
+            variable,
+        )
+        for name, entry, variable in _api_judges(settings)
+    ]
     for where, variable in named:
         if variable and not secret(variable):
             raise ConfigError(
                 f"{where}: api_key_env names {variable}, which is not set: put the endpoint's "
                 "API key in that environment variable, or remove api_key_env if it needs none"
             )
+
+
+def _api_judges(settings: Settings) -> list[tuple[str, str, str | None]]:
+    """(fine-tune, api_candidates entry, its key variable) of each judged task's API judge. A
+    task file that cannot be read is left to :func:`check_tasks`, which names the problem."""
+    from benchmarks.judge.pair import spec_for
+
+    found = []
+    for ft in settings.finetunes:
+        try:
+            spec = spec_for(settings, ft, load_task(task_path(settings, ft.task)))
+        except (SupersedeError, ValueError):
+            continue
+        if spec is not None and spec.api is not None:
+            found.append((ft.name, spec.api.name, spec.api.api_key_env))
+    return found
 
 
 # ---------------------------------------------------------------------------------- fine-tunes

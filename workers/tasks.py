@@ -20,6 +20,7 @@ from celery.signals import (
 
 from config.settings import Settings
 from core.constants import (
+    DEFAULT_QUEUE,
     TASK_BENCHMARK,
     TASK_NOTIFY,
     TASK_REBENCHMARK,
@@ -132,13 +133,19 @@ def _gpu_workers_recycle_children(sender: Any = None, conf: Any = None, **kwargs
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     # A fresh pool process (and CUDA context) per benchmark on GPU queues: memory fragmentation
     # and leaked allocations never carry over to the next model.
-    options = kwargs.get("options") or {}
-    queues = options.get("queues") or []
-    if isinstance(queues, str):
-        queues = queues.split(",")
+    queues = _consumed_queues(kwargs)
     settings = getattr(conf, "supersede_settings", None)
     if settings is not None and any(q in settings.workers.gpu_queues for q in queues):
         conf.worker_max_tasks_per_child = 1
+
+
+def _consumed_queues(signal_kwargs: dict[str, Any]) -> list[str]:
+    """The queues a starting worker consumes (``-Q``); without it, the default queue only."""
+    options = signal_kwargs.get("options") or {}
+    queues = options.get("queues") or []
+    if isinstance(queues, str):
+        queues = queues.split(",")
+    return [str(q).strip() for q in queues if str(q).strip()] or [DEFAULT_QUEUE]
 
 
 @celeryd_init.connect
@@ -149,7 +156,7 @@ def _preflight(sender: Any = None, conf: Any = None, **kwargs: Any) -> None:
 
     settings = getattr(conf, "supersede_settings", None)
     if settings is not None:
-        preflight_or_exit(settings, "worker")
+        preflight_or_exit(settings, "worker", _consumed_queues(kwargs))
 
 
 @worker_process_init.connect

@@ -291,6 +291,49 @@ def test_an_api_key_variable_that_is_not_set(
     preflight(settings, "worker")
 
 
+def test_a_worker_is_asked_for_the_keys_of_what_runs_on_its_queues(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """API candidates run on the default queue: a GPU worker needs none of their keys. A judged
+    task's API judge is asked in the benchmark job, so every worker that benchmarks needs it."""
+    monkeypatch.delenv("VENDOR_KEY", raising=False)
+    monkeypatch.delenv("JUDGE_KEY", raising=False)
+    vendor = {"name": "vendor-mini", "base_url": "http://127.0.0.1:9/v1", "model": "mini",
+              "api_key_env": "VENDOR_KEY"}  # fmt: skip
+    judge = dict(vendor, name="house-judge", model="judge-1", api_key_env="JUDGE_KEY")
+    settings = settings_for(tmp_path, api_candidates=[vendor])
+    preflight(settings, "worker", ["gpu-24g", "gpu-80g"])
+    for queues in (["default"], ["gpu-24g", "default"], None):
+        with pytest.raises(ConfigError, match=r"api_candidates 'vendor-mini'.*VENDOR_KEY"):
+            preflight(settings, "worker", queues)
+
+    task = str(REPO / "config" / "tasks" / "product_copy" / "product_copy.yaml")
+    judged = [
+        {"name": "copy", "task": task, "model": "acme/copy-ft", "judge": {"api": "house-judge"}}
+    ]
+    monkeypatch.setenv("VENDOR_KEY", "sk-vendor")
+    settings = settings_for(tmp_path, api_candidates=[vendor, judge], finetunes=judged)
+    for queues in (["gpu-24g"], ["default"], None):
+        with pytest.raises(ConfigError) as caught:
+            preflight(settings, "worker", queues)
+        message = str(caught.value)
+        assert message.startswith("api_candidates 'house-judge'") or (
+            "fine-tune 'copy': its judge, api_candidates 'house-judge'" in message
+        ), message
+        assert "JUDGE_KEY, which is not set" in message and "\n" not in message
+    gpu_message = refused_on(settings, ["gpu-24g"])
+    assert "benchmarks on the queues gpu-24g" in gpu_message
+    monkeypatch.setenv("JUDGE_KEY", "sk-judge")
+    preflight(settings, "worker", ["gpu-24g"])
+    preflight(settings, "worker", ["default"])
+
+
+def refused_on(settings: Settings, queues: list[str]) -> str:
+    with pytest.raises(ConfigError) as caught:
+        preflight(settings, "worker", queues)
+    return str(caught.value)
+
+
 # ---------------------------------------------------------------------------------- the store
 
 
@@ -353,11 +396,13 @@ def test_the_roles_check_what_they_use() -> None:
 # ---------------------------------------------------------------------------------- a worker
 
 
-def celery_worker(config: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+def celery_worker(
+    config: Path, cwd: Path, queues: str = "default"
+) -> subprocess.CompletedProcess[str]:
     env = process_env({"SUPERSEDE_CONFIG": str(config)})
     env.pop("SLACK_BOT_TOKEN", None)
     return subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "default",
+        [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queues,
          "-c", "1", "--without-mingle", "--without-gossip", "--loglevel", "INFO"],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
@@ -386,6 +431,26 @@ def test_a_worker_with_a_missing_task_file_exits_2_before_consuming(
     assert lines[0].startswith("error: fine-tune 'support'") and str(missing) in lines[0]
     assert "Traceback" not in done.stdout + done.stderr
     assert queue_length(redis_url, "default") == 1  # nothing was consumed
+
+
+def test_a_gpu_worker_without_its_judges_key_exits_2_before_consuming(
+    tmp_path: Path, redis_url: str
+) -> None:
+    task = str(REPO / "config" / "tasks" / "product_copy" / "product_copy.yaml")
+    judge = {"name": "house-judge", "base_url": "http://127.0.0.1:9/v1", "model": "judge-1",
+             "api_key_env": "SUPERSEDE_TEST_UNSET_JUDGE_KEY"}  # fmt: skip
+    config = config_file(
+        tmp_path,
+        api_candidates=[judge],
+        finetunes=[{"name": "copy", "task": task, "model": "acme/copy-ft",
+                    "judge": {"api": "house-judge"}}],
+        workers={"broker_url": redis_url},
+    )  # fmt: skip
+    done = celery_worker(config, tmp_path, queues="gpu-24g")
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: fine-tune 'copy': its judge, api_candidates 'house-judge'")
+    assert "on the queues gpu-24g" in line and "SUPERSEDE_TEST_UNSET_JUDGE_KEY" in line
 
 
 def test_a_worker_with_an_unreadable_config_exits_2_with_one_line(tmp_path: Path) -> None:
