@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
+from benchmarks.engine import Engine
 from benchmarks.models import LoadedModel, ModelResolver, load_model
 from benchmarks.runner import apply_chat_template, run_task
 from benchmarks.tasks import load_task
@@ -40,6 +42,9 @@ FEWSHOT = {
     "doc_to_target": "label",
     "metric_list": [{"metric": "acc"}],
 }
+#: Choices of two or more BPE tokens: packed after their context in one row by default.
+MULTI_CHOICES = ["very negative", "rather positive", "mixed feelings"]
+MULTI = {**FEWSHOT, "task": "review_real_multi", "doc_to_choice": MULTI_CHOICES}
 GENERATE = {
     **{k: v for k, v in FEWSHOT.items() if k not in ("doc_to_choice", "metric_list")},
     "task": "review_real_generate",
@@ -163,3 +168,33 @@ def test_generation_with_the_chat_template_equals_lm_eval(
     generated = [sample["filtered_resps"][0] for sample in theirs["samples"]]
     assert list(ours.predictions) == generated
     assert ours.score == pytest.approx(theirs["results"]["exact_match,none"], abs=1e-12)
+
+
+def test_packed_multi_token_choices_equal_lm_eval_on_the_real_model(
+    real: LoadedModel, real_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real BPE tokenizer, grouped-query attention and the chat template: each document's
+    choices packed after its context (and the prompt's shared head run once) give lm-eval's
+    predictions, and log-likelihoods within 1e-4 of full rows (measured: up to 2.5e-5 on these
+    48 choices, 1.2e-5 without the shared head; the KV-cache path gives 1.9e-5). The full rows
+    (``exact``) give lm-eval's own log-likelihoods."""
+    config = real.model.config
+    assert config.num_key_value_heads < config.num_attention_heads  # grouped-query attention
+    task_file = write_task(tmp_path / "task", MULTI)
+    task = load_task(task_file)
+    theirs = lm_eval_chat(task_file, real_folder, monkeypatch, tmp_path, chat=True, multiturn=True)
+    prompt = PromptSettings(chat_template="on", system_prompt=SYSTEM, fewshot_as_multiturn=True)
+    requests = apply_chat_template(task.requests(LIMIT), real.tokenizer, prompt, task)
+    with torch.inference_mode(), real.scoring_model():
+        packed = Engine(real, 8, None)
+        got_all = packed.loglikelihoods(requests, None)
+        exact = Engine(real, 8, None, exact=True)
+        want_all = exact.loglikelihoods(requests, None)
+    assert packed._packs and packed.tokens < exact.tokens * 0.6
+    assert all(len(real.tokenizer.encode(" " + c)) >= 2 for c in MULTI_CHOICES)
+    for got, want, sample in zip(got_all, want_all, theirs["samples"], strict=True):
+        lls = [float(resp[0][0]) for resp in sample["resps"]]
+        assert got == pytest.approx(want, abs=1e-4)
+        assert want == pytest.approx(lls, abs=1e-5)
+        best = max(range(len(lls)), key=lambda i: (lls[i], -i))
+        assert max(range(len(got)), key=lambda i: (got[i], -i)) == best
