@@ -57,6 +57,11 @@ Progress = Callable[[int], None]
 #: this the copying and the attention mask a cached pass needs cost about what they save.
 MIN_SHARED_HEAD = 2
 
+#: The most entries of a packed pass's attention mask (rows x width x width): 64 MiB as the
+#: booleans SDPA takes. Batches of 32 rows up to about 1,400 tokens wide stay under it; a pass
+#: of wider packed rows holds fewer rows.
+MASK_BUDGET = 2**26
+
 #: What one choice reads from a row: the positions whose logits predict its tokens (in order),
 #: the tokens, and the result slot (request, choice) the summed log-prob fills.
 Read = tuple[tuple[int, ...], list[int], tuple[int, int]]
@@ -277,8 +282,10 @@ class Engine:
         head = self._shared_head(rows, shared)
         done_docs: set[int] = set()
         ordered = sorted(rows.items(), key=lambda kv: -len(kv[0][0]))
-        for start in range(0, len(ordered), self.batch_size):
-            batch = ordered[start : start + self.batch_size]
+        start = 0
+        while start < len(ordered):
+            batch = self._next_batch(ordered, start)
+            start += len(batch)
             self._score_batch(batch, results, head)
             touched = {slot[0] for _, reads in batch for _, _, slot in reads}
             self._report(progress, touched, results, done_docs)
@@ -292,6 +299,17 @@ class Engine:
             touched = {slot[0] for _, reads in group for _, slot in reads}
             self._report(progress, touched, results, done_docs)
         return results
+
+    def _next_batch(
+        self, ordered: Sequence[tuple[Row, list[Read]]], start: int
+    ) -> Sequence[tuple[Row, list[Read]]]:
+        """The rows of the next pass: ``batch_size`` of them, fewer where a packed row's mask
+        (rows x width x width) would pass :data:`MASK_BUDGET` entries."""
+        batch = ordered[start : start + self.batch_size]
+        if any(segments is not None for (_, segments), _ in batch):
+            width = len(batch[0][0][0])
+            batch = batch[: max(1, MASK_BUDGET // (width * width))]
+        return batch
 
     def _shared_head(self, rows: Rows, shared: Shared) -> _Head | None:
         """Run the tokens every input of this run starts with once, and keep their KV cache.

@@ -155,6 +155,22 @@ def test_a_contexts_choices_pack_into_rows_no_wider_than_it() -> None:
     assert _positions((0, 0, 0, 1, 1, 2, 2, 2)) == [0, 1, 2, 3, 4, 3, 4, 5]
 
 
+def test_wide_packed_rows_take_fewer_rows_a_pass(
+    tuned: LoadedModel, tasks: dict[str, Task], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass's mask is bounded: with room for one row's mask, every packed row is a pass of
+    its own, and the log-likelihoods do not change."""
+    import benchmarks.engine
+
+    _, want = scores(tuned, tasks["many"], 16, exact=True)
+    wide, wide_got = scores(tuned, tasks["many"], 16)
+    monkeypatch.setattr(benchmarks.engine, "MASK_BUDGET", 1)
+    narrow, narrow_got = scores(tuned, tasks["many"], 16)
+    assert_close(want, narrow_got)
+    assert_close(wide_got, narrow_got)
+    assert len(narrow.batch_times) >= 40 and len(wide.batch_times) * 8 <= len(narrow.batch_times)
+
+
 def test_packed_choices_under_eager_attention(tuned: LoadedModel, tasks: dict[str, Task]) -> None:
     """The mask is additive, so the eager attention (which adds it) agrees as SDPA does."""
     base = tuned.model.get_base_model()
