@@ -18,16 +18,18 @@ the last moves log-likelihoods by rounding only):
   window), a context's choices are packed into its row: each choice's tokens after the first
   sit side by side after the context, take the positions right after it, and a 4D mask lets
   them see the context and their own choice only. Such rows batch with every other row, so a
-  document costs one row instead of one per choice. Elsewhere each context keeps its KV cache,
-  batched with other contexts of the same length (so no padding reaches the cache), and every
-  choice then runs its own tokens against a copy of that cache. A choice falls back to its own
-  full row when its input would be cut at ``max_length``, or when the whole ``context +
-  continuation`` encoding does not start with the context's tokens. The model sees the same
-  tokens at the same positions, but a masked or cached pass sums attention in another order
-  than one full row: log-likelihoods are not bit for bit those of the full rows. In float32
-  they differ by about 2e-6 on the tiny test models (held to 1e-5) and up to 2.5e-5 on a real
-  135M model with 200-300-token prompts (about 1e-6 of the value; held to 1e-4); in half
-  precision the gap is wider. Two choices closer than that could in principle swap places.
+  document costs one row instead of one per choice (once an engine, one packed row is first
+  checked against full rows; a model that disagrees is not packed). Elsewhere each context
+  keeps its KV cache, batched with other contexts of the same length (so no padding reaches
+  the cache), and every choice then runs its own tokens against a copy of that cache. A choice
+  falls back to its own full row when its input would be cut at ``max_length``, or when the
+  whole ``context + continuation`` encoding does not start with the context's tokens. The
+  model sees the same tokens at the same positions, but a masked or cached pass sums attention
+  in another order than one full row: log-likelihoods are not bit for bit those of the full
+  rows. In float32 they differ by about 2e-6 on the tiny test models (held to 1e-5) and up to
+  2.5e-5 on a real 135M model with 200-300-token prompts (about 1e-6 of the value; held to
+  1e-4); in half precision the gap is wider. Two choices closer than that could in principle
+  swap places.
   ``exact=True`` keeps one full row per choice.
 * the prompt's shared head (the same default): when every input of a run starts with the same
   tokens (an instruction, a system prompt, fixed few-shot examples), those tokens run once and
@@ -131,6 +133,8 @@ class Engine:
         self._mask_kind = _custom_mask_kind(self.model)
         #: Whether a context's choices are packed into one row (its attention takes a mask).
         self._packs = not exact and self._mask_kind is not None
+        #: Whether packing was checked against full rows on this model (once an engine).
+        self._packing_checked = False
         if self.device.startswith("cuda"):
             import torch
 
@@ -279,6 +283,11 @@ class Engine:
             elif self._packs:
                 del shared[ctx]
                 self._add_packed(rows, list(ctx), reads)
+        if self._packs and not self._packing_checked:
+            self._packing_checked = True
+            if not self._packing_agrees(rows):
+                self._packs = False  # this model gets full rows or the KV-cache path
+                return self.loglikelihoods(requests, progress)
         head = self._shared_head(rows, shared)
         done_docs: set[int] = set()
         ordered = sorted(rows.items(), key=lambda kv: -len(kv[0][0]))
@@ -299,6 +308,40 @@ class Engine:
             touched = {slot[0] for _, reads in group for _, slot in reads}
             self._report(progress, touched, results, done_docs)
         return results
+
+    def _packing_agrees(self, rows: Rows) -> bool:
+        """Score one packed row and the same choices as full rows, untimed: whether they agree.
+
+        An architecture can take the mask and position ids and still not apply them as packing
+        needs (ALiBi positions from a row's own layout, say); its packed log-likelihoods would
+        then be wrong by far more than rounding. The row checked is one whose choices overlap in
+        position (two or more after the context), where such a model goes wrong."""
+        import torch
+
+        packed = [(row, reads) for row, reads in rows.items() if row[1] is not None]
+        if not packed:
+            return True
+        (tokens, segments), reads = max(packed, key=lambda kv: max(kv[0][1] or (0,)))
+        assert segments is not None
+        context = list(tokens[: next(i for i, mark in enumerate(segments) if mark != 0)])
+        local = [(positions, cont, (k, 0)) for k, (positions, cont, _) in enumerate(reads)]
+        full: Rows = {}
+        for _, cont, slot in local:
+            self._add_row(full, context, cont, slot)
+        saved = (self.tokens, list(self.batch_times))
+        as_packed: list[list[float]] = [[math.nan] for _ in local]
+        as_full: list[list[float]] = [[math.nan] for _ in local]
+        self._score_batch([((tokens, segments), local)], as_packed)
+        ordered = sorted(full.items(), key=lambda kv: -len(kv[0][0]))
+        for start in range(0, len(ordered), self.batch_size):
+            self._score_batch(ordered[start : start + self.batch_size], as_full)
+        self.tokens, self.batch_times = saved
+        half = getattr(self.model, "dtype", torch.float32) in (torch.float16, torch.bfloat16)
+        rel, tol = (2e-2, 0.1) if half else (1e-4, 1e-3)  # far above rounding, far below a bug
+        return all(
+            math.isclose(a[0], b[0], rel_tol=rel, abs_tol=tol)
+            for a, b in zip(as_packed, as_full, strict=True)
+        )
 
     def _next_batch(
         self, ordered: Sequence[tuple[Row, list[Read]]], start: int

@@ -171,6 +171,29 @@ def test_wide_packed_rows_take_fewer_rows_a_pass(
     assert len(narrow.batch_times) >= 40 and len(wide.batch_times) * 8 <= len(narrow.batch_times)
 
 
+def test_a_model_that_does_not_apply_packing_gets_full_rows(
+    tuned: LoadedModel, tasks: dict[str, Task], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Packing is checked once against full rows before a run: a model that takes the position
+    ids and the mask but does not apply them (here: position ids as if unpacked) fails the
+    check, and the run scores without packing."""
+    packed_inputs = Engine._packed_inputs
+
+    def positions_ignored(self: Engine, batch: Any, skip: int, width: int) -> dict[str, Any]:
+        inputs = packed_inputs(self, batch, skip, width)
+        inputs["position_ids"] = torch.arange(skip, skip + width).repeat(len(batch), 1)
+        return inputs
+
+    monkeypatch.setattr(Engine, "_packed_inputs", positions_ignored)
+    engine, got = scores(tuned, tasks["many"], 8)
+    assert engine._packing_checked and not engine._packs
+    _, want = scores(tuned, tasks["many"], 8, exact=True)
+    assert_close(want, got)
+    monkeypatch.undo()
+    checked, _ = scores(tuned, tasks["many"], 8)
+    assert checked._packing_checked and checked._packs  # the real packing passes its check
+
+
 def test_packed_choices_under_eager_attention(tuned: LoadedModel, tasks: dict[str, Task]) -> None:
     """The mask is additive, so the eager attention (which adds it) agrees as SDPA does."""
     base = tuned.model.get_base_model()
