@@ -27,7 +27,7 @@ the last moves log-likelihoods by rounding only):
   model sees the same tokens at the same positions, but a masked or cached pass sums attention
   in another order than one full row: log-likelihoods are not bit for bit those of the full
   rows. In float32 they differ by about 2e-6 on the tiny test models (held to 1e-5) and up to
-  2.5e-5 on a real 135M model with 200-300-token prompts (about 1e-6 of the value; held to
+  2.5e-5 on a real 135M model with 130-150-token prompts (under 1e-5 of the value; held to
   1e-4); in half precision the gap is wider. Two choices closer than that could in principle
   swap places.
   ``exact=True`` keeps one full row per choice.
@@ -290,14 +290,7 @@ class Engine:
                 return self.loglikelihoods(requests, progress)
         head = self._shared_head(rows, shared)
         done_docs: set[int] = set()
-        ordered = sorted(rows.items(), key=lambda kv: -len(kv[0][0]))
-        start = 0
-        while start < len(ordered):
-            batch = self._next_batch(ordered, start)
-            start += len(batch)
-            self._score_batch(batch, results, head)
-            touched = {slot[0] for _, reads in batch for _, _, slot in reads}
-            self._report(progress, touched, results, done_docs)
+        self._score_rows(rows, results, head, progress, done_docs)
         contexts = sorted(shared.items(), key=lambda kv: -len(kv[0]))
         while contexts:
             # contexts of one length only: the cache then holds no padding
@@ -332,9 +325,7 @@ class Engine:
         as_packed: list[list[float]] = [[math.nan] for _ in local]
         as_full: list[list[float]] = [[math.nan] for _ in local]
         self._score_batch([((tokens, segments), local)], as_packed)
-        ordered = sorted(full.items(), key=lambda kv: -len(kv[0][0]))
-        for start in range(0, len(ordered), self.batch_size):
-            self._score_batch(ordered[start : start + self.batch_size], as_full)
+        self._score_rows(full, as_full)
         self.tokens, self.batch_times = saved
         half = getattr(self.model, "dtype", torch.float32) in (torch.float16, torch.bfloat16)
         rel, tol = (2e-2, 0.1) if half else (1e-4, 1e-3)  # far above rounding, far below a bug
@@ -343,16 +334,28 @@ class Engine:
             for a, b in zip(as_packed, as_full, strict=True)
         )
 
-    def _next_batch(
-        self, ordered: Sequence[tuple[Row, list[Read]]], start: int
-    ) -> Sequence[tuple[Row, list[Read]]]:
-        """The rows of the next pass: ``batch_size`` of them, fewer where a packed row's mask
-        (rows x width x width) would pass :data:`MASK_BUDGET` entries."""
-        batch = ordered[start : start + self.batch_size]
-        if any(segments is not None for (_, segments), _ in batch):
-            width = len(batch[0][0][0])
-            batch = batch[: max(1, MASK_BUDGET // (width * width))]
-        return batch
+    def _score_rows(
+        self,
+        rows: Rows,
+        results: list[list[float]],
+        head: _Head | None = None,
+        progress: Progress | None = None,
+        done_docs: set[int] | None = None,
+    ) -> None:
+        """Score ``rows`` longest first, ``batch_size`` a pass, fewer where a packed row's mask
+        (rows x width x width) would pass :data:`MASK_BUDGET` entries; ``progress`` hears of the
+        documents each pass finishes."""
+        ordered = sorted(rows.items(), key=lambda kv: -len(kv[0][0]))
+        start = 0
+        while start < len(ordered):
+            batch = ordered[start : start + self.batch_size]
+            if any(segments is not None for (_, segments), _ in batch):
+                width = len(batch[0][0][0])
+                batch = batch[: max(1, MASK_BUDGET // (width * width))]
+            start += len(batch)
+            self._score_batch(batch, results, head)
+            touched = {slot[0] for _, reads in batch for _, _, slot in reads}
+            self._report(progress, touched, results, done_docs if done_docs is not None else set())
 
     def _shared_head(self, rows: Rows, shared: Shared) -> _Head | None:
         """Run the tokens every input of this run starts with once, and keep their KV cache.
@@ -560,9 +563,7 @@ class Engine:
             for ctx, reads in group:
                 for cont_enc, slot in reads:
                     self._add_row(rows, list(ctx), cont_enc, slot)
-            ordered = sorted(rows.items(), key=lambda kv: -len(kv[0][0]))
-            for start in range(0, len(ordered), self.batch_size):
-                self._score_batch(ordered[start : start + self.batch_size], results)
+            self._score_rows(rows, results)
             return
         first = out.logits[:, -1].float().log_softmax(dim=-1)
         tails: list[tuple[int, list[int], tuple[int, int]]] = []
@@ -716,18 +717,25 @@ def _model_max_length(model: Any, tokenizer: Any) -> int:
     return 2048
 
 
-def _cache_argument(model: Any) -> str | None:
-    """The name under which ``model``'s forward takes a KV cache, if it takes one."""
+def _base(model: Any) -> Any:
+    """The transformers model under ``model`` (a PEFT wrapper's base model, else itself)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def _forward_parameters(model: Any) -> Sequence[str]:
+    """The names ``model``'s forward takes (none when its signature cannot be read)."""
     import inspect
 
-    target = model
-    get_base = getattr(model, "get_base_model", None)
-    if callable(get_base):
-        target = get_base()
     try:
-        parameters = inspect.signature(target.forward).parameters
+        return list(inspect.signature(_base(model).forward).parameters)
     except (TypeError, ValueError):
-        return None
+        return []
+
+
+def _cache_argument(model: Any) -> str | None:
+    """The name under which ``model``'s forward takes a KV cache, if it takes one."""
+    parameters = _forward_parameters(model)
     return next((name for name in ("cache", "past_key_values") if name in parameters), None)
 
 
@@ -757,13 +765,7 @@ def _custom_mask_kind(model: Any) -> str | None:
     """``model``'s attention ("sdpa" or "eager") when it applies a 4D mask given to it as it is
     (flash and flex kernels take none) in every layer (no sliding window) and its forward takes
     position ids; else None."""
-    import inspect
-
-    target = model
-    get_base = getattr(model, "get_base_model", None)
-    if callable(get_base):
-        target = get_base()
-    config = getattr(target, "config", None)
+    config = getattr(_base(model), "config", None)
     kind = getattr(config, "_attn_implementation", None)
     if kind not in ("eager", "sdpa"):
         return None
@@ -772,10 +774,7 @@ def _custom_mask_kind(model: Any) -> str | None:
         return None
     if any(layer != "full_attention" for layer in getattr(config, "layer_types", None) or ()):
         return None
-    try:
-        parameters = inspect.signature(target.forward).parameters
-    except (TypeError, ValueError):
-        return None
+    parameters = _forward_parameters(model)
     return str(kind) if "position_ids" in parameters and "attention_mask" in parameters else None
 
 
@@ -790,13 +789,4 @@ def _positions(segments: Sequence[int]) -> list[int]:
 
 
 def _accepts_logits_to_keep(model: Any) -> bool:
-    import inspect
-
-    target = model
-    get_base = getattr(model, "get_base_model", None)
-    if callable(get_base):
-        target = get_base()
-    try:
-        return "logits_to_keep" in inspect.signature(target.forward).parameters
-    except (TypeError, ValueError):
-        return False
+    return "logits_to_keep" in _forward_parameters(model)

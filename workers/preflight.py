@@ -200,29 +200,34 @@ def check_api_keys(settings: Settings, queues: Sequence[str] | None = None) -> N
     every request would be refused, release after release. API candidates and feeds' API models
     run on the default queue; a judged task's API judge wherever benchmarks run (every queue).
     ``queues``: the queues this worker consumes (None: all of them)."""
-    named: list[tuple[str, str | None]] = []
     if queues is None or DEFAULT_QUEUE in queues:
-        named += [(f"api_candidates '{a.name}'", a.api_key_env) for a in settings.api_candidates]
+        named = [(f"api_candidates '{a.name}'", a.api_key_env) for a in settings.api_candidates]
         for feed in settings.watch.feeds:
             named += [
                 (f"watch.feeds '{feed.name}' api_models rule '{rule.name}'", rule.api_key_env)
                 for rule in feed.api_models
             ]
+        for where, variable in named:
+            if variable and not secret(variable):
+                _key_not_set(where, variable)
+    unset = {a.name for a in settings.api_candidates if a.api_key_env and not secret(a.api_key_env)}
+    if not unset:
+        return  # no task file need be read to know that every judge has its key
     consumed = "every queue" if queues is None else "the queues " + ", ".join(queues)
-    named += [
-        (
-            f"fine-tune '{name}': its judge, api_candidates '{entry}' (asked in the benchmark "
-            f"job, so on this worker, which benchmarks on {consumed})",
-            variable,
-        )
-        for name, entry, variable in _api_judges(settings)
-    ]
-    for where, variable in named:
-        if variable and not secret(variable):
-            raise ConfigError(
-                f"{where}: api_key_env names {variable}, which is not set: put the endpoint's "
-                "API key in that environment variable, or remove api_key_env if it needs none"
+    for name, entry, variable in _api_judges(settings):
+        if entry in unset and variable:
+            _key_not_set(
+                f"fine-tune '{name}': its judge, api_candidates '{entry}' (asked in the benchmark "
+                f"job, so on this worker, which benchmarks on {consumed})",
+                variable,
             )
+
+
+def _key_not_set(where: str, variable: str) -> NoReturn:
+    raise ConfigError(
+        f"{where}: api_key_env names {variable}, which is not set: put the endpoint's "
+        "API key in that environment variable, or remove api_key_env if it needs none"
+    )
 
 
 def _api_judges(settings: Settings) -> list[tuple[str, str, str | None]]:

@@ -130,6 +130,17 @@ def publish(hub: HubServer, zoo: Zoo, **releases: Path) -> dict[str, str]:
     return shas
 
 
+@pytest.fixture
+def no_torch(tmp_path: Path) -> dict[str, str]:
+    """The environment of a default worker built without torch: ``import torch`` fails."""
+    shim = tmp_path / "no-torch"
+    (shim / "torch").mkdir(parents=True)
+    (shim / "torch" / "__init__.py").write_text(
+        'raise ImportError("torch is not installed on the default worker")\n'
+    )
+    return {"PYTHONPATH": f"{shim}:{REPO}"}
+
+
 # ---------------------------------------------------------------------------------- config
 
 

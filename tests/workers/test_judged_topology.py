@@ -24,7 +24,6 @@ from tests.workers.test_topology import (
     StartWorker,
     all_notified,
     jobs_of,
-    no_torch,
     released,
 )
 
@@ -95,6 +94,3 @@ def test_the_gpu_worker_judges_and_the_default_worker_reads_the_judgement(
         assert "torch is not installed" not in default.output()
         assert default.succeeded(TASK_BENCHMARK) == []
         assert gpu.succeeded("supersede.verdict") == []
-
-
-__all__ = ["no_torch"]  # a fixture: imported so that pytest finds it here

@@ -22,7 +22,7 @@ from supersede.demo.zoo import Zoo
 from tests.support.cli import supersede
 from tests.support.hub_server import HubServer
 from tests.support.slack_server import SlackServer
-from tests.workers.conftest import REPO, SHIPPED_TASK, CeleryWorker, Client, publish, wait_for
+from tests.workers.conftest import SHIPPED_TASK, CeleryWorker, Client, publish, wait_for
 from watcher.events import ModelReleased
 from workers.jobs import Job
 
@@ -35,17 +35,6 @@ CHANNEL = "C0TOPOLOGY"
 
 StartWorker = Callable[..., CeleryWorker]
 MakeClient = Callable[[Path], Client]
-
-
-@pytest.fixture
-def no_torch(tmp_path: Path) -> dict[str, str]:
-    """The environment of a default worker built without torch: ``import torch`` fails."""
-    shim = tmp_path / "no-torch"
-    (shim / "torch").mkdir(parents=True)
-    (shim / "torch" / "__init__.py").write_text(
-        'raise ImportError("torch is not installed on the default worker")\n'
-    )
-    return {"PYTHONPATH": f"{shim}:{REPO}"}
 
 
 def two_finetunes() -> list[dict[str, Any]]:
