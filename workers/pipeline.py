@@ -529,8 +529,9 @@ class Pipeline:
         # reconciler's); a running one will release this verdict when it is done.
         # A re-tune parent records the pair again from its benchmark's results; when those are
         # gone too, it waits in turn and sends its benchmark back.
-        if parent is not None and parent.state in ("done", "failed", "skipped", "notified"):
-            self.jobs.requeue(parent.key)
+        # Only a finished parent is requeued and sent, by one compare-and-set: of two verdicts
+        # finding their results gone at once, the second finds it queued already.
+        if parent is not None and self.jobs.requeue(parent.key, only_finished=True):
             self.send(task_of(parent), parent.key, parent.queue)
         return Step("done", reason=reason)
 
